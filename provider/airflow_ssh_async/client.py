@@ -1,0 +1,277 @@
+"""The only asyncssh import: connect, run a remote script with stdin, map errors.
+
+Connections are shared: within one event loop, every user of the same host
+and credentials (:attr:`SSHOptions.pool_key`) borrows one asyncssh connection,
+opened on first use, re-opened after a drop and closed when the last user
+leaves. That is what lets one triggerer watch many jobs on one host over a
+single SSH session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from functools import cache
+from importlib import resources
+
+import asyncssh
+
+from airflow_ssh_async.connection import SSHOptions
+from airflow_ssh_async.errors import (
+    AsyncDirError,
+    CwdError,
+    HostKeyError,
+    JobExistsError,
+    JobNotFoundError,
+    JobRunningError,
+    MissingToolError,
+    RemoteCommandError,
+    RemoteWriteError,
+    SSHAuthError,
+    SSHConnectError,
+)
+
+# asyncssh logs every connect and channel at INFO; in a task log that is noise.
+logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+# sshd's default MaxSessions is 10 channels a connection; stay under it.
+MAX_CHANNELS = 8
+DEFAULT_COMMAND_TIMEOUT = 300.0
+
+# Exit codes of scripts/lib.sh.
+_EXIT_ERRORS: dict[int, type[RemoteCommandError]] = {
+    65: JobExistsError,
+    66: JobNotFoundError,
+    67: CwdError,
+    68: AsyncDirError,
+    69: RemoteWriteError,
+    70: JobRunningError,
+    71: MissingToolError,
+}
+
+
+@cache
+def script(name: str) -> bytes:
+    """A remote script as shipped in the package."""
+    return resources.files("airflow_ssh_async").joinpath("scripts", f"{name}.sh").read_bytes()
+
+
+@cache
+def program(name: str) -> str:
+    """lib.sh followed by one action script: what `sh -c` runs on the host."""
+    return (script("lib") + b"\n" + script(name)).decode()
+
+
+def remote_command(name: str, args: Sequence[str]) -> str:
+    """One quoting layer: the login shell splits this back into sh's argv."""
+    return shlex.join(["sh", "-c", program(name), f"airflow-ssh-async-{name}", *args])
+
+
+def _known_hosts(options: SSHOptions) -> object:
+    if options.no_host_key_check:
+        return None
+    if options.host_key:
+        pattern = options.host if options.port == 22 else f"[{options.host}]:{options.port}"
+        return asyncssh.import_known_hosts(f"{pattern} {options.host_key}\n")
+    if options.known_hosts:
+        return options.known_hosts
+    return ()  # asyncssh's default: ~/.ssh/known_hosts
+
+
+def host_key_source(options: SSHOptions) -> str:
+    if options.host_key:
+        return f"the host_key extra of connection {options.conn_id!r}"
+    if options.known_hosts:
+        return f"the known_hosts file {options.known_hosts}"
+    return "~/.ssh/known_hosts of the user running Airflow"
+
+
+def connect_kwargs(options: SSHOptions) -> dict[str, object]:
+    kwargs: dict[str, object] = {
+        "host": options.host,
+        "port": options.port,
+        "username": options.username,
+        "known_hosts": _known_hosts(options),
+        # connection.py already read ~/.ssh/config the way SSHHook does.
+        "config": None,
+        "keepalive_interval": 30,
+        "keepalive_count_max": 3,
+    }
+    if options.password:
+        kwargs["password"] = options.password
+    if options.private_key:
+        kwargs["client_keys"] = [asyncssh.import_private_key(options.private_key, options.passphrase)]
+    elif options.key_file:
+        kwargs["client_keys"] = [options.key_file]
+        if options.passphrase:
+            kwargs["passphrase"] = options.passphrase
+    elif not options.look_for_keys:
+        kwargs["client_keys"] = None
+    if options.conn_timeout:
+        kwargs["connect_timeout"] = options.conn_timeout
+    if options.proxy_command:
+        kwargs["proxy_command"] = options.proxy_command
+    if options.jump_host:
+        kwargs["tunnel"] = options.jump_host
+    if options.ciphers:
+        kwargs["encryption_algs"] = list(options.ciphers)
+    return kwargs
+
+
+async def open_connection(options: SSHOptions) -> asyncssh.SSHClientConnection:
+    """Open one SSH connection.
+
+    :raises SSHAuthError: the host refused the credentials.
+    :raises HostKeyError: the host key is unknown or changed.
+    :raises SSHConnectError: the host could not be reached (may pass).
+    """
+    try:
+        return await asyncssh.connect(**connect_kwargs(options))
+    except asyncssh.PermissionDenied as exc:
+        raise SSHAuthError(
+            f"authentication failed ({exc.reason})",
+            host=options.label,
+            hint="Check the login, key file or password of the connection, and that the key is in "
+            "the user's authorized_keys on the host.",
+        ) from None
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise HostKeyError(
+            f"host key not trusted ({exc.reason})",
+            host=options.label,
+            hint=f"The key the host presented is not the one in {host_key_source(options)}. If the "
+            "host was reinstalled, update that entry; otherwise do not connect: someone may be "
+            "in between.",
+        ) from None
+    except asyncssh.KeyImportError as exc:
+        raise SSHAuthError(
+            f"cannot read the private key ({exc})",
+            host=options.label,
+            hint="Check the key file or private_key extra and its private_key_passphrase.",
+        ) from None
+    except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+        raise SSHConnectError(
+            f"cannot connect ({type(exc).__name__}: {exc})",
+            host=options.label,
+            hint="Check that the host is up and sshd listens on that port.",
+        ) from None
+
+
+class _Shared:
+    """One pooled connection and how many users hold it."""
+
+    def __init__(self, options: SSHOptions) -> None:
+        self.options = options
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.users = 0
+        self.lock = asyncio.Lock()
+        self.channels = asyncio.Semaphore(MAX_CHANNELS)
+        self.opened = 0  # how many times we connected, for tests and benchmarks
+
+    async def connection(self) -> asyncssh.SSHClientConnection:
+        async with self.lock:
+            if self.conn is None or self.conn.is_closed():
+                self.conn = await open_connection(self.options)
+                self.opened += 1
+            return self.conn
+
+    def drop(self, conn: asyncssh.SSHClientConnection) -> None:
+        if self.conn is conn:
+            self.conn = None
+        conn.close()
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Shared]] = weakref.WeakKeyDictionary()
+
+
+def _pool() -> dict[str, _Shared]:
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = _pools[loop] = {}
+    return pool
+
+
+def open_connections() -> int:
+    """How many pooled SSH connections this event loop has open now."""
+    return sum(1 for s in _pool().values() if s.conn is not None and not s.conn.is_closed())
+
+
+class RemoteHost:
+    """A lease on the shared connection to one host; runs the remote scripts."""
+
+    def __init__(self, shared: _Shared) -> None:
+        self._shared = shared
+        self.options = shared.options
+
+    async def run(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        stdin: bytes = b"",
+        job_id: str = "",
+        timeout: float = DEFAULT_COMMAND_TIMEOUT,
+    ) -> bytes:
+        """Run scripts/NAME.sh with ARGS and STDIN; return its stdout.
+
+        :raises RemoteCommandError: (or a subclass by exit code) the script failed.
+        :raises SSHConnectError: the connection dropped or timed out; the next
+            call reconnects.
+        """
+        conn = await self._shared.connection()
+        try:
+            async with self._shared.channels:
+                result = await conn.run(
+                    remote_command(name, args), input=stdin, encoding=None, check=False, timeout=timeout
+                )
+        except asyncssh.ChannelOpenError as exc:
+            self._shared.drop(conn)
+            raise SSHConnectError(f"cannot open an SSH channel ({exc.reason})", host=self.options.label, job_id=job_id) from None
+        except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+            self._shared.drop(conn)
+            raise SSHConnectError(
+                f"connection lost while running {name} ({type(exc).__name__}: {exc})",
+                host=self.options.label,
+                job_id=job_id,
+            ) from None
+        status = result.exit_status
+        stderr = (result.stderr or b"").decode("utf-8", "replace").strip()
+        if status == 0:
+            return result.stdout or b""
+        if status is None or status < 0:
+            raise SSHConnectError(
+                f"remote {name} ended without an exit status (signal {result.exit_signal})",
+                host=self.options.label,
+                job_id=job_id,
+            )
+        error = _EXIT_ERRORS.get(status, RemoteCommandError)
+        message = stderr.removeprefix("airflow-ssh-async: error: ") or f"remote {name} exited {status}"
+        raise error(message, code=status, stderr=stderr, host=self.options.label, job_id=job_id)
+
+
+@contextlib.asynccontextmanager
+async def remote_host(options: SSHOptions) -> AsyncIterator[RemoteHost]:
+    """Borrow the shared connection for OPTIONS for the length of the block.
+
+    The connection opens lazily on the first command, so entering never
+    raises; it closes when the last user of this loop leaves.
+    """
+    pool = _pool()
+    shared = pool.get(options.pool_key)
+    if shared is None:
+        shared = pool[options.pool_key] = _Shared(options)
+    shared.users += 1
+    try:
+        yield RemoteHost(shared)
+    finally:
+        shared.users -= 1
+        if shared.users == 0:
+            pool.pop(options.pool_key, None)
+            if shared.conn is not None:
+                shared.conn.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(shared.conn.wait_closed(), 5)

@@ -1,0 +1,236 @@
+"""SSHAsyncJobHook: launch, status, output, cancel and clean up remote jobs.
+
+Async first (the trigger's path); the operator and the ops command use the
+same coroutines through thin sync wrappers, so there is one SSH stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from airflow.sdk.bases.hook import BaseHook
+
+from airflow_ssh_async.client import RemoteHost, remote_host, script
+from airflow_ssh_async.connection import SSHOptions, options_from_connection
+from airflow_ssh_async.errors import ConnectionNotFoundError, SSHAsyncJobError
+from airflow_ssh_async.job import (
+    DEFAULT_ASYNC_DIR,
+    JobFacts,
+    JobStatus,
+    classify,
+    fields_dict,
+    job_dir,
+    launch_payload,
+    parse_frames,
+    parse_status,
+    validate_job_id,
+)
+
+T = TypeVar("T")
+STREAMS = ("stdout", "stderr", "progress")
+DEFAULT_GRACE = 10
+DEFAULT_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What a successful launch tells: where the job lives and its pid."""
+
+    job_id: str
+    job_dir: str
+    pid: int
+    start_time: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Bytes of one stream from an offset, and the stream's size when read."""
+
+    data: bytes
+    size: int
+    missing: bool = False
+
+
+class SSHAsyncJobHook(BaseHook):
+    """Drive detached jobs on a host named by an Airflow `ssh` connection.
+
+    :param ssh_conn_id: an Airflow connection of type ``ssh``.
+    :param async_dir: where job folders live on the host; ``~`` is the SSH
+        user's home, resolved on the host.
+    """
+
+    conn_name_attr = "ssh_conn_id"
+    default_conn_name = "ssh_default"
+    conn_type = "ssh"
+    hook_name = "SSH async job"
+
+    def __init__(self, ssh_conn_id: str = default_conn_name, async_dir: str = DEFAULT_ASYNC_DIR) -> None:
+        super().__init__()
+        self.ssh_conn_id = ssh_conn_id
+        self.async_dir = async_dir or DEFAULT_ASYNC_DIR
+        self._options: SSHOptions | None = None
+
+    # --- connection -------------------------------------------------------------
+
+    def _not_found(self, exc: Exception) -> ConnectionNotFoundError:
+        return ConnectionNotFoundError(
+            f"Airflow connection {self.ssh_conn_id!r} is not defined ({exc})",
+            hint="Create it (type ssh) in the UI, with `airflow connections add`, or as "
+            f"AIRFLOW_CONN_{self.ssh_conn_id.upper()}.",
+        )
+
+    def get_options(self) -> SSHOptions:
+        if self._options is None:
+            try:
+                conn = self.get_connection(self.ssh_conn_id)
+            except Exception as exc:  # the SDK raises AirflowNotFoundException; keep the cause
+                raise self._not_found(exc) from exc
+            self._options = options_from_connection(conn)
+        return self._options
+
+    async def aget_options(self) -> SSHOptions:
+        """The options, fetched without blocking the event loop."""
+        if self._options is None:
+            try:
+                conn = await self.aget_connection(self.ssh_conn_id)
+            except Exception as exc:
+                raise self._not_found(exc) from exc
+            self._options = options_from_connection(conn)
+        return self._options
+
+    def job_dir(self, job_id: str) -> str:
+        return job_dir(self.async_dir, job_id)
+
+    async def _with_host(self, fn: Callable[[RemoteHost], Awaitable[T]]) -> T:
+        async with remote_host(await self.aget_options()) as host:
+            return await fn(host)
+
+    # --- async API --------------------------------------------------------------
+
+    async def alaunch(
+        self,
+        job_id: str,
+        command: str,
+        *,
+        environment: dict[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: int = 0,
+        grace: int = DEFAULT_GRACE,
+        host: RemoteHost | None = None,
+    ) -> Launched:
+        """Start COMMAND as job JOB_ID, detached.
+
+        :raises JobIdError: the id is invalid (before any SSH call).
+        :raises JobExistsError: a job with this id exists already.
+        :raises CwdError, AsyncDirError, RemoteWriteError: as their names say.
+        """
+        validate_job_id(job_id)
+        if not command or not command.strip():
+            raise SSHAsyncJobError("the command is empty", job_id=job_id, hint="Give the operator a command.")
+        payload = launch_payload(command, environment or {}, cwd or "", script("lib") + b"\n" + script("supervise"))
+        args = [self.async_dir, job_id, str(int(timeout or 0)), str(int(grace))]
+
+        async def go(h: RemoteHost) -> Launched:
+            out = fields_dict(parse_frames(await h.run("launch", args, stdin=payload, job_id=job_id)))
+            return Launched(
+                job_id=job_id,
+                job_dir=out["job_dir"].decode(),
+                pid=int(out["pid"]),
+                start_time=int(out["start_time"]),
+            )
+
+        return await (go(host) if host else self._with_host(go))
+
+    async def astatus(
+        self,
+        job_dirs: Sequence[str],
+        *,
+        cached_job_json: dict[str, dict[str, Any]] | None = None,
+        host: RemoteHost | None = None,
+    ) -> dict[str, tuple[JobStatus, JobFacts]]:
+        """States of many jobs in one remote command, keyed by job dir.
+
+        ``cached_job_json`` (job dir -> job.json) spares re-sending job.json.
+        """
+        cached = cached_job_json or {}
+        args = [f"+{d}" if d in cached else d for d in job_dirs]
+
+        async def go(h: RemoteHost) -> dict[str, tuple[JobStatus, JobFacts]]:
+            report = parse_status(await h.run("status", args))
+            out = {}
+            for arg, d in zip(args, job_dirs):
+                facts = report.jobs[arg]
+                out[d] = (classify(facts, report.boot_id, report.now, cached.get(d)), facts)
+            return out
+
+        return await (go(host) if host else self._with_host(go))
+
+    async def aread(
+        self,
+        requests: Sequence[tuple[str, str, int]],
+        *,
+        max_bytes: int = DEFAULT_CHUNK,
+        host: RemoteHost | None = None,
+    ) -> list[Chunk]:
+        """Read (job dir, stream, offset) requests in one remote command."""
+        args = [str(max_bytes)]
+        for d, stream, offset in requests:
+            if stream not in STREAMS:
+                raise ValueError(f"stream must be one of {STREAMS}, not {stream!r}")
+            args += [d, stream, str(int(offset))]
+
+        async def go(h: RemoteHost) -> list[Chunk]:
+            chunks: list[Chunk] = []
+            size = 0
+            for name, value in parse_frames(await h.run("output", args)):
+                if name == "missing":
+                    chunks.append(Chunk(b"", 0, missing=True))
+                elif name == "size":
+                    size = int(value)
+                elif name == "chunk":
+                    chunks.append(Chunk(value, size))
+            return chunks
+
+        return await (go(host) if host else self._with_host(go))
+
+    async def acancel(self, job_dir: str, *, grace: int = DEFAULT_GRACE, host: RemoteHost | None = None) -> str:
+        """SIGTERM the job's process group (SIGKILL after GRACE); return the outcome."""
+
+        async def go(h: RemoteHost) -> str:
+            return fields_dict(parse_frames(await h.run("signal", [job_dir, str(grace)])))["outcome"].decode()
+
+        return await (go(host) if host else self._with_host(go))
+
+    async def aarchive(self, job_dir: str, *, remove: bool = False, host: RemoteHost | None = None) -> str:
+        """Move a finished job's folder to .archive/ (or delete it); return where it went."""
+
+        async def go(h: RemoteHost) -> str:
+            out = fields_dict(parse_frames(await h.run("archive", [job_dir, "remove" if remove else "archive"])))
+            return (out.get("archived") or out["removed"]).decode()
+
+        return await (go(host) if host else self._with_host(go))
+
+    # --- sync facade (operator, CLI) ------------------------------------------------
+
+    def run_sync(self, fn: Callable[[RemoteHost], Awaitable[T]]) -> T:
+        """Run FN with one connection on a private event loop (worker side)."""
+        self.get_options()  # a sync lookup: the worker has no running loop
+        return asyncio.run(self._with_host(fn))
+
+    def launch(self, job_id: str, command: str, **kwargs: Any) -> Launched:
+        return self.run_sync(lambda h: self.alaunch(job_id, command, host=h, **kwargs))
+
+    def status(self, job_dirs: Sequence[str]) -> dict[str, tuple[JobStatus, JobFacts]]:
+        return self.run_sync(lambda h: self.astatus(job_dirs, host=h))
+
+    def read(self, requests: Sequence[tuple[str, str, int]], max_bytes: int = DEFAULT_CHUNK) -> list[Chunk]:
+        return self.run_sync(lambda h: self.aread(requests, max_bytes=max_bytes, host=h))
+
+    def cancel(self, job_dir: str, grace: int = DEFAULT_GRACE) -> str:
+        return self.run_sync(lambda h: self.acancel(job_dir, grace=grace, host=h))
+
+    def archive(self, job_dir: str, remove: bool = False) -> str:
+        return self.run_sync(lambda h: self.aarchive(job_dir, remove=remove, host=h))

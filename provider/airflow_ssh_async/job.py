@@ -1,0 +1,280 @@
+"""Pure job logic: ids, paths, states, the remote reports and how to read them.
+
+Nothing here does I/O, so every rule that decides a job's state is tested
+without SSH (tests/unit/test_job.py). The remote scripts only report facts;
+:func:`classify` turns facts into a state, in this one place.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+import shlex
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PROTOCOL = 1
+DEFAULT_ASYNC_DIR = "~/.airflow_async"
+JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class JobState(str, enum.Enum):
+    """What a job is doing, as DESIGN.md names it."""
+
+    STARTING = "starting"  # the job directory exists but job.json is not written yet
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    KILLED = "killed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    MISSING = "missing"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobState.STARTING, JobState.RUNNING)
+
+    @property
+    def has_result(self) -> bool:
+        """True for states that a result.json stands behind."""
+        return self in FINISHED_WITH_RESULT
+
+
+FINISHED_WITH_RESULT = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED, JobState.TIMED_OUT, JobState.CANCELLED}
+)
+
+
+class JobIdError(ValueError):
+    """A job id that could name a path outside the job directory, or nothing."""
+
+
+class ProtocolError(ValueError):
+    """A remote report that cannot be read: half-written, truncated, unknown."""
+
+
+def validate_job_id(job_id: str) -> str:
+    """Refuse ids that are not plain names before anything reaches a host."""
+    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
+        raise JobIdError(
+            f"invalid job id {job_id!r}: a job id is 1 to 128 characters of letters, digits, "
+            "'.', '_' and '-', starting with a letter or digit. Pass job_id= with such a name."
+        )
+    return job_id
+
+
+def derive_job_id(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> str:
+    """A stable id for one task instance: every try of it finds the same job.
+
+    Readable parts (cut to fit) plus a hash of the full key, so two runs whose
+    names only differ in characters we drop still get different ids.
+    """
+    key = f"{dag_id}\0{task_id}\0{run_id}\0{map_index}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    def clean(part: str, limit: int) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._-")[:limit]
+
+    parts = [clean(dag_id, 40), clean(task_id, 40), clean(run_id, 24)]
+    if map_index >= 0:
+        parts.append(str(map_index))
+    readable = "-".join(p for p in parts if p)
+    return validate_job_id(f"{readable}-{digest}" if readable else digest)
+
+
+def job_dir(async_dir: str, job_id: str) -> str:
+    return f"{async_dir.rstrip('/')}/{validate_job_id(job_id)}"
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Where a job lives: what XCom carries and what a sensor is given."""
+
+    ssh_conn_id: str
+    job_id: str
+    job_dir: str
+    host: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+# --- framed records ------------------------------------------------------------
+
+
+def parse_frames(data: bytes) -> list[tuple[str, bytes]]:
+    """Read `NAME LEN\\nVALUE\\n` records, byte exact; raise on anything else."""
+    records: list[tuple[str, bytes]] = []
+    pos = 0
+    end = len(data)
+    while pos < end:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            raise ProtocolError(f"truncated record header at byte {pos}")
+        header = data[pos:nl].split(b" ")
+        if len(header) != 2 or not header[1].isdigit():
+            raise ProtocolError(f"bad record header {data[pos:nl][:80]!r} at byte {pos}")
+        name, size = header[0].decode("ascii", "replace"), int(header[1])
+        value_end = nl + 1 + size
+        if value_end + 1 > end or data[value_end : value_end + 1] != b"\n":
+            raise ProtocolError(f"record {name!r} of {size} bytes is truncated at byte {pos}")
+        records.append((name, data[nl + 1 : value_end]))
+        pos = value_end + 1
+    return records
+
+
+def fields_dict(records: list[tuple[str, bytes]]) -> dict[str, bytes]:
+    return dict(records)
+
+
+# --- the launch payload ----------------------------------------------------------
+
+
+def env_exports(environment: dict[str, str]) -> bytes:
+    """The env file: one `export NAME='value'` a variable, one quoting layer."""
+    lines = []
+    for name, value in environment.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
+            raise ValueError(
+                f"invalid environment variable name {name!r}: use letters, digits and '_', "
+                "not starting with a digit"
+            )
+        lines.append(f"export {name}={shlex.quote(str(value))}\n")
+    return "".join(lines).encode()
+
+
+def launch_payload(command: str, environment: dict[str, str], cwd: str, supervisor: bytes) -> bytes:
+    """What the launcher reads on stdin: a header of lengths, then the parts."""
+    cwd_b = cwd.encode()
+    env_b = env_exports(environment)
+    cmd_b = command.encode()
+    if not cmd_b.endswith(b"\n"):
+        cmd_b += b"\n"
+    header = f"airflow-ssh-async-payload {PROTOCOL} {len(cwd_b)} {len(supervisor)} {len(env_b)} {len(cmd_b)}\n"
+    return header.encode() + cwd_b + supervisor + env_b + cmd_b
+
+
+# --- status ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What status.sh reported about one job, unclassified."""
+
+    job: str
+    exists: bool
+    job_json: dict[str, Any] | None = None
+    result_json: dict[str, Any] | None = None
+    job_alive: bool | None = None
+    pid_start: str | None = None
+    supervisor_alive: bool | None = None
+    supervisor_start: str | None = None
+    cancel_requested: bool = False
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    now: int
+    boot_id: str
+    jobs: dict[str, JobFacts]
+
+
+def _load_json(name: str, job: str, raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError(f"{job}/{name} is not valid JSON ({exc}): the file is damaged") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{job}/{name} is not a JSON object: the file is damaged")
+    return value
+
+
+def parse_status(data: bytes) -> StatusReport:
+    """Read status.sh output for one or many jobs."""
+    records = parse_frames(data)
+    head: dict[str, bytes] = {}
+    jobs: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    for name, value in records:
+        if name == "job":
+            current = {"job": value.decode(), "sizes": {}}
+            jobs[current["job"]] = current
+        elif current is None:
+            head[name] = value
+        elif name.endswith("_size"):
+            current["sizes"][name[: -len("_size")]] = int(value)
+        elif name in ("job.json", "result.json"):
+            current[name.replace(".", "_")] = _load_json(name, current["job"], value)
+        elif name in ("exists", "job_alive", "supervisor_alive", "cancel_requested"):
+            current[name] = value == b"1"
+        elif name in ("pid_start", "supervisor_start"):
+            current[name] = value.decode()
+        else:
+            raise ProtocolError(f"unknown status field {name!r} for {current['job']}")
+    if head.get("protocol") != str(PROTOCOL).encode():
+        raise ProtocolError(f"status protocol {head.get('protocol')!r}, expected {PROTOCOL}")
+    return StatusReport(
+        now=int(head["now"]),
+        boot_id=head.get("boot_id", b"").decode().strip(),
+        jobs={k: JobFacts(**v) for k, v in jobs.items()},
+    )
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job's state with the reason for it: what everything above the hook uses."""
+
+    state: JobState
+    reason: str
+    exit_code: int | None = None
+    signal: int | None = None
+    pid: int | None = None
+    start_time: int | None = None
+    end_time: int | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] | None = None) -> JobStatus:
+    """The state rules of DESIGN.md, as one pure function.
+
+    ``job_json`` is the caller's cached copy when status.sh was asked not to
+    send it again.
+    """
+    if not facts.exists:
+        return JobStatus(JobState.MISSING, "no job directory")
+    info = facts.job_json or job_json
+    if info is None:
+        return JobStatus(JobState.STARTING, "job directory exists but job.json is not written yet", sizes=facts.sizes)
+    pid = info.get("pid")
+    start = info.get("start_time")
+    common = {"pid": pid, "start_time": start, "sizes": facts.sizes}
+    result = facts.result_json
+    if result is not None:
+        reason = result.get("reason")
+        code, sig, end = result.get("exit_code"), result.get("signal"), result.get("end_time")
+        common["end_time"] = end
+        if reason == "cancelled":
+            return JobStatus(JobState.CANCELLED, "cancelled on request", code, sig, **common)
+        if reason == "timed_out":
+            return JobStatus(
+                JobState.TIMED_OUT, f"time limit of {info.get('timeout')} s reached", code, sig, **common
+            )
+        if reason == "signal":
+            return JobStatus(JobState.KILLED, f"killed by signal {sig}", None, sig, **common)
+        if reason == "exited" and isinstance(code, int):
+            state = JobState.SUCCEEDED if code == 0 else JobState.FAILED
+            return JobStatus(state, f"exited with code {code}", code, None, **common)
+        raise ProtocolError(f"{facts.job}/result.json has unknown reason {reason!r}")
+    recorded_boot = info.get("boot_id") or ""
+    if recorded_boot and boot_id and recorded_boot != boot_id:
+        return JobStatus(JobState.LOST, "the host rebooted since launch (boot id differs)", **common)
+    if facts.supervisor_alive is False:
+        return JobStatus(JobState.LOST, "the supervisor is gone and left no result", **common)
+    recorded_sup_start = info.get("supervisor_start") or ""
+    if recorded_sup_start and facts.supervisor_start is not None and facts.supervisor_start != recorded_sup_start:
+        return JobStatus(JobState.LOST, "the supervisor's pid now belongs to another process", **common)
+    return JobStatus(JobState.RUNNING, "running", **common)

@@ -1,0 +1,41 @@
+# shellcheck shell=sh
+# airflow-ssh-async archive: move a finished job's folder aside, or remove it.
+#
+# Usage: archive JOB_DIR (archive|remove)
+# Stdout: framed `archived` (the new path) or `removed`.
+#
+# A job that is still running is refused (E_RUNNING): its supervisor is
+# alive and there is no result. Archives go to ASYNC_DIR/.archive/ID/N,
+# which no job id can name (ids start with a letter or digit).
+
+is_running() {
+    [ -f "$1/result.json" ] && return 1
+    _sup=$(json_int supervisor_pid "$1/job.json")
+    [ -n "$_sup" ] && kill -0 "$_sup" 2>/dev/null
+}
+
+main() {
+    LC_ALL=C
+    export LC_ALL
+    [ $# -eq 2 ] || err "$E_USAGE" "usage: archive JOB_DIR (archive|remove)"
+    _d=$(expand_home "$1")
+    [ -d "$_d" ] || err "$E_NOTFOUND" "no job directory '$_d'"
+    is_running "$_d" && err "$E_RUNNING" "job in '$_d' is still running"
+    case $2 in
+        remove)
+            rm -rf "$_d" || err "$E_WRITE" "cannot remove '$_d'"
+            field removed "$_d"
+            ;;
+        archive)
+            _to=${_d%/*}/.archive/${_d##*/}
+            mkdir -p "$_to" || err "$E_WRITE" "cannot create '$_to'"
+            _n=1
+            while [ -e "$_to/$_n" ]; do _n=$((_n + 1)); done
+            mv "$_d" "$_to/$_n" || err "$E_WRITE" "cannot move '$_d' to '$_to/$_n'"
+            field archived "$_to/$_n"
+            ;;
+        *) err "$E_USAGE" "archive or remove, not '$2'" ;;
+    esac
+}
+
+main "$@" || exit 1

@@ -1,0 +1,113 @@
+# shellcheck shell=sh disable=SC2034 # the constants are used by the action scripts
+# airflow-ssh-async: helpers shared by every remote script.
+#
+# Supported shells: dash, bash (as sh), busybox ash. POSIX sh plus coreutils
+# (or busybox); /proc is used where the host has it (Linux) for boot id and
+# pid reuse detection.
+#
+# The client sends this file followed by one action script as a single
+# `sh -c PROGRAM NAME ARGS...` command; data (the user's command, environment,
+# cwd) arrives on stdin, never in argv.
+
+PROTOCOL=1
+
+say() {
+    printf 'airflow-ssh-async: %s\n' "$*" >&2
+}
+
+# err CODE MESSAGE: the client maps CODE to an error class and shows MESSAGE.
+err() {
+    _code=$1
+    shift
+    say "error: $*"
+    exit "$_code"
+}
+
+# Exit codes shared with the client (see client.py, RemoteError).
+E_USAGE=64
+E_EXISTS=65
+E_NOTFOUND=66
+E_CWD=67
+E_DIR=68
+E_WRITE=69
+E_RUNNING=70
+E_NEED=71
+
+need_cmd() {
+    command -v "$1" >/dev/null 2>&1 || err "$E_NEED" "this host has no '$1' command, which is needed to $2"
+}
+
+# expand_home PATH: '~' and '~/x' mean the SSH user's home, resolved here on
+# the host, the same way for launch and every later call.
+expand_home() {
+    # shellcheck disable=SC2088 # a literal '~/' prefix is what we match
+    case $1 in
+        "~") printf '%s' "$HOME" ;;
+        "~/"*) printf '%s/%s' "$HOME" "${1#"~/"}" ;;
+        *) printf '%s' "$1" ;;
+    esac
+}
+
+# field NAME VALUE: one framed record, `NAME LEN\nVALUE\n`, byte exact.
+# Callers run with LC_ALL=C so that ${#v} counts bytes.
+field() {
+    printf '%s %s\n%s\n' "$1" "${#2}" "$2"
+}
+
+# field_file NAME PATH: a framed record holding a file's bytes; nothing if the
+# file does not exist.
+field_file() {
+    [ -f "$2" ] || return 0
+    _n=$(wc -c <"$2") || return 1
+    _n=$((_n + 0))
+    printf '%s %s\n' "$1" "$_n"
+    head -c "$_n" "$2"
+    printf '\n'
+}
+
+boot_id() {
+    cat /proc/sys/kernel/random/boot_id 2>/dev/null || :
+}
+
+# proc_start PID: the process start time (clock ticks since boot) from
+# /proc, so a reused pid is told apart from the process we started.
+# Empty when the process is gone or the host has no /proc.
+proc_start() {
+    [ -r "/proc/$1/stat" ] || return 0
+    IFS= read -r _stat <"/proc/$1/stat" 2>/dev/null || return 0
+    # Field 2 (comm) may hold spaces and parentheses: cut at the last ') '.
+    _stat=${_stat##*) }
+    # shellcheck disable=SC2086 # splitting the numeric fields is the point
+    set -- $_stat
+    shift 19
+    printf '%s' "$1"
+}
+
+# json_str VALUE: VALUE as a JSON string literal.
+json_str() {
+    printf '%s' "$1" | awk '
+        BEGIN { ORS = ""; printf "\"" }
+        {
+            gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); gsub(/\t/, "\\t"); gsub(/\r/, "\\r")
+            if (NR > 1) printf "\\n"
+            printf "%s", $0
+        }
+        END { printf "\"" }'
+}
+
+# json_int KEY FILE: an integer field of a job.json that we wrote (one key a line).
+json_int() {
+    sed -n "s/^  \"$1\": \\(-\\{0,1\\}[0-9][0-9]*\\),\\{0,1\\}\$/\\1/p" "$2" 2>/dev/null
+}
+
+# write_atomic PATH: stdin to PATH via a temporary file, fsync'd where the
+# host has `sync FILE`, then renamed, so readers never see half a file.
+write_atomic() {
+    cat >"$1.tmp" || return 1
+    sync "$1.tmp" 2>/dev/null || :
+    mv -f "$1.tmp" "$1"
+}
+
+now() {
+    date +%s
+}

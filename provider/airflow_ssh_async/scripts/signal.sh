@@ -1,0 +1,52 @@
+# shellcheck shell=sh
+# airflow-ssh-async signal: cancel a job (SIGTERM to its whole process group,
+# SIGKILL after the grace period).
+#
+# Usage: signal JOB_DIR GRACE
+# Stdout: framed `outcome`: cancelled, finished (it had ended already) or
+# gone (no result, and its process is no longer the one we started).
+#
+# The `cancel` file records who asked and when, so the result says
+# `cancelled`. While the supervisor lives it escalates to SIGKILL; when it is
+# gone, this script does so itself.
+
+cancel() {
+    _d=$(expand_home "$1")
+    _grace=$2
+    [ -d "$_d" ] || err "$E_NOTFOUND" "no job directory '$_d'"
+    [ -f "$_d/job.json" ] || err "$E_NOTFOUND" "'$_d' has no job.json: the launch never completed"
+    if [ -f "$_d/result.json" ]; then
+        field outcome finished
+        return 0
+    fi
+    _pid=$(json_int pid "$_d/job.json")
+    _sup=$(json_int supervisor_pid "$_d/job.json")
+    _started=$(sed -n 's/^  "pid_start": "\(.*\)",$/\1/p' "$_d/job.json")
+    _boot=$(sed -n 's/^  "boot_id": "\(.*\)",$/\1/p' "$_d/job.json")
+    # Never signal a process group that is not ours: after a reboot or pid
+    # reuse the number belongs to someone else.
+    if [ "$_boot" != "$(boot_id)" ] || [ "$(proc_start "$_pid")" != "$_started" ]; then
+        field outcome gone
+        return 0
+    fi
+    now >"$_d/cancel"
+    kill -TERM -- "-$_pid" 2>/dev/null
+    if ! kill -0 "$_sup" 2>/dev/null; then
+        _i=0
+        while kill -0 "$_pid" 2>/dev/null && [ "$_i" -lt "$_grace" ]; do
+            sleep 1
+            _i=$((_i + 1))
+        done
+        kill -KILL -- "-$_pid" 2>/dev/null
+    fi
+    field outcome cancelled
+}
+
+main() {
+    LC_ALL=C
+    export LC_ALL
+    [ $# -eq 2 ] || err "$E_USAGE" "usage: signal JOB_DIR GRACE"
+    cancel "$@"
+}
+
+main "$@" || exit 1

@@ -1,0 +1,196 @@
+"""A throwaway OpenSSH server on 127.0.0.1 for tests, the demo run and benchmarks.
+
+Real sshd, real keys, real login shells: users whose login shell is dash,
+bash and busybox ash. Needs root (to create those users and to run sshd as
+a multi-user server); it fails loudly otherwise, never skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+ASH = "/usr/local/bin/ash"  # busybox picks the applet from argv[0]: this link runs ash
+USERS = {"asyncdash": "/bin/dash", "asyncbash": "/bin/bash", "asyncash": ASH}
+
+
+class HarnessError(RuntimeError):
+    """The test sshd could not be set up: the suite must fail, not skip."""
+
+
+def _run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_users() -> None:
+    """Create the test users (as root) with their login shells."""
+    if os.geteuid() != 0:
+        raise HarnessError("the SSH test harness needs root to create test users and run sshd; run as root")
+    if not os.path.exists(SSHD):
+        raise HarnessError(f"{SSHD} is missing: install openssh-server (the README's commands do)")
+    busybox = shutil.which("busybox")
+    if busybox and not os.path.exists(ASH):
+        os.symlink(busybox, ASH)
+    for user, shell in USERS.items():
+        if not os.path.exists(shell):
+            raise HarnessError(f"login shell {shell} for {user} is missing: install dash and busybox")
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            _run("useradd", "--create-home", "--shell", shell, user)
+        # '*': no password, yet not locked (sshd without PAM refuses locked accounts).
+        _run("usermod", "--shell", shell, "--password", "*", user)
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+
+
+def home(user: str) -> Path:
+    return Path(pwd.getpwnam(user).pw_dir)
+
+
+def run_as(user: str, script: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run a shell snippet on the host as USER, outside SSH (to inspect or fault)."""
+    return subprocess.run(
+        ["runuser", "-u", user, "--", "/bin/sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@dataclass
+class SSHServer:
+    """One running sshd and what a client needs to reach it."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    host_key_line: str = ""  # "ssh-ed25519 AAAA..."
+    client_key: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client_key = self.workdir / "client_ed25519"
+
+    # --- set-up -------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        ensure_users()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o755)
+        host_key = self.workdir / "host_ed25519"
+        if not host_key.exists():
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
+        if not self.client_key.exists():
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.client_key))
+        self.host_key_line = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
+        keys_dir = self.workdir / "authorized_keys"
+        keys_dir.mkdir(exist_ok=True)
+        os.chmod(keys_dir, 0o755)
+        pub = Path(f"{self.client_key}.pub").read_text()
+        for user in USERS:
+            (keys_dir / user).write_text(pub)
+            os.chmod(keys_dir / user, 0o644)
+        (self.workdir / "sshd_config").write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {host_key}",
+                    f"PidFile {self.workdir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {keys_dir}/%u",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PubkeyAuthentication yes",
+                    "PermitRootLogin no",
+                    f"AllowUsers {' '.join(USERS)}",
+                    "MaxStartups 200:30:400",
+                    "MaxSessions 10",
+                    "LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
+        (self.workdir / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {self.host_key_line}\n")
+
+    def start(self, timeout: float = 15) -> None:
+        if self.process and self.process.poll() is None:
+            return
+        log = open(self.workdir / "sshd.log", "ab")
+        self.process = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.workdir / "sshd_config")],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise HarnessError(f"sshd exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise HarnessError(f"sshd did not answer on 127.0.0.1:{self.port} within {timeout}s: {self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the listener and every session it started (a real outage)."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        # Per-connection sshd children run in their own sessions: end them too.
+        subprocess.run(["pkill", "-f", f"sshd: .*@notty"], check=False)
+        self.process = None
+
+    def log_tail(self) -> str:
+        path = self.workdir / "sshd.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    # --- what clients use -----------------------------------------------------------
+
+    def extras(self, **more: object) -> dict[str, object]:
+        return {"key_file": str(self.client_key), "host_key": self.host_key_line, **more}
+
+    def conn_uri_json(self, user: str, **extra: object) -> str:
+        """An Airflow connection in JSON form, for AIRFLOW_CONN_<ID>."""
+        return json.dumps(
+            {
+                "conn_type": "ssh",
+                "host": "127.0.0.1",
+                "port": self.port,
+                "login": user,
+                "extra": self.extras(**extra),
+            }
+        )
+
+    def set_connection(self, conn_id: str, user: str, **extra: object) -> None:
+        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = self.conn_uri_json(user, **extra)
+
+
+def start_server(workdir: str | Path | None = None) -> SSHServer:
+    server = SSHServer(Path(workdir or tempfile.mkdtemp(prefix="ssh-async-sshd-")))
+    server.prepare()
+    server.start()
+    return server
