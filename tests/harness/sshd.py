@@ -98,8 +98,9 @@ class SSHServer:
         if not self.client_key.exists():
             _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.client_key))
         self.host_key_line = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
-        keys_dir = self.workdir / "authorized_keys"
-        keys_dir.mkdir(exist_ok=True)
+        # sshd reads authorized_keys as the target user, who cannot enter a
+        # 0700 work dir (pytest's tmp dirs are): keep them where anyone can.
+        keys_dir = Path(tempfile.mkdtemp(prefix=f"ssh-async-keys-{self.port}-", dir="/tmp"))
         os.chmod(keys_dir, 0o755)
         pub = Path(f"{self.client_key}.pub").read_text()
         for user in USERS:

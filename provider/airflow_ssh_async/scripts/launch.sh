@@ -7,6 +7,10 @@
 #        back to back.
 # Stdout: framed fields protocol, job_dir, pid, pgid, supervisor_pid, start_time.
 #
+# AIRFLOW_ASYNC_SH, when set in the SSH user's environment, names the shell
+# that runs the supervisor (default /bin/sh); the job itself always runs
+# under /bin/sh. The tests use it to run the supervisor under each shell.
+#
 # The `mkdir` of the job directory is the lock: of two launches of one id,
 # exactly one gets past it; the other exits E_EXISTS with the directory.
 
@@ -77,7 +81,7 @@ launch() {
 
     # The supervisor prints its report and closes stdout; the command
     # substitution returns at that EOF, not when the job ends.
-    _report=$(setsid /bin/sh "$_dir/supervise.sh" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" \
+    _report=$(setsid "${AIRFLOW_ASYNC_SH:-/bin/sh}" "$_dir/supervise.sh" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" \
         </dev/null 2>>"$_dir/supervisor.log" &)
     [ -n "$_report" ] || err "$E_WRITE" "the supervisor of '$_dir' did not start: see $_dir/supervisor.log"
     # $(...) dropped the report's final newline; put it back.

@@ -108,6 +108,13 @@ write_atomic() {
     mv -f "$1.tmp" "$1"
 }
 
+# kill_group SIG PGID: signal a whole process group. `kill -SIG -PGID` is
+# the one spelling that dash, bash and busybox ash all accept (dash takes
+# neither `--` nor `-s SIG` before a negative pid).
+kill_group() {
+    kill "-$1" "-$2" 2>/dev/null
+}
+
 now() {
     date +%s
 }

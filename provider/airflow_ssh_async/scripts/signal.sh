@@ -30,14 +30,14 @@ cancel() {
         return 0
     fi
     now >"$_d/cancel"
-    kill -TERM -- "-$_pid" 2>/dev/null
+    kill_group TERM "$_pid"
     if ! kill -0 "$_sup" 2>/dev/null; then
         _i=0
         while kill -0 "$_pid" 2>/dev/null && [ "$_i" -lt "$_grace" ]; do
             sleep 1
             _i=$((_i + 1))
         done
-        kill -KILL -- "-$_pid" 2>/dev/null
+        kill_group KILL "$_pid"
     fi
     field outcome cancelled
 }

@@ -117,15 +117,17 @@ supervise() {
         _now=$(now)
         if [ "$_term_at" -eq 0 ]; then
             if [ -e cancel ]; then
-                # signal.sh has sent SIGTERM already; we only escalate.
+                # signal.sh has sent SIGTERM already; send it again in case
+                # it came before the job's setsid made its process group.
                 _term_at=$_now
+                kill_group TERM "$_pid"
             elif [ "$_deadline" -gt 0 ] && [ "$_now" -ge "$_deadline" ]; then
                 now >timed_out
                 _term_at=$_now
-                kill -TERM -- "-$_pid" 2>/dev/null
+                kill_group TERM "$_pid"
             fi
         elif [ "$_now" -ge $((_term_at + _grace)) ]; then
-            kill -KILL -- "-$_pid" 2>/dev/null
+            kill_group KILL "$_pid"
         fi
     done
     wait "$_pid"

@@ -1,0 +1,41 @@
+"""Looking at host processes the way a person with `ps` would."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def _stat_fields(pid_dir: Path) -> list[str] | None:
+    try:
+        stat = (pid_dir / "stat").read_text()
+    except OSError:
+        return None
+    # Fields after "pid (comm)": state, ppid, pgrp, ...
+    return stat.rsplit(")", 1)[1].split()
+
+
+def live_group_members(pgid: int, limit: float = 5) -> list[int]:
+    """Processes of group PGID that are not zombies, once they had LIMIT s to die."""
+    deadline = time.monotonic() + limit
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                fields = _stat_fields(entry)
+                if fields and int(fields[2]) == pgid and fields[0] != "Z":
+                    found.append(int(entry.name))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of PID in KiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

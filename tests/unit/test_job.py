@@ -1,0 +1,121 @@
+"""Pure rules: ids, framing, payload, state classification. No I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_ssh_async.job import (
+    JobFacts,
+    JobIdError,
+    JobState,
+    ProtocolError,
+    classify,
+    derive_job_id,
+    env_exports,
+    launch_payload,
+    parse_frames,
+    parse_status,
+    validate_job_id,
+)
+
+INFO = {"pid": 10, "supervisor_pid": 9, "supervisor_start": "100", "boot_id": "b1", "start_time": 5, "timeout": 60}
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "`", "-a", ".a", "a b", "x" * 129, "é", "a\nb", None])
+def test_invalid_job_ids_are_refused(bad: object) -> None:
+    with pytest.raises(JobIdError, match="invalid job id"):
+        validate_job_id(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("good", ["a", "A1", "a.b_c-d", "9" * 128])
+def test_valid_job_ids_pass(good: str) -> None:
+    assert validate_job_id(good) == good
+
+
+def test_derived_ids_are_stable_valid_and_distinct() -> None:
+    a = derive_job_id("dag", "task", "scheduled__2026-01-01T00:00:00+00:00")
+    assert a == derive_job_id("dag", "task", "scheduled__2026-01-01T00:00:00+00:00")
+    assert validate_job_id(a) == a and a.startswith("dag-task-scheduled")
+    assert a != derive_job_id("dag", "task", "scheduled__2026-01-01T00:00:00+00:00", map_index=0)
+    # Runs whose readable parts collide still differ by the hash.
+    assert derive_job_id("d", "t", "r:1") != derive_job_id("d", "t", "r/1")
+    assert len(derive_job_id("d" * 300, "t" * 300, "r" * 300)) <= 128
+
+
+def test_frames_are_byte_exact_and_truncation_is_an_error() -> None:
+    data = b"a 3\nx\ny\nb 0\n\n"
+    assert parse_frames(data) == [("a", b"x\ny"), ("b", b"")]
+    with pytest.raises(ProtocolError, match="truncated"):
+        parse_frames(data[:-3])
+    with pytest.raises(ProtocolError, match="bad record header"):
+        parse_frames(b"garbage\n")
+
+
+def test_env_exports_quote_every_value_once() -> None:
+    out = env_exports({"A": "it's $HOME `x` \"q\"\nline2"}).decode()
+    assert out == "export A='it'\"'\"'s $HOME `x` \"q\"\nline2'\n"
+    with pytest.raises(ValueError, match="invalid environment variable name"):
+        env_exports({"1BAD": "x"})
+
+
+def test_payload_header_counts_bytes_of_each_part() -> None:
+    payload = launch_payload("echo é", {"K": "v"}, "/tmp", b"SUP")
+    header, rest = payload.split(b"\n", 1)
+    magic, version, ncwd, nsup, nenv, ncmd = header.split()
+    assert (magic, version) == (b"airflow-ssh-async-payload", b"1")
+    assert int(ncwd) + int(nsup) + int(nenv) + int(ncmd) == len(rest)
+    assert rest.endswith("echo é\n".encode())
+
+
+def facts(**kw: object) -> JobFacts:
+    base: dict[str, object] = {"job": "/j", "exists": True, "job_json": INFO, "supervisor_alive": True, "supervisor_start": "100"}
+    base.update(kw)
+    return JobFacts(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("result", "state", "code", "sig"),
+    [
+        ({"reason": "exited", "exit_code": 0, "signal": None}, JobState.SUCCEEDED, 0, None),
+        ({"reason": "exited", "exit_code": 3, "signal": None}, JobState.FAILED, 3, None),
+        ({"reason": "signal", "exit_code": None, "signal": 9}, JobState.KILLED, None, 9),
+        ({"reason": "timed_out", "exit_code": None, "signal": 15}, JobState.TIMED_OUT, None, 15),
+        ({"reason": "cancelled", "exit_code": None, "signal": 15}, JobState.CANCELLED, None, 15),
+    ],
+)
+def test_result_decides_the_final_state(result: dict, state: JobState, code: int | None, sig: int | None) -> None:
+    # A result wins even when the supervisor is gone (it exits after writing it).
+    status = classify(facts(result_json=result, supervisor_alive=False), "b1", 10)
+    assert (status.state, status.exit_code, status.signal) == (state, code, sig)
+
+
+def test_unknown_result_reason_is_an_error_not_a_guess() -> None:
+    with pytest.raises(ProtocolError, match="unknown reason"):
+        classify(facts(result_json={"reason": "??"}), "b1", 10)
+
+
+@pytest.mark.parametrize(
+    ("kw", "boot", "state", "why"),
+    [
+        ({}, "b1", JobState.RUNNING, "running"),
+        ({"supervisor_alive": False}, "b1", JobState.LOST, "supervisor is gone"),
+        ({}, "b2", JobState.LOST, "rebooted"),
+        ({"supervisor_start": "999"}, "b1", JobState.LOST, "another process"),
+        ({"exists": False}, "b1", JobState.MISSING, "no job directory"),
+        ({"job_json": None}, "b1", JobState.STARTING, "not written yet"),
+    ],
+)
+def test_liveness_rules(kw: dict, boot: str, state: JobState, why: str) -> None:
+    status = classify(facts(**kw), boot, 10)
+    assert status.state is state and why in status.reason
+
+
+def test_half_written_json_is_an_error_that_names_the_file() -> None:
+    data = b"protocol 1\n1\nnow 2\n10\nboot_id 0\n\njob 2\n/j\nexists 1\n1\nresult.json 5\n{\"rea\n"
+    with pytest.raises(ProtocolError, match=r"/j/result.json is not valid JSON"):
+        parse_status(data)
+
+
+def test_wrong_protocol_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="protocol"):
+        parse_status(b"protocol 1\n9\nnow 1\n1\n")
