@@ -1,0 +1,680 @@
+"""airflow-ssh-async: the ops console for jobs started by this provider.
+
+It reads the same Airflow connections as the Airflow CLI (env vars, secrets
+backends, the metadata DB) and drives the hook's async API over one SSH
+connection per invocation, so what an operator sees here is exactly what the
+trigger sees. Exit codes follow the job's state, so shell scripts can branch
+on them without parsing output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import codecs
+import enum
+import json
+import re
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_ssh_async.client import RemoteHost, remote_host
+from airflow_ssh_async.connection import ConnectionConfigError, SSHOptions
+from airflow_ssh_async.errors import (
+    ConnectionNotFoundError,
+    HostKeyError,
+    JobNotFoundError,
+    RemoteCommandError,
+    SSHAsyncJobError,
+    SSHAuthError,
+    SSHConnectError,
+)
+from airflow_ssh_async.job import (
+    DEFAULT_ASYNC_DIR,
+    JOB_ID_RE,
+    JobFacts,
+    JobIdError,
+    JobState,
+    JobStatus,
+    ProtocolError,
+    parse_frames,
+    validate_job_id,
+)
+
+if TYPE_CHECKING:  # the hook imports airflow.sdk: only load it when a command runs
+    from airflow_ssh_async.hooks import SSHAsyncJobHook
+
+PROG = "airflow-ssh-async"
+STATUS_BATCH = 200  # job dirs per status.sh call: stays far below ARG_MAX
+READ_CHUNK = 1024 * 1024
+KILL_WAIT_EXTRA = 30  # seconds beyond the grace period that `kill --wait` waits
+
+
+class Exit(enum.IntEnum):
+    """Process exit codes; the job-state ones are what `status` returns."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    CONNECTION = 3
+    FAILED = 4
+    KILLED = 5
+    TIMED_OUT = 6
+    CANCELLED = 7
+    LOST = 8
+    MISSING = 9
+    INTERRUPTED = 130
+
+
+STATE_EXIT: dict[JobState, Exit] = {
+    JobState.STARTING: Exit.OK,
+    JobState.RUNNING: Exit.OK,
+    JobState.SUCCEEDED: Exit.OK,
+    JobState.FAILED: Exit.FAILED,
+    JobState.KILLED: Exit.KILLED,
+    JobState.TIMED_OUT: Exit.TIMED_OUT,
+    JobState.CANCELLED: Exit.CANCELLED,
+    JobState.LOST: Exit.LOST,
+    JobState.MISSING: Exit.MISSING,
+}
+
+EPILOG = f"""\
+examples:
+  {PROG} jobs ssh_batch                       list jobs, newest last
+  {PROG} jobs ssh_batch --async-dir /data/async --json
+  {PROG} status ssh_batch nightly-migrate     state, pid, exit code, times
+  {PROG} logs ssh_batch nightly-migrate --follow
+  {PROG} logs ssh_batch nightly-migrate --stderr
+  {PROG} kill ssh_batch nightly-migrate --wait
+  {PROG} gc ssh_batch --older-than 7d --dry-run
+
+CONN is an Airflow connection id of type ssh, looked up like the Airflow CLI
+does (AIRFLOW_CONN_<ID>, secrets backends, the metadata DB). JOB is a job id;
+its folder is ASYNC_DIR/JOB on the host (default --async-dir {DEFAULT_ASYNC_DIR}).
+
+exit codes:
+  0  success; for status and logs --follow: the job succeeded (status: or is
+     still running or starting)
+  1  other error (a remote script failed, a job file is damaged)
+  2  usage error (bad arguments, invalid job id)
+  3  SSH or connection error (unknown connection, unreachable host, auth,
+     host key)
+  4  the job failed (exited non-zero)
+  5  the job was killed by a signal
+  6  the job hit its time limit (timed_out)
+  7  the job was cancelled
+  8  the job is lost (no result and its supervisor is gone, or the host
+     rebooted)
+  9  no such job (missing)
+  130 interrupted (Ctrl-C)
+jobs, logs (without --follow), kill and gc exit 0 on success; kill also when
+the job had already ended; kill --wait exits 1 if the job still runs after
+the grace period plus 30 s; gc exits 1 if a folder could not be removed.
+"""
+
+
+# --- small pure helpers ---------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """`7d`, `12h`, `30m`, `45s`, `2w` or plain seconds -> seconds (argparse type)."""
+    match = _DURATION_RE.fullmatch(text.strip().lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use a number and s, m, h, d or w, e.g. 7d")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def job_id_arg(text: str) -> str:
+    """Refuse a bad job id as a usage error, before any SSH call."""
+    try:
+        return validate_job_id(text)
+    except JobIdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def fmt_span(seconds: float | None) -> str:
+    """A short human span: 45s, 12m, 3h05m, 2d04h."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def fmt_time(epoch: int | None) -> str:
+    if epoch is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def fmt_exit(status: JobStatus) -> str:
+    """What the EXIT column shows: the code, or the signal that ended the job."""
+    if status.exit_code is not None:
+        return str(status.exit_code)
+    if status.signal is not None:
+        return signal_name(status.signal)
+    return "-"
+
+
+def job_record(job_id: str, job_dir: str, status: JobStatus, now: float) -> dict[str, Any]:
+    """One job as the JSON output shows it (and the text output reads from)."""
+    start, end = status.start_time, status.end_time
+    return {
+        "job_id": job_id,
+        "job_dir": job_dir,
+        "state": status.state.value,
+        "reason": status.reason,
+        "pid": status.pid,
+        "exit_code": status.exit_code,
+        "signal": status.signal,
+        "signal_name": signal_name(status.signal) if status.signal is not None else None,
+        "start_time": start,
+        "end_time": end,
+        "age": int(now - start) if start is not None else None,
+        "ended_ago": int(now - end) if end is not None else None,
+        "duration": int((end if end is not None else now) - start) if start is not None else None,
+        "stdout_size": status.sizes.get("stdout"),
+        "stderr_size": status.sizes.get("stderr"),
+        "progress_size": status.sizes.get("progress"),
+    }
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    for line in [headers, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+def error_line(message: str) -> None:
+    """Every failure is one line on stderr, never a traceback."""
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+# --- remote queries shared by the commands ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What list.sh reported: the host's clock, the resolved async_dir, the job names."""
+
+    now: int
+    async_dir: str
+    exists: bool
+    names: list[str]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One listed job with its state, or the reason its state could not be read."""
+
+    job_id: str
+    job_dir: str
+    status: JobStatus | None
+    facts: JobFacts | None
+    error: str = ""
+
+
+async def list_jobs(hook: SSHAsyncJobHook, host: RemoteHost) -> Listing:
+    """The job folders of the hook's async_dir (scripts/list.sh; the hook has no list)."""
+    now = 0
+    async_dir = hook.async_dir
+    exists = False
+    names: list[str] = []
+    for name, value in parse_frames(await host.run("list", [hook.async_dir])):
+        if name == "now":
+            now = int(value)
+        elif name == "async_dir":
+            async_dir = value.decode("utf-8", "replace")
+        elif name == "exists":
+            exists = value == b"1"
+        elif name == "job":
+            job = value.decode("utf-8", "replace")
+            if JOB_ID_RE.fullmatch(job):  # anything else is not ours to show or delete
+                names.append(job)
+        elif name == "protocol" and value != b"1":
+            raise ProtocolError(f"list protocol {value!r}, expected 1")
+    return Listing(now, async_dir, exists, sorted(names))
+
+
+async def states_of(hook: SSHAsyncJobHook, host: RemoteHost, job_ids: Sequence[str]) -> list[Entry]:
+    """States of many jobs, a batch per status.sh call.
+
+    A damaged job file fails a whole batch (the hook never guesses); then each
+    job of that batch is asked alone, so one bad folder does not hide the rest.
+    """
+    entries: list[Entry] = []
+    for i in range(0, len(job_ids), STATUS_BATCH):
+        batch = {hook.job_dir(j): j for j in job_ids[i : i + STATUS_BATCH]}
+        try:
+            found = await hook.astatus(list(batch), host=host)
+        except ProtocolError:
+            found = {}
+            for d, j in batch.items():
+                try:
+                    found.update(await hook.astatus([d], host=host))
+                except ProtocolError as exc:
+                    entries.append(Entry(j, d, None, None, str(exc)))
+        entries += [Entry(batch[d], d, status, facts) for d, (status, facts) in found.items()]
+    return entries
+
+
+async def one_status(hook: SSHAsyncJobHook, host: RemoteHost, job_id: str) -> JobStatus:
+    return (await one_status_facts(hook, host, job_id))[0]
+
+
+async def one_status_facts(hook: SSHAsyncJobHook, host: RemoteHost, job_id: str) -> tuple[JobStatus, JobFacts]:
+    d = hook.job_dir(job_id)
+    return (await hook.astatus([d], host=host))[d]
+
+
+def missing_error(hook: SSHAsyncJobHook, job_id: str, label: str) -> JobNotFoundError:
+    return JobNotFoundError(
+        f"no job directory {hook.job_dir(job_id)}",
+        job_id=job_id,
+        host=label,
+        hint=f"Check the id with `{PROG} jobs {hook.ssh_conn_id}`, and --async-dir if the job "
+        "was started with another async_dir.",
+    )
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def _sort_key(e: Entry) -> tuple[int, str]:
+    start = e.status.start_time if e.status and e.status.start_time is not None else sys.maxsize
+    return (start, e.job_id)
+
+
+async def cmd_jobs(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:
+    """List every job of the async_dir with state, age, pid and exit code."""
+    listing = await list_jobs(hook, host)
+    entries = sorted(await states_of(hook, host, listing.names), key=_sort_key)
+    if args.state:
+        entries = [e for e in entries if (e.status.state.value if e.status else "error") in args.state]
+    if args.json:
+        print_json(
+            {
+                "host": host.options.label,
+                "async_dir": listing.async_dir,
+                "now": listing.now,
+                "jobs": [
+                    job_record(e.job_id, e.job_dir, e.status, listing.now)
+                    if e.status
+                    else {"job_id": e.job_id, "job_dir": e.job_dir, "state": "error", "reason": e.error}
+                    for e in entries
+                ],
+            }
+        )
+        return Exit.OK
+    if not entries:
+        where = listing.async_dir if listing.exists else f"{listing.async_dir} (does not exist)"
+        print(f"no jobs in {where} on {host.options.label}")
+        return Exit.OK
+    rows = []
+    for e in entries:
+        if e.status is None:
+            rows.append([e.job_id, "error", "-", "-", "-", "-", e.error])
+            continue
+        rec = job_record(e.job_id, e.job_dir, e.status, listing.now)
+        rows.append(
+            [
+                e.job_id,
+                e.status.state.value,
+                fmt_span(rec["age"]),
+                fmt_span(rec["ended_ago"]),
+                str(e.status.pid) if e.status.pid is not None else "-",
+                fmt_exit(e.status),
+                e.status.reason,
+            ]
+        )
+    print_table(["JOB", "STATE", "AGE", "ENDED", "PID", "EXIT", "REASON"], rows)
+    return Exit.OK
+
+
+async def cmd_status(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:
+    """One job's state; the exit code says it too."""
+    status, facts = await one_status_facts(hook, host, args.job)
+    # job.json has the absolute path that launch resolved; show that when there is one.
+    job_dir = str((facts.job_json or {}).get("job_dir") or hook.job_dir(args.job))
+    # astatus does not return the host's clock; the local one is close enough for spans.
+    rec = job_record(args.job, job_dir, status, time.time())
+    if args.json:
+        print_json({"host": host.options.label, **rec})
+    else:
+        lines = [
+            ("job", args.job),
+            ("host", host.options.label),
+            ("dir", rec["job_dir"]),
+            ("state", f"{status.state.value} ({status.reason})"),
+        ]
+        if status.state is not JobState.MISSING:
+            lines += [
+                ("pid", str(status.pid) if status.pid is not None else "-"),
+                ("exit", fmt_exit(status)),
+                ("started", f"{fmt_time(status.start_time)} ({fmt_span(rec['age'])} ago)"),
+                ("ended", f"{fmt_time(status.end_time)} ({fmt_span(rec['ended_ago'])} ago)"
+                 if status.end_time is not None else "-"),
+                ("duration", fmt_span(rec["duration"])),
+                ("output", f"stdout {rec['stdout_size'] or 0} B, stderr {rec['stderr_size'] or 0} B, "
+                 f"progress {rec['progress_size'] or 0} B"),
+            ]
+        for key, value in lines:
+            print(f"{key + ':':<10}{value}")
+    if status.state is JobState.MISSING:
+        error_line(str(missing_error(hook, args.job, host.options.label)))
+    return STATE_EXIT[status.state]
+
+
+class _Sink:
+    """Where log bytes go: raw to stdout (byte exact), or JSON lines (UTF-8 safe across reads)."""
+
+    def __init__(self, stream: str, as_json: bool) -> None:
+        self.stream = stream
+        self.as_json = as_json
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write(self, data: bytes, offset: int) -> None:
+        if self.as_json:
+            text = self.decoder.decode(data)
+            if text:
+                print(json.dumps({"stream": self.stream, "offset": offset, "data": text}), flush=True)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
+    def close(self, offset: int) -> None:
+        if self.as_json:
+            text = self.decoder.decode(b"", final=True)
+            if text:
+                print(json.dumps({"stream": self.stream, "offset": offset, "data": text}), flush=True)
+
+
+async def drain(hook: SSHAsyncJobHook, host: RemoteHost, args: argparse.Namespace, offset: int, sink: _Sink) -> int:
+    """Print the stream from OFFSET to its current end; return the new offset."""
+    d = hook.job_dir(args.job)
+    while True:
+        (chunk,) = await hook.aread([(d, args.stream, offset)], max_bytes=READ_CHUNK, host=host)
+        if chunk.missing:
+            raise missing_error(hook, args.job, host.options.label)
+        if chunk.data:
+            sink.write(chunk.data, offset)
+            offset += len(chunk.data)
+        if not chunk.data or offset >= chunk.size:
+            return offset
+
+
+async def cmd_logs(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:
+    """Print a job's output; with --follow, as it grows until the job ends."""
+    sink = _Sink(args.stream, args.json)
+    offset = 0
+    if not args.follow:
+        sink.close(await drain(hook, host, args, offset, sink))
+        return Exit.OK
+    while True:
+        # State first, then output: once a finished state is seen, everything
+        # the job wrote is on disk, so this drain is the last one needed.
+        status = await one_status(hook, host, args.job)
+        if status.state is JobState.MISSING:
+            raise missing_error(hook, args.job, host.options.label)
+        offset = await drain(hook, host, args, offset, sink)
+        if status.state.finished:
+            sink.close(offset)
+            break
+        await asyncio.sleep(args.interval)
+    summary = f"job {args.job!r} {status.state.value} ({status.reason}) on {host.options.label}"
+    if args.json:
+        print(json.dumps({"final": True, **job_record(args.job, hook.job_dir(args.job), status, time.time())}))
+    else:
+        print(f"{PROG}: {summary}", file=sys.stderr)
+    return STATE_EXIT[status.state]
+
+
+async def cmd_kill(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:
+    """Cancel a job (SIGTERM to its process group, SIGKILL after the grace period)."""
+    outcome = await hook.acancel(hook.job_dir(args.job), grace=args.grace, host=host)
+    status: JobStatus | None = None
+    if args.wait and outcome == "cancelled":
+        deadline = time.monotonic() + args.grace + KILL_WAIT_EXTRA
+        while True:
+            status = await one_status(hook, host, args.job)
+            if status.state.finished or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    still_running = status is not None and not status.state.finished
+    if args.json:
+        record = job_record(args.job, hook.job_dir(args.job), status, time.time()) if status else {}
+        print_json({"host": host.options.label, "job_id": args.job, "outcome": outcome, **record})
+    else:
+        text = {
+            "cancelled": "cancel requested (SIGTERM sent to its process group)",
+            "finished": "had already finished; nothing to kill",
+            "gone": "is lost: its process is gone or no longer ours; nothing to kill",
+        }.get(outcome, outcome)
+        print(f"job {args.job!r} on {host.options.label}: {text}")
+        if status is not None:
+            print(f"job {args.job!r}: {status.state.value} ({status.reason})")
+    if still_running:
+        error_line(
+            f"job {args.job!r} on {host.options.label} is still running {args.grace + KILL_WAIT_EXTRA} s "
+            f"after the cancel; check it with `{PROG} status {hook.ssh_conn_id} {args.job}`"
+        )
+        return Exit.ERROR
+    return Exit.OK
+
+
+def gc_candidate(entry: Entry, cutoff: int) -> bool:
+    """Finished long enough ago, and surely not running.
+
+    Jobs with a result count from their end time. Lost jobs have none, so they
+    count from their start, and only when the job's own process is gone too.
+    """
+    status, facts = entry.status, entry.facts
+    if status is None or facts is None:
+        return False
+    if status.state.has_result:
+        return status.end_time is not None and status.end_time <= cutoff
+    if status.state is JobState.LOST:
+        return facts.job_alive is not True and status.start_time is not None and status.start_time <= cutoff
+    return False
+
+
+async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:
+    """Remove finished job folders whose end is older than --older-than."""
+    listing = await list_jobs(hook, host)
+    cutoff = listing.now - args.older_than
+    candidates = [e for e in await states_of(hook, host, listing.names) if gc_candidate(e, cutoff)]
+    removed: list[str] = []
+    skipped: dict[str, str] = {}
+    if not args.dry_run and candidates:
+        # Ask again right before deleting: a job relaunched under the same id
+        # since the listing is a new attempt, and must be left alone.
+        again = {e.job_id: e for e in await states_of(hook, host, [e.job_id for e in candidates])}
+        for e in candidates:
+            fresh = again.get(e.job_id)
+            if fresh is None or not gc_candidate(fresh, cutoff) or fresh.status.start_time != e.status.start_time:
+                skipped[e.job_id] = "changed since the listing"
+                continue
+            try:
+                await hook.aarchive(e.job_dir, remove=True, host=host)
+                removed.append(e.job_id)
+            except SSHConnectError:
+                raise
+            except SSHAsyncJobError as exc:  # e.g. it was relaunched and runs: archive.sh refuses
+                skipped[e.job_id] = str(exc)
+    if args.json:
+        print_json(
+            {
+                "host": host.options.label,
+                "async_dir": listing.async_dir,
+                "older_than": args.older_than,
+                "dry_run": args.dry_run,
+                "candidates": [job_record(e.job_id, e.job_dir, e.status, listing.now) for e in candidates],
+                "removed": removed,
+                "skipped": skipped,
+            }
+        )
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        for e in candidates:
+            if args.dry_run or e.job_id in removed:
+                print(f"{verb} {e.job_id} ({e.status.state.value}, ended {fmt_span(_ended_ago(e, listing.now))} ago)")
+        for job_id, why in skipped.items():
+            print(f"skipped {job_id}: {why}")
+        count = len(candidates) if args.dry_run else len(removed)
+        print(f"{verb} {count} job folder(s) older than {fmt_span(args.older_than)} in {listing.async_dir} "
+              f"on {host.options.label}")
+    return Exit.ERROR if any(why != "changed since the listing" for why in skipped.values()) else Exit.OK
+
+
+def _ended_ago(e: Entry, now: int) -> int | None:
+    """Age that gc measures: from the end, or from the start for a lost job."""
+    status = e.status
+    ref = None if status is None else status.end_time if status.end_time is not None else status.start_time
+    return now - ref if ref is not None else None
+
+
+# --- argument parsing and the run loop -------------------------------------------------------
+
+
+Command = Callable[[argparse.Namespace, "SSHAsyncJobHook", RemoteHost], Awaitable[int]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("conn_id", metavar="CONN", help="Airflow connection id (type ssh)")
+    common.add_argument(
+        "--async-dir",
+        default=DEFAULT_ASYNC_DIR,
+        metavar="D",
+        help=f"the job folders' parent on the host, as given to the operator (default {DEFAULT_ASYNC_DIR})",
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    job = argparse.ArgumentParser(add_help=False)
+    job.add_argument("job", metavar="JOB", type=job_id_arg, help="job id")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect and manage detached jobs started on remote hosts by airflow-provider-ssh-async.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Command, help_text: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=parents, help=help_text, description=help_text, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("jobs", cmd_jobs, "list jobs with state, age, pid and exit code", [common])
+    p.add_argument("--state", action="append", metavar="STATE",
+                   choices=[s.value for s in JobState if s is not JobState.MISSING] + ["error"],
+                   help="show only jobs in this state (repeatable)")
+    add("status", cmd_status, "show one job's state; the exit code follows it", [common, job])
+    p = add("logs", cmd_logs, "print a job's stdout (or stderr)", [common, job])
+    p.add_argument("--stderr", dest="stream", action="store_const", const="stderr", default="stdout",
+                   help="print stderr instead of stdout")
+    p.add_argument("--progress", dest="stream", action="store_const", const="progress",
+                   help="print the progress file instead of stdout")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing as the output grows until the job ends; exit with its state's code")
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="poll interval for --follow")
+    p = add("kill", cmd_kill, "cancel a job: SIGTERM to its process group, SIGKILL after the grace period",
+            [common, job])
+    p.add_argument("--grace", type=int, default=10, metavar="SECONDS", help="SIGTERM to SIGKILL delay (default 10)")
+    p.add_argument("--wait", action="store_true", help="wait until the job has ended and show its final state")
+    p = add("gc", cmd_gc, "remove finished job folders whose end is older than --older-than (never a running one)",
+            [common])
+    p.add_argument("--older-than", type=parse_duration, required=True, metavar="AGE",
+                   help="e.g. 7d, 12h, 30m, 2w; lost jobs (no end time) count from their start")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    return parser
+
+
+def make_hook(conn_id: str, async_dir: str) -> SSHAsyncJobHook:
+    from airflow_ssh_async.hooks import SSHAsyncJobHook
+
+    return SSHAsyncJobHook(conn_id, async_dir=async_dir)
+
+
+async def run_command(fn: Command, args: argparse.Namespace, hook: SSHAsyncJobHook, options: SSHOptions) -> int:
+    """One SSH connection for the whole invocation."""
+    async with remote_host(options) as host:
+        return await fn(args, hook, host)
+
+
+def exit_code_for(exc: BaseException) -> Exit:
+    if isinstance(exc, (ConnectionNotFoundError, SSHConnectError, SSHAuthError, HostKeyError, ConnectionConfigError)):
+        return Exit.CONNECTION
+    if isinstance(exc, JobNotFoundError):
+        return Exit.MISSING
+    if isinstance(exc, JobIdError):
+        return Exit.USAGE
+    return Exit.ERROR
+
+
+def with_job(exc: SSHAsyncJobError, args: argparse.Namespace) -> SSHAsyncJobError:
+    """Name the job in errors of remote scripts (the hook only does so for launch)."""
+    job_id = getattr(args, "job", None)
+    if not isinstance(exc, RemoteCommandError) or exc.job_id or not job_id:
+        return exc
+    hint = exc.hint
+    if isinstance(exc, JobNotFoundError) and not hint:
+        hint = f"Check the id with `{PROG} jobs {args.conn_id}`, and --async-dir."
+    message = exc.stderr.removeprefix("airflow-ssh-async: error: ") or f"remote command exited {exc.code}"
+    return type(exc)(message, code=exc.code, stderr=exc.stderr, host=exc.host, job_id=job_id, hint=hint)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    label = f"connection {args.conn_id!r}"
+    try:
+        hook = make_hook(args.conn_id, args.async_dir)
+        options = hook.get_options()  # sync lookup, before the event loop starts
+        label = options.label
+        return int(asyncio.run(run_command(args.func, args, hook, options)))
+    except KeyboardInterrupt:
+        return Exit.INTERRUPTED
+    except BrokenPipeError:
+        # `... | head` closed the pipe: not an error; keep Python from complaining at exit.
+        sys.stdout = open("/dev/null", "w")  # noqa: SIM115
+        return Exit.OK
+    except SSHAsyncJobError as exc:
+        error_line(str(with_job(exc, args)))
+        return exit_code_for(exc)
+    except (ConnectionConfigError, ProtocolError, JobIdError) as exc:
+        job = f", job {args.job!r}" if getattr(args, "job", None) else ""
+        hint = ". Fix the job's files on the host, or remove the folder" if isinstance(exc, ProtocolError) else ""
+        error_line(f"{exc}{job}, on {label}{hint}")
+        return exit_code_for(exc)
+    except Exception as exc:  # an ops tool prints one line, never a traceback
+        job = f", job {args.job!r}" if getattr(args, "job", None) else ""
+        error_line(f"unexpected {type(exc).__name__}: {exc}{job}, on {label}")
+        return Exit.ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

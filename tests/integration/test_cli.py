@@ -1,0 +1,473 @@
+"""The ops console (`airflow-ssh-async`) against a real sshd and real remote shells.
+
+Most tests call ``cli.main`` in-process (fast, output captured); the ones about
+the process itself (exit status, no traceback, output while the job runs) run
+the installed console script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_ssh_async import cli, client
+from airflow_ssh_async.hooks import SSHAsyncJobHook
+from tests.harness.sshd import USERS, SSHServer, free_port, run_as, start_server
+
+SCRIPT = Path(sys.executable).parent / "airflow-ssh-async"
+DASH = "cli_asyncdash"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SSHServer]:
+    srv = start_server()
+    for user in USERS:
+        srv.set_connection(f"cli_{user}", user)
+    yield srv
+    for user in USERS:
+        os.environ.pop(f"AIRFLOW_CONN_CLI_{user.upper()}", None)
+    # Stop only the sshd this module started (its own process group).
+    if srv.process is not None and srv.process.poll() is None:
+        os.killpg(srv.process.pid, signal.SIGTERM)
+        srv.process.wait(10)
+
+
+def new_async_dir(user: str) -> str:
+    return f"~/cli-test-{uuid.uuid4().hex[:10]}"
+
+
+def remove_async_dir(user: str, async_dir: str) -> None:
+    """Kill what is left of our jobs (by the pids they recorded), then drop the folder."""
+    path = async_dir.replace("~", "$HOME", 1)
+    run_as(
+        user,
+        f"""for f in {path}/*/job.json; do
+              [ -f "$f" ] || continue
+              p=$(sed -n 's/^  "pid": \\([0-9]*\\),$/\\1/p' "$f")
+              s=$(sed -n 's/^  "supervisor_pid": \\([0-9]*\\),$/\\1/p' "$f")
+              [ -f "${{f%/job.json}}/result.json" ] && continue
+              [ -n "$p" ] && kill -s KILL -- "-$p" 2>/dev/null
+              [ -n "$s" ] && kill -s KILL "$s" 2>/dev/null
+            done
+            rm -rf {path}""",
+    )
+
+
+def run_cli(capsysbinary: pytest.CaptureFixture[bytes], *argv: str) -> tuple[int, str, str]:
+    """cli.main in-process: (exit code, stdout, stderr)."""
+    capsysbinary.readouterr()
+    code = cli.main(list(argv))
+    out, err = capsysbinary.readouterr()
+    return code, out.decode(), err.decode()
+
+
+def run_script(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    assert SCRIPT.exists(), f"{SCRIPT} is missing: pip install -e the repo to get the console script"
+    return subprocess.run([str(SCRIPT), *argv], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_states(hook: SSHAsyncJobHook, wanted: dict[str, str], timeout: float = 30) -> None:
+    """Poll until every job has the wanted state (the remote side works at its pace)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {j: hook.status([hook.job_dir(j)])[hook.job_dir(j)][0].state.value for j in wanted}
+        if got == wanted:
+            return
+        assert time.monotonic() < deadline, f"jobs did not reach {wanted}: {got}"
+        time.sleep(0.3)
+
+
+def job_json(user: str, async_dir: str, job_id: str) -> dict:
+    path = async_dir.replace("~", "$HOME", 1)
+    return json.loads(run_as(user, f"cat {path}/{job_id}/job.json").stdout)
+
+
+def assert_one_line_error(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("airflow-ssh-async: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)
+
+
+ZOO_STATES = {
+    "ok": "succeeded",
+    "bad": "failed",
+    "sig": "killed",
+    "tout": "timed_out",
+    "canc": "cancelled",
+    "lost": "lost",
+    "run": "running",
+}
+
+
+@pytest.fixture(scope="module")
+def zoo(server: SSHServer) -> Iterator[tuple[SSHAsyncJobHook, str]]:
+    """One job in every state (dash login shell), plus entries `jobs` must not list."""
+    user = "asyncdash"
+    async_dir = new_async_dir(user)
+    hook = SSHAsyncJobHook(DASH, async_dir=async_dir)
+    hook.launch("ok", "echo hello; echo oops >&2")
+    hook.launch("bad", "echo partial; exit 3")
+    hook.launch("sig", "kill -s KILL $$")
+    hook.launch("tout", "sleep 4", timeout=1, grace=1)
+    hook.launch("canc", "sleep 4")
+    hook.launch("lost", "sleep 60")
+    hook.launch("run", "sleep 120")
+    hook.cancel(hook.job_dir("canc"), grace=1)
+    info = job_json(user, async_dir, "lost")
+    run_as(user, f"kill -s KILL {info['supervisor_pid']}; kill -s KILL -- -{info['pid']}")
+    path = async_dir.replace("~", "$HOME", 1)
+    run_as(user, f"mkdir -p '{path}/.archive/old/1' '{path}/bad name' && : >'{path}/.incoming.42' && : >'{path}/notes'")
+    wait_for_states(hook, ZOO_STATES)
+    yield hook, async_dir
+    remove_async_dir(user, async_dir)
+
+
+# --- usage and help ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_help_has_examples_and_documents_exit_codes() -> None:
+    proc = run_script("--help")
+    assert proc.returncode == 0, proc.stderr
+    for text in ("examples:", "exit codes:", "jobs", "status", "logs", "kill", "gc", "--older-than 7d"):
+        assert text in proc.stdout
+    for code, word in [(2, "usage"), (3, "SSH or connection"), (4, "failed"), (5, "killed"), (6, "timed_out"),
+                       (7, "cancelled"), (8, "lost"), (9, "missing")]:
+        assert any(line.strip().startswith(f"{code}  ") and word in line for line in proc.stdout.splitlines()), word
+    sub = run_script("logs", "--help")
+    assert sub.returncode == 0 and "--follow" in sub.stdout and "--stderr" in sub.stdout
+
+
+@pytest.mark.timeout(60)
+def test_usage_errors_exit_2_before_any_ssh(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    for argv in (["status", DASH, "../etc"], ["gc", DASH], ["gc", DASH, "--older-than", "soon"], ["frobnicate"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2, argv
+    assert "invalid job id '../etc'" in capsysbinary.readouterr().err.decode()
+    assert cli.parse_duration("7d") == 7 * 86400
+    assert cli.parse_duration("90") == 90
+    assert cli.parse_duration("1.5h") == 5400
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_jobs_lists_every_state_with_age_pid_and_exit(zoo, capsysbinary) -> None:
+    hook, async_dir = zoo
+    code, out, err = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["JOB", "STATE", "AGE", "ENDED", "PID", "EXIT", "REASON"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == set(ZOO_STATES)  # not .archive, .incoming.*, 'bad name' or the plain file
+    for job_id, state in ZOO_STATES.items():
+        assert rows[job_id][1] == state
+        assert rows[job_id][4] == str(job_json("asyncdash", async_dir, job_id)["pid"])
+    assert rows["ok"][5] == "0"
+    assert rows["bad"][5] == "3"
+    assert rows["sig"][5] == "SIGKILL"
+    assert rows["run"][3] == "-" and rows["run"][5] == "-"
+
+    code, out, _ = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert data["async_dir"].startswith("/home/asyncdash/cli-test-")
+    by_id = {j["job_id"]: j for j in data["jobs"]}
+    assert {j: r["state"] for j, r in by_id.items()} == ZOO_STATES
+    assert by_id["bad"]["exit_code"] == 3 and by_id["bad"]["signal"] is None
+    assert by_id["sig"]["signal"] == 9 and by_id["sig"]["signal_name"] == "SIGKILL"
+    assert by_id["run"]["end_time"] is None and 0 <= by_id["run"]["age"] < 600
+    assert by_id["ok"]["stdout_size"] == len(b"hello\n") and by_id["ok"]["stderr_size"] == len(b"oops\n")
+    starts = [j["start_time"] for j in data["jobs"]]
+    assert starts == sorted(starts)
+
+    code, out, _ = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--state", "failed",
+                           "--state", "lost", "--json")
+    assert sorted(j["job_id"] for j in json.loads(out)["jobs"]) == ["bad", "lost"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("user", sorted(USERS))
+def test_jobs_works_under_every_login_shell(server, capsysbinary, user: str) -> None:
+    async_dir = new_async_dir(user)
+    hook = SSHAsyncJobHook(f"cli_{user}", async_dir=async_dir)
+    try:
+        hook.launch("first", "echo one")
+        hook.launch("second.try-2", "exit 7")
+        wait_for_states(hook, {"first": "succeeded", "second.try-2": "failed"})
+        code, out, err = run_cli(capsysbinary, "jobs", f"cli_{user}", "--async-dir", async_dir, "--json")
+        assert code == 0, err
+        states = {j["job_id"]: (j["state"], j["exit_code"]) for j in json.loads(out)["jobs"]}
+        assert states == {"first": ("succeeded", 0), "second.try-2": ("failed", 7)}
+    finally:
+        remove_async_dir(user, async_dir)
+
+
+@pytest.mark.timeout(60)
+def test_jobs_on_a_missing_or_empty_async_dir(server, capsysbinary) -> None:
+    code, out, _ = run_cli(capsysbinary, "jobs", DASH, "--async-dir", "~/cli-test-never-created")
+    assert code == 0
+    assert out.startswith("no jobs in /home/asyncdash/cli-test-never-created (does not exist) on asyncdash@")
+    code, out, _ = run_cli(capsysbinary, "jobs", DASH, "--async-dir", "~/cli-test-never-created", "--json")
+    assert json.loads(out)["jobs"] == []
+    name = f"cli-test-file-{uuid.uuid4().hex[:8]}"
+    run_as("asyncdash", f": >$HOME/{name}")
+    try:
+        code, out, err = run_cli(capsysbinary, "jobs", DASH, "--async-dir", f"~/{name}")
+        assert code == 1 and out == ""
+        assert_one_line_error(err, f"async_dir '/home/asyncdash/{name}' is not a directory", "asyncdash@127.0.0.1")
+    finally:
+        run_as("asyncdash", f"rm -f $HOME/{name}")
+
+
+@pytest.mark.timeout(60)
+def test_one_ssh_connection_per_invocation(zoo, capsysbinary, monkeypatch) -> None:
+    hook, async_dir = zoo
+    opened: list[str] = []
+    real_open = client.open_connection
+
+    async def counting_open(options):
+        opened.append(options.conn_id)
+        return await real_open(options)
+
+    monkeypatch.setattr(client, "open_connection", counting_open)
+    monkeypatch.setattr(cli, "STATUS_BATCH", 2)  # several status calls, still one connection
+    code, out, _ = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--json")
+    assert code == 0 and len(json.loads(out)["jobs"]) == len(ZOO_STATES)
+    assert opened == [DASH]
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_status_exit_code_follows_the_state(zoo, capsysbinary) -> None:
+    hook, async_dir = zoo
+    expected = {"ok": 0, "run": 0, "bad": 4, "sig": 5, "tout": 6, "canc": 7, "lost": 8, "gone": 9}
+    for job_id, want in expected.items():
+        code, out, err = run_cli(capsysbinary, "status", DASH, job_id, "--async-dir", async_dir)
+        assert code == want, (job_id, out, err)
+        assert f"job:      {job_id}" in out
+    code, out, _ = run_cli(capsysbinary, "status", DASH, "bad", "--async-dir", async_dir)
+    assert "state:    failed (exited with code 3)" in out
+    assert "exit:     3" in out
+    assert f"dir:      /home/asyncdash/{async_dir[2:]}/bad" in out
+    code, out, _ = run_cli(capsysbinary, "status", DASH, "tout", "--async-dir", async_dir, "--json")
+    rec = json.loads(out)
+    assert code == 6 and rec["state"] == "timed_out" and rec["signal"] == 15 and rec["duration"] >= 1
+
+
+@pytest.mark.timeout(60)
+def test_status_of_a_missing_job_names_host_job_and_what_to_do(zoo, capsysbinary) -> None:
+    _, async_dir = zoo
+    code, out, err = run_cli(capsysbinary, "status", DASH, "nope", "--async-dir", async_dir)
+    assert code == 9
+    assert "state:    missing (no job directory)" in out
+    assert_one_line_error(err, "job 'nope'", "asyncdash@127.0.0.1", f"airflow-ssh-async jobs {DASH}")
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_logs_is_byte_exact_across_chunks(server, capsysbinary) -> None:
+    user, async_dir = "asyncbash", new_async_dir("asyncbash")
+    hook = SSHAsyncJobHook("cli_asyncbash", async_dir=async_dir)
+    try:
+        hook.launch("big", "head -c 2500000 /dev/urandom; printf 'é\\n' >&2")
+        wait_for_states(hook, {"big": "succeeded"})
+        capsysbinary.readouterr()
+        assert cli.main(["logs", "cli_asyncbash", "big", "--async-dir", async_dir]) == 0
+        data = capsysbinary.readouterr().out  # raw bytes: the output is random binary
+        remote = run_as(user, f"sha256sum {async_dir.replace('~', '$HOME', 1)}/big/stdout").stdout.split()[0]
+        assert len(data) == 2500000 and hashlib.sha256(data).hexdigest() == remote
+        code, out, _ = run_cli(capsysbinary, "logs", "cli_asyncbash", "big", "--stderr", "--async-dir", async_dir)
+        assert code == 0 and out == "é\n"
+    finally:
+        remove_async_dir(user, async_dir)
+
+
+@pytest.mark.timeout(120)
+def test_logs_follow_prints_while_running_and_exits_with_the_state(server) -> None:
+    user, async_dir = "asyncdash", new_async_dir("asyncdash")
+    hook = SSHAsyncJobHook(DASH, async_dir=async_dir)
+    try:
+        hook.launch("steps", "echo step1; sleep 3; echo step2; echo warn >&2; exit 3")
+        proc = subprocess.Popen(
+            [str(SCRIPT), "logs", DASH, "steps", "--follow", "--interval", "0.2", "--async-dir", async_dir],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "step1\n"
+        # the first line arrived while the job was still running
+        assert hook.status([hook.job_dir("steps")])[hook.job_dir("steps")][0].state.value == "running"
+        out, err = proc.communicate(timeout=60)
+        assert out == "step2\n"
+        assert proc.returncode == 4
+        assert "job 'steps' failed (exited with code 3)" in err and "Traceback" not in err
+
+        follow_json = run_script("logs", DASH, "steps", "--follow", "--json", "--async-dir", async_dir)
+        records = [json.loads(line) for line in follow_json.stdout.splitlines()]
+        assert "".join(r["data"] for r in records if "data" in r) == "step1\nstep2\n"
+        assert records[-1]["final"] is True and records[-1]["state"] == "failed"
+        assert follow_json.returncode == 4
+    finally:
+        remove_async_dir(user, async_dir)
+
+
+@pytest.mark.timeout(60)
+def test_logs_of_a_missing_job(zoo) -> None:
+    _, async_dir = zoo
+    proc = run_script("logs", DASH, "nope", "--async-dir", async_dir)
+    assert proc.returncode == 9 and proc.stdout == ""
+    assert_one_line_error(proc.stderr, "job 'nope'", "asyncdash@127.0.0.1", "airflow-ssh-async jobs")
+
+
+# --- kill --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_kill_cancels_a_running_job(server, capsysbinary) -> None:
+    user, async_dir = "asyncash", new_async_dir("asyncash")
+    hook = SSHAsyncJobHook("cli_asyncash", async_dir=async_dir)
+    try:
+        hook.launch("victim", "sleep 6")
+        hook.launch("done", "true")
+        wait_for_states(hook, {"victim": "running", "done": "succeeded"})
+        code, out, err = run_cli(capsysbinary, "kill", "cli_asyncash", "victim", "--grace", "1", "--wait",
+                                 "--async-dir", async_dir)
+        assert code == 0, err
+        assert "cancel requested" in out and "job 'victim': cancelled (cancelled on request)" in out
+        code, _, _ = run_cli(capsysbinary, "status", "cli_asyncash", "victim", "--async-dir", async_dir)
+        assert code == 7
+
+        code, out, _ = run_cli(capsysbinary, "kill", "cli_asyncash", "done", "--async-dir", async_dir, "--json")
+        assert code == 0 and json.loads(out)["outcome"] == "finished"
+
+        code, _, err = run_cli(capsysbinary, "kill", "cli_asyncash", "nope", "--async-dir", async_dir)
+        assert code == 9
+        assert_one_line_error(err, "job 'nope'", "asyncash@127.0.0.1", "airflow-ssh-async jobs")
+    finally:
+        remove_async_dir(user, async_dir)
+
+
+# --- gc -------------------------------------------------------------------------------------------------
+
+
+def age_result(user: str, async_dir: str, job_id: str, seconds: int) -> None:
+    """Pretend a job ended SECONDS ago (rewrite end_time in its result.json)."""
+    path = f"{async_dir.replace('~', '$HOME', 1)}/{job_id}/result.json"
+    proc = run_as(
+        user,
+        f"""end=$(($(date +%s) - {seconds}))
+            sed "s/\\"end_time\\": [0-9]*/\\"end_time\\": $end/" {path} >{path}.new && mv {path}.new {path}""",
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_gc_removes_only_old_finished_jobs(server, capsysbinary) -> None:
+    user, async_dir = "asyncdash", new_async_dir("asyncdash")
+    hook = SSHAsyncJobHook(DASH, async_dir=async_dir)
+    week = 7 * 86400
+    try:
+        hook.launch("old-ok", "true")
+        hook.launch("old-bad", "exit 1")
+        hook.launch("fresh", "true")
+        hook.launch("busy", "sleep 60")
+        wait_for_states(hook, {"old-ok": "succeeded", "old-bad": "failed", "fresh": "succeeded", "busy": "running"})
+        age_result(user, async_dir, "old-ok", week + 60)
+        age_result(user, async_dir, "old-bad", week + 3600)
+
+        code, out, err = run_cli(capsysbinary, "gc", DASH, "--older-than", "7d", "--dry-run", "--async-dir", async_dir)
+        assert code == 0, err
+        assert sorted(re.findall(r"^would remove (\S+) \(", out, re.M)) == ["old-bad", "old-ok"]
+        assert "would remove 2 job folder(s) older than 7d00h" in out
+        code, out, _ = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--json")
+        assert len(json.loads(out)["jobs"]) == 4  # the dry run removed nothing
+
+        code, out, err = run_cli(capsysbinary, "gc", DASH, "--older-than", "7d", "--async-dir", async_dir, "--json")
+        assert code == 0, err
+        report = json.loads(out)
+        assert sorted(report["removed"]) == ["old-bad", "old-ok"] and report["skipped"] == {}
+        code, out, _ = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--json")
+        assert sorted(j["job_id"] for j in json.loads(out)["jobs"]) == ["busy", "fresh"]
+
+        # Even "older than nothing" never touches a running job.
+        code, out, _ = run_cli(capsysbinary, "gc", DASH, "--older-than", "0s", "--async-dir", async_dir)
+        assert code == 0 and "removed fresh (succeeded" in out and "busy" not in out
+        assert hook.status([hook.job_dir("busy")])[hook.job_dir("busy")][0].state.value == "running"
+    finally:
+        remove_async_dir(user, async_dir)
+
+
+# --- connection errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_connection_errors_exit_3_with_one_line(server, monkeypatch, tmp_path) -> None:
+    proc = run_script("jobs", "cli_never_defined")
+    assert proc.returncode == 3
+    assert_one_line_error(proc.stderr, "'cli_never_defined' is not defined", "AIRFLOW_CONN_CLI_NEVER_DEFINED")
+
+    dead = json.loads(server.conn_uri_json("asyncdash"))
+    dead["port"] = free_port()  # nothing listens there
+    monkeypatch.setenv("AIRFLOW_CONN_CLI_DEAD", json.dumps(dead))
+    proc = run_script("status", "cli_dead", "some-job")
+    assert proc.returncode == 3
+    assert_one_line_error(proc.stderr, "cannot connect", f"asyncdash@127.0.0.1:{dead['port']}", "sshd listens")
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other_key = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    monkeypatch.setenv("AIRFLOW_CONN_CLI_WRONG_KEY", server.conn_uri_json("asyncdash", host_key=other_key))
+    proc = run_script("jobs", "cli_wrong_key")
+    assert proc.returncode == 3
+    assert_one_line_error(proc.stderr, "host key not trusted", "connection 'cli_wrong_key'")
+
+
+# --- damaged job files ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_a_damaged_job_is_reported_not_guessed_and_hides_no_other_job(server, capsysbinary) -> None:
+    user, async_dir = "asyncdash", new_async_dir("asyncdash")
+    hook = SSHAsyncJobHook(DASH, async_dir=async_dir)
+    try:
+        hook.launch("fine", "true")
+        hook.launch("broken", "true")
+        wait_for_states(hook, {"fine": "succeeded", "broken": "succeeded"})
+        run_as(user, f"printf '{{\"protocol\": 1, \"rea' >{async_dir.replace('~', '$HOME', 1)}/broken/result.json")
+
+        code, out, err = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--json")
+        assert code == 0, err
+        by_id = {j["job_id"]: j for j in json.loads(out)["jobs"]}
+        assert by_id["fine"]["state"] == "succeeded"
+        assert by_id["broken"]["state"] == "error" and "broken/result.json is not valid JSON" in by_id["broken"]["reason"]
+
+        code, out, err = run_cli(capsysbinary, "status", DASH, "broken", "--async-dir", async_dir)
+        assert code == 1 and out == ""
+        assert_one_line_error(err, "broken/result.json is not valid JSON", "job 'broken'", "asyncdash@127.0.0.1")
+
+        # gc leaves a folder it cannot read alone, even when asked for everything.
+        code, out, _ = run_cli(capsysbinary, "gc", DASH, "--older-than", "0s", "--async-dir", async_dir, "--json")
+        assert code == 0 and json.loads(out)["removed"] == ["fine"]
+    finally:
+        remove_async_dir(user, async_dir)
