@@ -358,7 +358,7 @@ async def cmd_status(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remo
     """One job's state; the exit code says it too."""
     status, facts = await one_status_facts(hook, host, args.job)
     # job.json has the absolute path that launch resolved; show that when there is one.
-    job_dir = str((facts.job_json or {}).get("job_dir") or hook.job_dir(args.job))
+    job_dir = str((facts.job_json or {}).get("job_dir") or facts.path or hook.job_dir(args.job))
     # astatus does not return the host's clock; the local one is close enough for spans.
     rec = job_record(args.job, job_dir, status, time.time())
     if args.json:
@@ -637,14 +637,12 @@ def exit_code_for(exc: BaseException) -> Exit:
 
 
 def with_job(exc: SSHAsyncJobError, args: argparse.Namespace) -> SSHAsyncJobError:
-    """Name the job in errors of remote scripts (the hook only does so for launch)."""
-    job_id = getattr(args, "job", None)
-    if not isinstance(exc, RemoteCommandError) or exc.job_id or not job_id:
+    """Add what a person at a shell can do about an unknown job."""
+    if not isinstance(exc, JobNotFoundError) or exc.hint:
         return exc
-    hint = exc.hint
-    if isinstance(exc, JobNotFoundError) and not hint:
-        hint = f"Check the id with `{PROG} jobs {args.conn_id}`, and --async-dir."
     message = exc.stderr.removeprefix("airflow-ssh-async: error: ") or f"remote command exited {exc.code}"
+    hint = f"Check the id with `{PROG} jobs {args.conn_id}`, and --async-dir."
+    job_id = exc.job_id or getattr(args, "job", None) or ""
     return type(exc)(message, code=exc.code, stderr=exc.stderr, host=exc.host, job_id=job_id, hint=hint)
 
 

@@ -49,6 +49,11 @@ class SSHOptions:
     ciphers: tuple[str, ...] | None = None
 
     @property
+    def address(self) -> str:
+        """user@host:port: what a result names as the job's host."""
+        return f"{self.username}@{self.host}:{self.port}"
+
+    @property
     def label(self) -> str:
         """How messages name the host: user@host:port (conn id)."""
         return f"{self.username}@{self.host}:{self.port} (connection {self.conn_id!r})"

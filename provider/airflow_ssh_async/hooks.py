@@ -7,7 +7,7 @@ same coroutines through thin sync wrappers, so there is one SSH stack.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -52,6 +52,11 @@ class Chunk:
     data: bytes
     size: int
     missing: bool = False
+
+
+def _ids(job_dirs: Iterable[str]) -> str:
+    """The job ids that errors about these folders name (a folder is named by its id)."""
+    return ", ".join(dict.fromkeys(d.rstrip("/").rsplit("/", 1)[-1] for d in job_dirs))
 
 
 class SSHAsyncJobHook(BaseHook):
@@ -119,6 +124,7 @@ class SSHAsyncJobHook(BaseHook):
         cwd: str | None = None,
         timeout: int = 0,
         grace: int = DEFAULT_GRACE,
+        origin: str = "",
         host: RemoteHost | None = None,
     ) -> Launched:
         """Start COMMAND as job JOB_ID, detached.
@@ -131,7 +137,7 @@ class SSHAsyncJobHook(BaseHook):
         if not command or not command.strip():
             raise SSHAsyncJobError("the command is empty", job_id=job_id, hint="Give the operator a command.")
         payload = launch_payload(command, environment or {}, cwd or "", script("lib") + b"\n" + script("supervise"))
-        args = [self.async_dir, job_id, str(int(timeout or 0)), str(int(grace))]
+        args = [self.async_dir, job_id, str(int(timeout or 0)), str(int(grace)), origin]
 
         async def go(h: RemoteHost) -> Launched:
             out = fields_dict(parse_frames(await h.run("launch", args, stdin=payload, job_id=job_id)))
@@ -159,7 +165,7 @@ class SSHAsyncJobHook(BaseHook):
         args = [f"+{d}" if d in cached else d for d in job_dirs]
 
         async def go(h: RemoteHost) -> dict[str, tuple[JobStatus, JobFacts]]:
-            report = parse_status(await h.run("status", args))
+            report = parse_status(await h.run("status", args, job_id=_ids(job_dirs)))
             out = {}
             for arg, d in zip(args, job_dirs):
                 facts = report.jobs[arg]
@@ -185,7 +191,7 @@ class SSHAsyncJobHook(BaseHook):
         async def go(h: RemoteHost) -> list[Chunk]:
             chunks: list[Chunk] = []
             size = 0
-            for name, value in parse_frames(await h.run("output", args)):
+            for name, value in parse_frames(await h.run("output", args, job_id=_ids(r[0] for r in requests))):
                 if name == "missing":
                     chunks.append(Chunk(b"", 0, missing=True))
                 elif name == "size":
@@ -200,7 +206,8 @@ class SSHAsyncJobHook(BaseHook):
         """SIGTERM the job's process group (SIGKILL after GRACE); return the outcome."""
 
         async def go(h: RemoteHost) -> str:
-            return fields_dict(parse_frames(await h.run("signal", [job_dir, str(grace)])))["outcome"].decode()
+            out = await h.run("signal", [job_dir, str(grace)], job_id=_ids([job_dir]))
+            return fields_dict(parse_frames(out))["outcome"].decode()
 
         return await (go(host) if host else self._with_host(go))
 
@@ -208,7 +215,8 @@ class SSHAsyncJobHook(BaseHook):
         """Move a finished job's folder to .archive/ (or delete it); return where it went."""
 
         async def go(h: RemoteHost) -> str:
-            out = fields_dict(parse_frames(await h.run("archive", [job_dir, "remove" if remove else "archive"])))
+            raw = await h.run("archive", [job_dir, "remove" if remove else "archive"], job_id=_ids([job_dir]))
+            out = fields_dict(parse_frames(raw))
             return (out.get("archived") or out["removed"]).decode()
 
         return await (go(host) if host else self._with_host(go))

@@ -166,6 +166,7 @@ class JobFacts:
 
     job: str
     exists: bool
+    path: str = ""  # the folder with ~ resolved on the host
     job_json: dict[str, Any] | None = None
     result_json: dict[str, Any] | None = None
     job_alive: bool | None = None
@@ -211,7 +212,7 @@ def parse_status(data: bytes) -> StatusReport:
             current[name.replace(".", "_")] = _load_json(name, current["job"], value)
         elif name in ("exists", "job_alive", "supervisor_alive", "cancel_requested"):
             current[name] = value == b"1"
-        elif name in ("pid_start", "supervisor_start"):
+        elif name in ("pid_start", "supervisor_start", "path"):
             current[name] = value.decode()
         else:
             raise ProtocolError(f"unknown status field {name!r} for {current['job']}")
@@ -245,7 +246,7 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
     send it again.
     """
     if not facts.exists:
-        return JobStatus(JobState.MISSING, "no job directory")
+        return JobStatus(JobState.MISSING, f"no job directory {facts.path or facts.job}")
     info = facts.job_json or job_json
     if info is None:
         return JobStatus(JobState.STARTING, "job directory exists but job.json is not written yet", sizes=facts.sizes)
@@ -278,3 +279,82 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
     if recorded_sup_start and facts.supervisor_start is not None and facts.supervisor_start != recorded_sup_start:
         return JobStatus(JobState.LOST, "the supervisor's pid now belongs to another process", **common)
     return JobStatus(JobState.RUNNING, "running", **common)
+
+
+# --- what the trigger reports and the operator returns ----------------------------
+
+
+def iso_time(epoch: int | None) -> str | None:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat() if epoch is not None else None
+
+
+def delivery_marker(pid: int | None, start_time: str | None) -> dict[str, Any]:
+    """Names one run of a job: a relaunch under the same id has another pid or start."""
+    return {"pid": pid, "start_time": start_time}
+
+
+def build_result(
+    ref: JobRef, status: JobStatus, *, progress: str = "", stdout_tail: str = "", stderr_tail: str = ""
+) -> dict[str, Any]:
+    """The result dict: the operator's return value and the sensor's, one shape."""
+    duration = (
+        status.end_time - status.start_time if status.end_time is not None and status.start_time is not None else None
+    )
+    return {
+        "job_id": ref.job_id,
+        "host": ref.host,
+        "job_dir": ref.job_dir,
+        "state": status.state.value,
+        "reason": status.reason,
+        "exit_code": status.exit_code,
+        "signal": status.signal,
+        "pid": status.pid,
+        "start_time": iso_time(status.start_time),
+        "end_time": iso_time(status.end_time),
+        "duration": duration,
+        "progress": progress,
+        "stdout_tail": stdout_tail,
+        "stderr_tail": stderr_tail,
+    }
+
+
+def job_event(status: str, message: str, ref: JobRef, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every trigger event has this shape; ``status`` is "finished" or "error"."""
+    return {"status": status, "message": message, "job": ref.to_dict(), "result": result}
+
+
+# --- what a launch does when the job exists ------------------------------------------
+
+
+class OnExisting(str, enum.Enum):
+    REATTACH = "reattach"
+    RERUN = "rerun"
+    FAIL = "fail"
+
+
+class ExistingAction(enum.Enum):
+    WATCH = "watch"  # it is running: follow it
+    TAKE_RESULT = "take_result"  # it succeeded and Airflow never took the result
+    ARCHIVE_AND_START = "archive_and_start"
+    LAUNCH_AGAIN = "launch_again"  # it vanished between our launch and status (raced archive)
+    REFUSE = "refuse"
+
+
+def decide_existing(on_existing: OnExisting, state: JobState, delivered: bool, same_origin: bool) -> ExistingAction:
+    """DESIGN.md "Job ids and idempotency", as one pure function.
+
+    ``same_origin``: the job was launched by this task instance (an earlier
+    try of it). A succeeded job from another run (a fixed job_id reused by
+    tomorrow's run) is never "taken": it is archived and the job runs again.
+    """
+    if state is JobState.MISSING:
+        return ExistingAction.LAUNCH_AGAIN
+    if on_existing is OnExisting.FAIL:
+        return ExistingAction.REFUSE
+    if not state.finished:
+        return ExistingAction.WATCH if on_existing is OnExisting.REATTACH else ExistingAction.REFUSE
+    if on_existing is OnExisting.REATTACH and state is JobState.SUCCEEDED and same_origin and not delivered:
+        return ExistingAction.TAKE_RESULT
+    return ExistingAction.ARCHIVE_AND_START

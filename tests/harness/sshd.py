@@ -155,14 +155,22 @@ class SSHServer:
     def stop(self) -> None:
         """Stop the listener and every session it started (a real outage)."""
         if self.process and self.process.poll() is None:
+            # Per-connection sshd children run in sessions of their own: find
+            # ours (children of this listener) before the listener goes.
+            sessions = subprocess.run(
+                ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
+            ).stdout.split()
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
-        # Per-connection sshd children run in their own sessions: end them too.
-        subprocess.run(["pkill", "-f", f"sshd: .*@notty"], check=False)
+            for pid in sessions:
+                try:
+                    os.kill(int(pid), signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         self.process = None
 
     def log_tail(self) -> str:

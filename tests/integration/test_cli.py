@@ -278,7 +278,8 @@ def test_status_of_a_missing_job_names_host_job_and_what_to_do(zoo, capsysbinary
     _, async_dir = zoo
     code, out, err = run_cli(capsysbinary, "status", DASH, "nope", "--async-dir", async_dir)
     assert code == 9
-    assert "state:    missing (no job directory)" in out
+    assert f"state:    missing (no job directory /home/asyncdash/{async_dir[2:]}/nope)" in out
+    assert f"dir:      /home/asyncdash/{async_dir[2:]}/nope" in out
     assert_one_line_error(err, "job 'nope'", "asyncdash@127.0.0.1", f"airflow-ssh-async jobs {DASH}")
 
 

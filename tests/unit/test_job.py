@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 
 from airflow_ssh_async.job import (
+    ExistingAction,
     JobFacts,
     JobIdError,
     JobState,
+    OnExisting,
     ProtocolError,
     classify,
+    decide_existing,
     derive_job_id,
     env_exports,
     launch_payload,
@@ -17,6 +20,7 @@ from airflow_ssh_async.job import (
     parse_status,
     validate_job_id,
 )
+from airflow_ssh_async.streams import LineDecoder, Tail
 
 INFO = {"pid": 10, "supervisor_pid": 9, "supervisor_start": "100", "boot_id": "b1", "start_time": 5, "timeout": 60}
 
@@ -119,3 +123,45 @@ def test_half_written_json_is_an_error_that_names_the_file() -> None:
 def test_wrong_protocol_is_refused() -> None:
     with pytest.raises(ProtocolError, match="protocol"):
         parse_status(b"protocol 1\n9\nnow 1\n1\n")
+
+
+@pytest.mark.parametrize(
+    ("on_existing", "state", "delivered", "same_origin", "action"),
+    [
+        ("reattach", JobState.RUNNING, False, True, ExistingAction.WATCH),
+        ("reattach", JobState.STARTING, False, True, ExistingAction.WATCH),
+        ("reattach", JobState.SUCCEEDED, False, True, ExistingAction.TAKE_RESULT),
+        ("reattach", JobState.SUCCEEDED, True, True, ExistingAction.ARCHIVE_AND_START),
+        # A fixed job_id reused by another run: run again, never take its result.
+        ("reattach", JobState.SUCCEEDED, False, False, ExistingAction.ARCHIVE_AND_START),
+        ("reattach", JobState.FAILED, False, True, ExistingAction.ARCHIVE_AND_START),
+        ("reattach", JobState.LOST, False, True, ExistingAction.ARCHIVE_AND_START),
+        ("reattach", JobState.MISSING, False, True, ExistingAction.LAUNCH_AGAIN),
+        ("rerun", JobState.RUNNING, False, True, ExistingAction.REFUSE),
+        ("rerun", JobState.SUCCEEDED, False, True, ExistingAction.ARCHIVE_AND_START),
+        ("rerun", JobState.CANCELLED, False, True, ExistingAction.ARCHIVE_AND_START),
+        ("fail", JobState.SUCCEEDED, False, True, ExistingAction.REFUSE),
+        ("fail", JobState.RUNNING, False, True, ExistingAction.REFUSE),
+    ],
+)
+def test_on_existing_rules(on_existing: str, state: JobState, delivered: bool, same_origin: bool, action) -> None:
+    assert decide_existing(OnExisting(on_existing), state, delivered, same_origin) is action
+
+
+def test_line_decoder_never_splits_a_character() -> None:
+    text = "aé€😀\nline two ü\nlast"
+    data = text.encode()
+    for cut in range(1, len(data)):
+        decoder = LineDecoder()
+        lines = decoder.feed(data[:cut]) + decoder.feed(data[cut:]) + decoder.finish()
+        assert lines == text.split("\n"), cut
+
+
+def test_tail_keeps_the_last_bytes_only() -> None:
+    tail = Tail(5)
+    for chunk in (b"hello ", b"wor", b"ld!"):
+        tail.feed(chunk)
+    assert tail.text() == "orld!"
+    cut = Tail(4)
+    cut.feed("xé€".encode())  # the cut lands inside é: its broken byte is dropped
+    assert cut.text() == "€"

@@ -41,7 +41,7 @@ def run(shell: list[str], name: str, *args: str, stdin: bytes = b"", home: Path)
 
 def launch(shell: list[str], home: Path, job: str, command: str, timeout: int = 0, env: dict | None = None) -> dict[str, bytes]:
     payload = launch_payload(command, env or {}, "", script("lib") + b"\n" + script("supervise"))
-    out = run(shell, "launch", "~/.airflow_async", job, str(timeout), "1", stdin=payload, home=home)
+    out = run(shell, "launch", "~/.airflow_async", job, str(timeout), "1", "test", stdin=payload, home=home)
     assert out.returncode == 0, out.stderr
     return dict(parse_frames(out.stdout))
 
@@ -101,12 +101,12 @@ def test_time_limit_escalates_to_sigkill_under_each_shell(shell: list[str], tmp_
 def test_second_launch_of_an_id_is_refused_under_each_shell(shell: list[str], tmp_path: Path) -> None:
     launch(shell, tmp_path, "j4", "true")
     payload = launch_payload("true", {}, "", script("lib") + b"\n" + script("supervise"))
-    out = run(shell, "launch", "~/.airflow_async", "j4", "0", "1", stdin=payload, home=tmp_path)
+    out = run(shell, "launch", "~/.airflow_async", "j4", "0", "1", "test", stdin=payload, home=tmp_path)
     assert out.returncode == 65 and b"exists already" in out.stderr
 
 
 def test_missing_cwd_is_refused_and_leaves_nothing(shell: list[str], tmp_path: Path) -> None:
     payload = launch_payload("true", {}, "/no/such/dir", script("lib") + b"\n" + script("supervise"))
-    out = run(shell, "launch", "~/.airflow_async", "j5", "0", "1", stdin=payload, home=tmp_path)
+    out = run(shell, "launch", "~/.airflow_async", "j5", "0", "1", "test", stdin=payload, home=tmp_path)
     assert out.returncode == 67 and b"/no/such/dir" in out.stderr
     assert sorted(os.listdir(tmp_path / ".airflow_async")) == []

@@ -20,6 +20,7 @@ main() {
     [ $# -eq 2 ] || err "$E_USAGE" "usage: archive JOB_DIR (archive|remove)"
     _d=$(expand_home "$1")
     [ -d "$_d" ] || err "$E_NOTFOUND" "no job directory '$_d'"
+    [ -f "$_d/job.json" ] || err "$E_RUNNING" "'$_d' has no job.json: a launch is in progress or died half way; if it is older than a minute, remove it by hand"
     is_running "$_d" && err "$E_RUNNING" "job in '$_d' is still running"
     case $2 in
         remove)

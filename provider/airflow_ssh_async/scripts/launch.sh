@@ -1,7 +1,8 @@
 # shellcheck shell=sh
 # airflow-ssh-async launch: start one detached job.
 #
-# Usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE
+# Usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN
+#        ORIGIN: who launched it (the Airflow task instance), kept in job.json.
 # Stdin: "airflow-ssh-async-payload 1 CWD_LEN SUPERVISOR_LEN ENV_LEN COMMAND_LEN\n"
 #        then the cwd, the supervisor program, the env exports and the command,
 #        back to back.
@@ -15,11 +16,12 @@
 # exactly one gets past it; the other exits E_EXISTS with the directory.
 
 launch() {
-    [ $# -eq 4 ] || err "$E_USAGE" "usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE"
+    [ $# -eq 5 ] || err "$E_USAGE" "usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN"
     _base=$(expand_home "$1")
     _id=$2
     _timeout=$3
     _grace=$4
+    _origin=$5
     need_cmd setsid "start the job in its own session"
 
     umask 077
@@ -81,7 +83,7 @@ launch() {
 
     # The supervisor prints its report and closes stdout; the command
     # substitution returns at that EOF, not when the job ends.
-    _report=$(setsid "${AIRFLOW_ASYNC_SH:-/bin/sh}" "$_dir/supervise.sh" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" \
+    _report=$(setsid "${AIRFLOW_ASYNC_SH:-/bin/sh}" "$_dir/supervise.sh" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" "$_origin" \
         </dev/null 2>>"$_dir/supervisor.log" &)
     [ -n "$_report" ] || err "$E_WRITE" "the supervisor of '$_dir' did not start: see $_dir/supervisor.log"
     # $(...) dropped the report's final newline; put it back.

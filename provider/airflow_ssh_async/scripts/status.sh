@@ -4,7 +4,7 @@
 # Usage: status JOB_DIR...   (a leading '+' on a JOB_DIR: the caller has its
 #        job.json already, do not send it again)
 # Stdout: framed fields; `protocol`, `now`, `boot_id` once, then per job
-# `job` (the dir as given) followed by its facts. This script only reports;
+# `job` (the dir as given), `path` (it with ~ resolved) and its facts. This script only reports;
 # the client decides the state (job.py), so the rules live in one place.
 
 status_one() {
@@ -17,6 +17,7 @@ status_one() {
     esac
     field job "$1"
     _d=$(expand_home "$_arg")
+    field path "$_d"
     if [ ! -d "$_d" ]; then
         field exists 0
         return 0

@@ -1,7 +1,7 @@
 # shellcheck shell=sh
 # airflow-ssh-async supervise: watch one job to its end.
 #
-# Usage: supervise JOB_DIR JOB_ID TIMEOUT GRACE CWD   (started by launch under setsid)
+# Usage: supervise JOB_DIR JOB_ID TIMEOUT GRACE CWD ORIGIN   (started by launch under setsid)
 #
 # Starts the job (`/bin/sh command`) in its own session and process group,
 # writes job.json, prints the launch report on stdout and closes it, then
@@ -30,6 +30,7 @@ write_job_json() {
         printf '  "user": %s,\n' "$(json_str "$(id -un 2>/dev/null)")"
         printf '  "job_dir": %s,\n' "$(json_str "$_dir")"
         printf '  "cwd": %s,\n' "$(json_str "$_cwd")"
+        printf '  "origin": %s,\n' "$(json_str "$_origin")"
         printf '  "pid": %s,\n' "$_pid"
         printf '  "pgid": %s,\n' "$_pid"
         printf '  "pid_start": %s,\n' "$(json_str "$(proc_start "$_pid")")"
@@ -78,6 +79,7 @@ supervise() {
     _timeout=$3
     _grace=$4
     _cwd=$5
+    _origin=$6
     _ticks=0
     trap '' HUP
     cd "$_dir" || exit 1

@@ -1,0 +1,21 @@
+"""The same command on several hosts, one mapped task per host."""
+
+from __future__ import annotations
+
+import pendulum
+
+from airflow.sdk import DAG
+from airflow_ssh_async import SSHAsyncJobOperator
+
+with DAG(
+    dag_id="fleet_report",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["ssh-async", "example"],
+) as dag:
+    SSHAsyncJobOperator.partial(
+        task_id="disk_report",
+        command="echo \"$(id -un)@$(hostname): $(df -P / | tail -n 1)\"",
+        poll_interval=2,
+    ).expand(ssh_conn_id=["ssh_async_host_a", "ssh_async_host_b"])

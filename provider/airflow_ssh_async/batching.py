@@ -1,0 +1,125 @@
+"""One remote command per host per poll, whatever the number of watched jobs.
+
+Every watcher in an event loop that asks for status on the same host (same
+:attr:`SSHOptions.pool_key`) within the same instant is served by one
+status.sh call; output reads are batched the same way. Watchers align their
+polls to the poll interval on the wall clock (:func:`sleep_to_next_tick`), so
+a thousand triggers on one host make one call per tick, not a thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from airflow_ssh_async.client import RemoteHost
+from airflow_ssh_async.hooks import Chunk, SSHAsyncJobHook
+from airflow_ssh_async.job import JobFacts, JobStatus
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# How long a batch waits for more requests after the first: long enough for
+# every watcher woken by the same tick, short against any poll interval.
+GATHER_WINDOW = 0.05
+
+
+class Coalescer(Generic[K, V]):
+    """Collect keys asked for within GATHER_WINDOW; fetch them in one call."""
+
+    def __init__(self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]]) -> None:
+        self._fetch = fetch
+        self._waiting: dict[K, list[asyncio.Future[V]]] = {}
+        self._flush: asyncio.Task[None] | None = None
+        self.calls = 0  # remote calls made, for tests and benchmarks
+
+    async def get(self, key: K) -> V:
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if self._flush is None:
+            self._flush = asyncio.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        await asyncio.sleep(GATHER_WINDOW)
+        batch, self._waiting, self._flush = self._waiting, {}, None
+        self.calls += 1
+        try:
+            values = await self._fetch(list(batch))
+        except BaseException as exc:  # every waiter learns of the failure
+            for futures in batch.values():
+                for f in futures:
+                    if not f.done():
+                        f.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for key, futures in batch.items():
+            for f in futures:
+                if not f.done():
+                    f.set_result(values[key])
+
+
+class HostBatcher:
+    """Batched status and output reads for one host in one event loop."""
+
+    def __init__(self, hook: SSHAsyncJobHook, host: RemoteHost) -> None:
+        self._hook = hook
+        self._host = host
+        self._job_json: dict[str, dict[str, Any]] = {}
+        self.status = Coalescer[str, tuple[JobStatus, JobFacts]](self._fetch_status)
+        self.read = Coalescer[tuple[str, str, int, int], Chunk](self._fetch_output)
+
+    async def _fetch_status(self, job_dirs: list[str]) -> dict[str, tuple[JobStatus, JobFacts]]:
+        out = await self._hook.astatus(job_dirs, cached_job_json=self._job_json, host=self._host)
+        for d, (_, facts) in out.items():
+            if facts.job_json is not None:
+                self._job_json[d] = facts.job_json
+        return out
+
+    async def _fetch_output(self, requests: list[tuple[str, str, int, int]]) -> dict[tuple[str, str, int, int], Chunk]:
+        # One call reads every request; its size cap is the largest asked for.
+        max_bytes = max(r[3] for r in requests)
+        chunks = await self._hook.aread([r[:3] for r in requests], max_bytes=max_bytes, host=self._host)
+        return {r: Chunk(c.data[: r[3]], c.size, c.missing) for r, c in zip(requests, chunks)}
+
+    def forget(self, job_dir: str) -> None:
+        self._job_json.pop(job_dir, None)
+
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[HostBatcher, int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class batcher_for:  # noqa: N801 - used like a function: `async with batcher_for(...)`
+    """Borrow the loop's batcher for a host; the last one out drops it."""
+
+    def __init__(self, hook: SSHAsyncJobHook, host: RemoteHost) -> None:
+        self._hook, self._host = hook, host
+        self._key = host.options.pool_key
+
+    async def __aenter__(self) -> HostBatcher:
+        loop = asyncio.get_running_loop()
+        table = _batchers.setdefault(loop, {})
+        batcher, users = table.get(self._key, (None, 0))
+        if batcher is None:
+            batcher = HostBatcher(self._hook, self._host)
+        table[self._key] = (batcher, users + 1)
+        return batcher
+
+    async def __aexit__(self, *exc: object) -> None:
+        table = _batchers.get(asyncio.get_running_loop(), {})
+        batcher, users = table[self._key]
+        if users <= 1:
+            del table[self._key]
+        else:
+            table[self._key] = (batcher, users - 1)
+
+
+async def sleep_to_next_tick(interval: float) -> None:
+    """Sleep to the next multiple of INTERVAL on the wall clock, so watchers align."""
+    await asyncio.sleep(interval - (time.time() % interval))

@@ -1,0 +1,320 @@
+"""SSHAsyncJobOperator: launch a detached remote job, then wait for it without a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_ssh_async.client import RemoteHost
+from airflow_ssh_async.errors import JobExistsError, SSHAsyncJobError
+from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook
+from airflow_ssh_async.job import (
+    DEFAULT_ASYNC_DIR,
+    ExistingAction,
+    JobIdError,
+    JobRef,
+    JobState,
+    OnExisting,
+    build_result,
+    decide_existing,
+    delivery_marker,
+    derive_job_id,
+    iso_time,
+    job_event,
+    validate_job_id,
+)
+from airflow_ssh_async.outcome import settle
+from airflow_ssh_async.triggers import SSHAsyncJobTrigger
+from airflow_ssh_async.watch import watch_job
+
+CLEANUP_CHOICES = ("never", "on_success", "always")
+# The deferral timeout is the remote limit plus this much, so the remote
+# limit fires first and the task reports timed_out with the job stopped.
+DEFERRAL_MARGIN = 120
+
+
+class SSHAsyncJobOperator(BaseOperator):
+    """Run COMMAND on a host as a detached job, like Ansible's ``async``.
+
+    The job outlives the SSH session and the worker. With
+    ``deferrable=True`` (default) the worker slot is freed at once and a
+    trigger watches the job; a retry or a clear of the task finds the same
+    job id (derived from dag, task, run and map index) and follows
+    ``on_existing``.
+
+    :param command: shell text run with ``/bin/sh`` on the host, verbatim
+        (multi-line scripts, heredocs, ``exit N`` all work). Templated. A
+        value ending in ``.sh`` is a command, not a template file.
+    :param ssh_conn_id: Airflow connection of type ``ssh``.
+    :param environment: variables for the job; sent on stdin, never in argv,
+        so secrets do not show in ``ps``. Templated.
+    :param cwd: working directory on the host (default: the SSH user's home). Templated.
+    :param job_id: the job's name on the host (default: derived). Templated.
+    :param job_timeout: remote time limit in seconds (Ansible's ``async``):
+        SIGTERM to the job's process group, SIGKILL ``grace`` s later.
+    :param wait_for_completion: False is Ansible's ``poll: 0``: launch, return
+        the job reference (XCom) and succeed.
+    :param poll_interval: seconds between status checks.
+    :param deferrable: wait in the triggerer (True) or in the worker (False).
+    :param on_existing: ``reattach`` (default), ``rerun`` or ``fail``; see DESIGN.md.
+    :param kill_on_cancel: cancel the remote job when the task is marked
+        failed/success or cleared while waiting.
+    :param async_dir: where job folders live on the host.
+    :param cleanup: ``never`` (default), ``on_success`` or ``always``: remove
+        the job folder once the result is taken.
+    :param skip_on_exit_code: exit codes that skip the task instead of failing it.
+    :param tail_bytes: bytes of stdout and stderr kept in the result.
+    :param connection_patience: seconds of failed polls before giving up.
+    :param grace: seconds between SIGTERM and SIGKILL.
+    """
+
+    template_fields = ("command", "environment", "cwd", "job_id")
+    template_fields_renderers = {"command": "bash", "environment": "json"}
+    template_ext = ()  # a command ending in .sh is run, not loaded as a template
+    ui_color = "#e3f1f8"
+
+    def __init__(
+        self,
+        *,
+        command: str,
+        ssh_conn_id: str = "ssh_default",
+        environment: dict[str, str] | None = None,
+        cwd: str | None = None,
+        job_id: str | None = None,
+        job_timeout: int | timedelta | None = None,
+        wait_for_completion: bool = True,
+        poll_interval: float = 10.0,
+        deferrable: bool = True,
+        on_existing: str = "reattach",
+        kill_on_cancel: bool = True,
+        async_dir: str = DEFAULT_ASYNC_DIR,
+        cleanup: str = "never",
+        skip_on_exit_code: int | Iterable[int] | None = None,
+        tail_bytes: int = 4096,
+        connection_patience: float = 300.0,
+        grace: int = DEFAULT_GRACE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if cleanup not in CLEANUP_CHOICES:
+            raise ValueError(f"{self.task_id}: cleanup must be one of {CLEANUP_CHOICES}, not {cleanup!r}")
+        try:
+            self.on_existing = OnExisting(on_existing)
+        except ValueError:
+            raise ValueError(
+                f"{self.task_id}: on_existing must be one of {[o.value for o in OnExisting]}, not {on_existing!r}"
+            ) from None
+        self.command = command
+        self.ssh_conn_id = ssh_conn_id
+        self.environment = environment
+        self.cwd = cwd
+        self.job_id = job_id
+        self.job_timeout = int(job_timeout.total_seconds()) if isinstance(job_timeout, timedelta) else job_timeout
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = poll_interval
+        self.deferrable = deferrable
+        self.kill_on_cancel = kill_on_cancel
+        self.async_dir = async_dir
+        self.cleanup = cleanup
+        if isinstance(skip_on_exit_code, int):
+            skip_on_exit_code = [skip_on_exit_code]
+        self.skip_on_exit_code = list(skip_on_exit_code or [])
+        self.tail_bytes = tail_bytes
+        self.connection_patience = connection_patience
+        self.grace = grace
+        self._watching: JobRef | None = None
+
+    # --- launch or re-attach -----------------------------------------------------------
+
+    def _hook(self) -> SSHAsyncJobHook:
+        return SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
+
+    def _resolve_job_id(self, context: Context) -> str:
+        if self.job_id:
+            job_id = str(self.job_id)
+        else:
+            ti = context["ti"]
+            job_id = derive_job_id(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
+        try:
+            return validate_job_id(job_id)
+        except JobIdError as exc:
+            raise AirflowFailException(f"{self.task_id}: {exc}") from None
+
+    @staticmethod
+    def _delivered_key(job_id: str) -> str:
+        return f"ssh_async_delivered/{job_id}"
+
+    @staticmethod
+    def _origin(context: Context) -> str:
+        """The task instance that launches: every try of it has the same origin."""
+        ti = context["ti"]
+        return f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{getattr(ti, 'map_index', -1)}"
+
+    async def _start_or_attach(
+        self, hook: SSHAsyncJobHook, host: RemoteHost, job_id: str, context: Context
+    ) -> tuple[JobRef, dict[str, Any] | None]:
+        """Launch, or act on the existing job per ``on_existing``; one SSH connection.
+
+        Returns the job and, when Airflow never took a succeeded job's
+        result, that result.
+        """
+        store = context.get("task_state_store")
+        origin = self._origin(context)
+        for _ in range(3):
+            try:
+                launched = await hook.alaunch(
+                    job_id,
+                    self.command,
+                    environment=self.environment,
+                    cwd=self.cwd,
+                    timeout=self.job_timeout or 0,
+                    grace=self.grace,
+                    origin=origin,
+                    host=host,
+                )
+            except JobExistsError:
+                pass
+            else:
+                self.log.info(
+                    "Started job %s on %s in %s, pid %s", job_id, host.options.address, launched.job_dir, launched.pid
+                )
+                return JobRef(self.ssh_conn_id, job_id, launched.job_dir, host.options.address), None
+            target = hook.job_dir(job_id)
+            status, facts = (await hook.astatus([target], host=host))[target]
+            info = facts.job_json or {}
+            ref = JobRef(self.ssh_conn_id, job_id, info.get("job_dir", target), host.options.address)
+            marker = delivery_marker(status.pid, iso_time(status.start_time))
+            delivered = store is not None and store.get(self._delivered_key(job_id)) == marker
+            action = decide_existing(self.on_existing, status.state, delivered, info.get("origin") == origin)
+            if action is ExistingAction.WATCH:
+                self.log.info(
+                    "Job %s is already %s on %s (pid %s, started %s): re-attaching instead of starting it again",
+                    job_id, status.state.value, ref.host, status.pid, iso_time(status.start_time),
+                )  # fmt: skip
+                return ref, None
+            if action is ExistingAction.TAKE_RESULT:
+                self.log.info(
+                    "Job %s succeeded on %s but no earlier try took its result: taking it without running again",
+                    job_id, ref.host,
+                )  # fmt: skip
+                [stdout, stderr] = await hook.aread(
+                    [(ref.job_dir, s, max(0, status.sizes.get(s, 0) - self.tail_bytes)) for s in ("stdout", "stderr")],
+                    max_bytes=self.tail_bytes,
+                    host=host,
+                )
+                result = build_result(
+                    ref,
+                    status,
+                    stdout_tail=stdout.data.decode(errors="replace"),
+                    stderr_tail=stderr.data.decode(errors="replace"),
+                )
+                return ref, result
+            if action is ExistingAction.REFUSE:
+                raise AirflowFailException(
+                    f"job {job_id!r} exists on {ref.host} ({ref.job_dir}, {status.state.value}) and "
+                    f"on_existing={self.on_existing.value!r} refuses to "
+                    + ("start it again while it runs" if not status.state.finished else "replace it")
+                    + ". Cancel it (`airflow-ssh-async kill`), wait for it, or use another job_id/on_existing."
+                )
+            if action is ExistingAction.ARCHIVE_AND_START:
+                moved = await hook.aarchive(ref.job_dir, host=host)
+                self.log.info("Job %s had ended %s; archived its folder to %s and starting a new attempt",
+                              job_id, status.state.value, moved)  # fmt: skip
+        raise AirflowException(f"job {job_id!r}: could not launch or attach after 3 attempts (concurrent launches?)")
+
+    # --- execute ---------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        job_id = self._resolve_job_id(context)
+        hook = self._hook()
+        try:
+            ref, taken = hook.run_sync(lambda host: self._start_or_attach(hook, host, job_id, context))
+        except SSHAsyncJobError as exc:
+            if exc.permanent:
+                raise AirflowFailException(f"{self.task_id}: {exc}") from None
+            raise
+        if taken is not None:
+            return self._settle(context, job_event("finished", "result taken", ref, taken))
+        if not self.wait_for_completion:
+            self.log.info("wait_for_completion=False: job %s runs on; watch it with SSHAsyncJobSensor", job_id)
+            return ref.to_dict()
+        self._watching = ref
+        if self.deferrable:
+            self.defer(trigger=self._trigger(ref), method_name="execute_complete", timeout=self._deferral_timeout())
+        event = asyncio.run(
+            watch_job(
+                hook,
+                ref,
+                log=self.log,
+                poll_interval=self.poll_interval,
+                tail_bytes=self.tail_bytes,
+                connection_patience=self.connection_patience,
+            )
+        )
+        return self._settle(context, event)
+
+    def _trigger(self, ref: JobRef) -> SSHAsyncJobTrigger:
+        return SSHAsyncJobTrigger(
+            ssh_conn_id=self.ssh_conn_id,
+            job_id=ref.job_id,
+            job_dir=ref.job_dir,
+            async_dir=self.async_dir,
+            poll_interval=self.poll_interval,
+            kill_on_cancel=self.kill_on_cancel,
+            tail_bytes=self.tail_bytes,
+            connection_patience=self.connection_patience,
+            grace=self.grace,
+        )
+
+    def _deferral_timeout(self) -> timedelta | None:
+        if not self.job_timeout:
+            return None
+        return timedelta(seconds=self.job_timeout + self.grace + max(DEFERRAL_MARGIN, 3 * self.poll_interval))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        return self._settle(context, event)
+
+    def _settle(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        result = event.get("result")
+        if result is not None:
+            context["ti"].xcom_push(key="result", value=result)
+        try:
+            result = settle(event, self.skip_on_exit_code)
+        except AirflowException:
+            self._cleanup(result, succeeded=False)
+            raise
+        store = context.get("task_state_store")
+        if store is not None:
+            from airflow.sdk.execution_time.context import NEVER_EXPIRE
+
+            marker = delivery_marker(result["pid"], result["start_time"])
+            store.set(self._delivered_key(result["job_id"]), marker, retention=NEVER_EXPIRE)
+        self._cleanup(result, succeeded=True)
+        return result
+
+    def _cleanup(self, result: dict[str, Any] | None, *, succeeded: bool) -> None:
+        if result is None or self.cleanup == "never" or (self.cleanup == "on_success" and not succeeded):
+            return
+        if JobState(result["state"]) in (JobState.RUNNING, JobState.STARTING):
+            return
+        try:
+            self._hook().archive(result["job_dir"], remove=True)
+            self.log.info("cleanup=%s: removed %s", self.cleanup, result["job_dir"])
+        except SSHAsyncJobError as exc:
+            self.log.warning("cleanup=%s: could not remove %s: %s", self.cleanup, result["job_dir"], exc)
+
+    def on_kill(self) -> None:
+        """The task was killed while waiting in the worker: cancel the remote job too."""
+        ref = self._watching
+        if ref is None or not self.kill_on_cancel:
+            return
+        # on_kill runs while asyncio.run() owns this thread: cancel from another.
+        worker = threading.Thread(target=lambda: self._hook().cancel(ref.job_dir, grace=self.grace), daemon=True)
+        worker.start()
+        worker.join(30)

@@ -1,0 +1,131 @@
+"""SSHAsyncJobSensor: Ansible's ``async_status`` for Airflow."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk.exceptions import AirflowException
+from airflow.triggers.base import StartTriggerArgs
+
+from airflow_ssh_async.hooks import SSHAsyncJobHook
+from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef, JobState, build_result, job_dir, job_event
+from airflow_ssh_async.outcome import settle
+from airflow_ssh_async.triggers import SSHAsyncJobTrigger
+
+
+class SSHAsyncJobSensor(BaseSensorOperator):
+    """Wait for a job launched earlier (by id: from XCom, or typed days later).
+
+    Succeeds with the job's result dict when it succeeded; fails (or skips,
+    per ``skip_on_exit_code``) when it did not; a job that does not exist
+    fails at once with the host and folder it looked in.
+
+    :param ssh_conn_id: Airflow `ssh` connection of the host.
+    :param job_id: the job to watch. Templated.
+    :param async_dir: where it was launched (as given at launch; ``~`` is
+        resolved on the host the same way). Templated.
+    :param job_dir: its absolute folder, overriding async_dir/job_id. Templated.
+    :param deferrable: wait in the triggerer (default) instead of a worker.
+    :param start_from_trigger: with ``deferrable``, start straight in the
+        triggerer: the task never takes a worker slot.
+    :param kill_on_cancel: cancel the job when this sensor is marked
+        failed/success or cleared. Off by default: the sensor only watches.
+    :param stream_output: stream the job's output into this task's log.
+    :param skip_on_exit_code: exit codes that skip instead of fail.
+    """
+
+    template_fields = ("job_id", "async_dir", "job_dir")
+    ui_color = "#e3f1f8"
+    start_trigger_args = StartTriggerArgs(
+        trigger_cls="airflow_ssh_async.triggers.SSHAsyncJobTrigger",
+        trigger_kwargs={},
+        next_method="execute_complete",
+        next_kwargs=None,
+        timeout=None,
+    )
+    start_from_trigger = False
+
+    def __init__(
+        self,
+        *,
+        ssh_conn_id: str,
+        job_id: str,
+        async_dir: str = DEFAULT_ASYNC_DIR,
+        job_dir: str = "",
+        deferrable: bool = True,
+        start_from_trigger: bool = False,
+        kill_on_cancel: bool = False,
+        stream_output: bool = True,
+        skip_on_exit_code: int | Iterable[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ssh_conn_id = ssh_conn_id
+        self.job_id = job_id
+        self.async_dir = async_dir
+        self.job_dir = job_dir
+        self.deferrable = deferrable
+        self.kill_on_cancel = kill_on_cancel
+        self.stream_output = stream_output
+        if isinstance(skip_on_exit_code, int):
+            skip_on_exit_code = [skip_on_exit_code]
+        self.skip_on_exit_code = list(skip_on_exit_code or [])
+        if deferrable and start_from_trigger:
+            self.start_from_trigger = True
+            # Replaced rather than mutated: start_trigger_args is a class attribute.
+            self.start_trigger_args = dataclasses.replace(
+                self.start_trigger_args,
+                trigger_kwargs=self._trigger_kwargs(),
+                timeout=timedelta(seconds=self.timeout) if self.timeout else None,
+            )
+
+    def _trigger_kwargs(self) -> dict[str, Any]:
+        return {
+            "ssh_conn_id": self.ssh_conn_id,
+            "job_id": self.job_id,
+            "job_dir": self.job_dir,
+            "async_dir": self.async_dir,
+            "poll_interval": float(self.poke_interval),
+            "kill_on_cancel": self.kill_on_cancel,
+            "stream_output": self.stream_output,
+        }
+
+    def _ref(self) -> JobRef:
+        return JobRef(self.ssh_conn_id, self.job_id, self.job_dir or job_dir(self.async_dir, self.job_id))
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """One status read: done with the result, or not yet."""
+        hook = SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
+        ref = self._ref()
+        status, facts = hook.status([ref.job_dir])[ref.job_dir]
+        ref = dataclasses.replace(ref, job_dir=facts.path or ref.job_dir, host=hook.get_options().address)
+        if status.state is JobState.MISSING:
+            raise AirflowException(
+                f"{self.task_id}: job {ref.job_id!r} has no folder {ref.job_dir} on {ref.host}: it was never "
+                "launched there or was removed. Check job_id, the connection and async_dir."
+            )
+        if not status.state.finished:
+            self.log.info("job %s on %s is %s", ref.job_id, ref.host, status.state.value)
+            return PokeReturnValue(is_done=False)
+        result = build_result(ref, status)
+        return PokeReturnValue(is_done=True, xcom_value=settle(job_event("finished", "", ref, result), self.skip_on_exit_code))
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        # Poke once: a job that already ended needs no trigger.
+        first = self.poke(context)
+        if first.is_done:
+            return first.xcom_value
+        self.defer(
+            trigger=SSHAsyncJobTrigger(**self._trigger_kwargs()),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout) if self.timeout else None,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        return settle(event, self.skip_on_exit_code)

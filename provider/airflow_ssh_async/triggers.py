@@ -1,0 +1,118 @@
+"""SSHAsyncJobTrigger: watch a remote job from the triggerer, never blocking its loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook
+from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef, job_dir
+from airflow_ssh_async.watch import watch_job
+
+
+class SSHAsyncJobTrigger(BaseTrigger):
+    """Fires one event when the job ends (or cannot be watched any more).
+
+    :param ssh_conn_id: Airflow `ssh` connection of the host.
+    :param job_id: the job to watch.
+    :param job_dir: its absolute folder on the host; when empty, derived from
+        ``async_dir`` and ``job_id`` (a sensor given only an id).
+    :param poll_interval: seconds between polls; watchers of one host share
+        each poll.
+    :param kill_on_cancel: cancel the remote job when a user marks the task
+        failed or success, or clears it, while it is deferred.
+    :param stream_output: log new stdout, stderr and progress lines as they come.
+    :param tail_bytes: how much of stdout and stderr the result keeps.
+    :param connection_patience: seconds of failed polls before giving up.
+    :param grace: seconds between SIGTERM and SIGKILL on cancel.
+    :param offsets: where streaming starts in each stream (bytes).
+    """
+
+    def __init__(
+        self,
+        ssh_conn_id: str,
+        job_id: str,
+        job_dir: str = "",
+        async_dir: str = DEFAULT_ASYNC_DIR,
+        poll_interval: float = 10.0,
+        kill_on_cancel: bool = True,
+        stream_output: bool = True,
+        tail_bytes: int = 4096,
+        connection_patience: float = 300.0,
+        grace: int = DEFAULT_GRACE,
+        offsets: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.ssh_conn_id = ssh_conn_id
+        self.job_id = job_id
+        self.job_dir = job_dir
+        self.async_dir = async_dir
+        self.poll_interval = poll_interval
+        self.kill_on_cancel = kill_on_cancel
+        self.stream_output = stream_output
+        self.tail_bytes = tail_bytes
+        self.connection_patience = connection_patience
+        self.grace = grace
+        self.offsets = offsets or {}
+        self._fired = False
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "ssh_conn_id": self.ssh_conn_id,
+                "job_id": self.job_id,
+                "job_dir": self.job_dir,
+                "async_dir": self.async_dir,
+                "poll_interval": self.poll_interval,
+                "kill_on_cancel": self.kill_on_cancel,
+                "stream_output": self.stream_output,
+                "tail_bytes": self.tail_bytes,
+                "connection_patience": self.connection_patience,
+                "grace": self.grace,
+                "offsets": self.offsets,
+            },
+        )
+
+    def _hook(self) -> SSHAsyncJobHook:
+        return SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
+
+    def _ref(self) -> JobRef:
+        # job_id may have been rendered in the triggerer (start_from_trigger).
+        return JobRef(self.ssh_conn_id, self.job_id, self.job_dir or job_dir(self.async_dir, self.job_id))
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        event = await watch_job(
+            self._hook(),
+            self._ref(),
+            log=self.log,
+            poll_interval=self.poll_interval,
+            offsets=self.offsets,
+            stream_output=self.stream_output,
+            tail_bytes=self.tail_bytes,
+            connection_patience=self.connection_patience,
+        )
+        self._fired = True
+        yield TriggerEvent(event)
+
+    async def on_kill(self) -> None:
+        """A user marked the task failed or success, or cleared it: stop the job."""
+        if self._fired:
+            self.log.debug("Skipping on_kill since an event has already been fired.")
+            return
+        if not self.kill_on_cancel:
+            self.log.info("kill_on_cancel is off: job %s keeps running on the host", self.job_id)
+            return
+        ref = self._ref()
+        outcome = await asyncio.wait_for(self._hook().acancel(ref.job_dir, grace=self.grace), timeout=25)
+        self.log.info("cancel of job %s in %s: %s", self.job_id, ref.job_dir, outcome)
+
+    async def cleanup(self) -> None:
+        """Local resources only: a triggerer restart must leave the job running.
+
+        The shared SSH connection is released when ``run`` exits; nothing here
+        touches the remote host.
+        """
