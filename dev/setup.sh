@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up this checkout on a fresh Debian/Ubuntu machine: the system packages
+# the tests and the demo need (installed with apt when run as root), a venv
+# with the pinned Python packages, and this package in it (editable).
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+say() { printf 'setup: %s\n' "$*"; }
+
+# command -> Debian package that provides it
+declare -A NEEDS=(
+    [sshd]=openssh-server [ssh-keygen]=openssh-client [shellcheck]=shellcheck
+    [busybox]=busybox [dash]=dash [pgrep]=procps [runuser]=util-linux [setsid]=util-linux
+)
+missing=()
+for cmd in "${!NEEDS[@]}"; do
+    [ -x "/usr/sbin/$cmd" ] || command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDS[$cmd]}")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+    if [ "$(id -u)" -ne 0 ]; then
+        say "missing system packages: $pkgs- run this as root, or: sudo apt-get install -y $pkgs" >&2
+        exit 1
+    fi
+    say "installing $pkgs"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    python3 -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(cat requirements/constraints.txt requirements/dev.txt setup.cfg | sha256sum | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+    say "installing pinned packages into $VENV (requirements/constraints.txt)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        -c requirements/constraints.txt -r requirements/dev.txt -e .
+    touch "$stamp"
+fi
+say "ready: $VENV"
