@@ -23,7 +23,7 @@ def test_airflow_lists_the_provider_with_its_hooks_operators_sensors_triggers(ai
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert got.returncode == 0, got.stderr
-    info = json.loads(got.stdout)[0]["provider_info"]
+    info = json.loads(got.stdout)[0]
     modules = {kind: info[kind][0]["python-modules"] for kind in ("hooks", "operators", "sensors", "triggers")}
     assert modules == {
         "hooks": ["airflow_ssh_async.hooks"],
