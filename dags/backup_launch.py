@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import pendulum
-
 from airflow.sdk import DAG
+
 from airflow_ssh_async import SSHAsyncJobOperator
 
 with DAG(

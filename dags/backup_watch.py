@@ -7,8 +7,8 @@ while it waits.
 from __future__ import annotations
 
 import pendulum
-
 from airflow.sdk import DAG
+
 from airflow_ssh_async import SSHAsyncJobSensor
 
 with DAG(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pendulum
-
 from airflow.sdk import DAG
+
 from airflow_ssh_async import SSHAsyncJobOperator
 
 with DAG(
@@ -16,6 +16,6 @@ with DAG(
 ) as dag:
     SSHAsyncJobOperator.partial(
         task_id="disk_report",
-        command="echo \"$(id -un)@$(hostname): $(df -P / | tail -n 1)\"",
+        command='echo "$(id -un)@$(hostname): $(df -P / | tail -n 1)"',
         poll_interval=2,
     ).expand(ssh_conn_id=["ssh_async_host_a", "ssh_async_host_b"])

@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-
 from airflow.sdk import DAG
+
 from airflow_ssh_async import SSHAsyncJobOperator
 
 MIGRATION = r"""

@@ -21,7 +21,13 @@ sys.path.insert(0, str(REPO))
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ssh-async-demo-airflow-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
-    [{"name": "examples", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle", "kwargs": {"path": str(REPO / "dags")}}]
+    [
+        {
+            "name": "examples",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(REPO / "dags")},
+        }
+    ]
 )
 
 from tests.harness.sshd import start_server  # noqa: E402

@@ -23,7 +23,11 @@ os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ssh-async-airflow-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
     [
-        {"name": name, "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle", "kwargs": {"path": str(path)}}
+        {
+            "name": name,
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(path)},
+        }
         for name, path in (("examples", REPO / "dags"), ("tests", REPO / "tests" / "dags"))
     ]
 )

@@ -167,7 +167,7 @@ class SSHAsyncJobHook(BaseHook):
         async def go(h: RemoteHost) -> dict[str, tuple[JobStatus, JobFacts]]:
             report = parse_status(await h.run("status", args, job_id=_ids(job_dirs)))
             out = {}
-            for arg, d in zip(args, job_dirs):
+            for arg, d in zip(args, job_dirs, strict=True):
                 facts = report.jobs[arg]
                 out[d] = (classify(facts, report.boot_id, report.now, cached.get(d)), facts)
             return out

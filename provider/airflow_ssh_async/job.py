@@ -139,8 +139,7 @@ def env_exports(environment: dict[str, str]) -> bytes:
     for name, value in environment.items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
             raise ValueError(
-                f"invalid environment variable name {name!r}: use letters, digits and '_', "
-                "not starting with a digit"
+                f"invalid environment variable name {name!r}: use letters, digits and '_', not starting with a digit"
             )
         lines.append(f"export {name}={shlex.quote(str(value))}\n")
     return "".join(lines).encode()
@@ -261,9 +260,7 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
         if reason == "cancelled":
             return JobStatus(JobState.CANCELLED, "cancelled on request", code, sig, **common)
         if reason == "timed_out":
-            return JobStatus(
-                JobState.TIMED_OUT, f"time limit of {info.get('timeout')} s reached", code, sig, **common
-            )
+            return JobStatus(JobState.TIMED_OUT, f"time limit of {info.get('timeout')} s reached", code, sig, **common)
         if reason == "signal":
             return JobStatus(JobState.KILLED, f"killed by signal {sig}", None, sig, **common)
         if reason == "exited" and isinstance(code, int):

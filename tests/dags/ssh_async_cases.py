@@ -9,8 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-
 from airflow.sdk import DAG
+
 from airflow_ssh_async import SSHAsyncJobOperator, SSHAsyncJobSensor
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")

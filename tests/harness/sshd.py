@@ -7,6 +7,7 @@ a multi-user server); it fails loudly otherwise, never skips.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -133,13 +134,13 @@ class SSHServer:
     def start(self, timeout: float = 15) -> None:
         if self.process and self.process.poll() is None:
             return
-        log = open(self.workdir / "sshd.log", "ab")
-        self.process = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(self.workdir / "sshd_config")],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+        with open(self.workdir / "sshd.log", "ab") as log:  # sshd keeps its own copy of the fd
+            self.process = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(self.workdir / "sshd_config")],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -167,10 +168,8 @@ class SSHServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
             for pid in sessions:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         self.process = None
 
     def log_tail(self) -> str:

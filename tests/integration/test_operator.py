@@ -83,7 +83,9 @@ def test_defers_then_streams_output_as_it_appears(sshd, dag_bag, capfd) -> None:
 
 
 def test_failed_job_fails_the_task_with_stderr_tail(sshd, dag_bag, job_id, capfd) -> None:
-    dag_run = run_dag(dag_bag, "ssh_async_generic", job_id=job_id, command="echo $GREETING; echo boom >&2; exit 3", greeting="hello")
+    dag_run = run_dag(
+        dag_bag, "ssh_async_generic", job_id=job_id, command="echo $GREETING; echo boom >&2; exit 3", greeting="hello"
+    )
     out = capfd.readouterr().out
     assert ti_of(dag_run).state == "failed"
     assert f"job '{job_id}'" in out and "failed: exited with code 3" in out and "boom" in out
@@ -197,7 +199,9 @@ def test_sensor_on_a_missing_job_fails_at_once_naming_host_and_dir(sshd, dag_bag
 
 
 def test_trigger_serializes_to_an_equal_trigger() -> None:
-    trigger = SSHAsyncJobTrigger("c", "j", job_dir="/d/j", poll_interval=3.0, kill_on_cancel=False, offsets={"stdout": 5})
+    trigger = SSHAsyncJobTrigger(
+        "c", "j", job_dir="/d/j", poll_interval=3.0, kill_on_cancel=False, offsets={"stdout": 5}
+    )
     path, kwargs = trigger.serialize()
     assert path == "airflow_ssh_async.triggers.SSHAsyncJobTrigger"
     again = SSHAsyncJobTrigger(**kwargs)

@@ -72,9 +72,9 @@ printf '%s\\n' "it's" ; exit 0"""
 
 
 def test_environment_values_arrive_exactly(make_hook, job_id: str) -> None:
-    env = {"A": "two words", "B": "it's \"q\" $HOME `id`", "C": "line1\nline2", "D": ""}
+    env = {"A": "two words", "B": 'it\'s "q" $HOME `id`', "C": "line1\nline2", "D": ""}
     hook = make_hook("asyncbash")
-    command = "for v in A B C D; do eval \"printf '%s|' \\\"\\$$v\\\"\"; done"
+    command = 'for v in A B C D; do eval "printf \'%s|\' \\"\\$$v\\""; done'
     launched = hook.launch(job_id, command, environment=env)
     wait_state(hook, launched.job_dir, JobState.SUCCEEDED)
     [out] = hook.read([(launched.job_dir, "stdout", 0)])
@@ -117,7 +117,9 @@ def test_secret_never_in_argv_nor_in_a_file_others_can_read(make_hook, job_id: s
 
 def test_every_terminal_state_for_real(make_hook) -> None:
     hook = make_hook()
-    ids = {name: f"st-{name}-{os.urandom(4).hex()}" for name in ("ok", "kill9", "sup9", "boot", "reuse", "limit", "cancel")}
+    ids = {
+        name: f"st-{name}-{os.urandom(4).hex()}" for name in ("ok", "kill9", "sup9", "boot", "reuse", "limit", "cancel")
+    }
     ok = hook.launch(ids["ok"], "true")
     kill9 = hook.launch(ids["kill9"], "sleep 60")
     sup9 = hook.launch(ids["sup9"], "sleep 60")
@@ -137,7 +139,10 @@ def test_every_terminal_state_for_real(make_hook) -> None:
     assert "supervisor is gone" in status.reason
     os.killpg(sup9.pid, signal.SIGKILL)
 
-    for launched, key, value in ((boot, "boot_id", "00000000-0000-0000-0000-000000000000"), (reuse, "supervisor_start", "1")):
+    for launched, key, value in (
+        (boot, "boot_id", "00000000-0000-0000-0000-000000000000"),
+        (reuse, "supervisor_start", "1"),
+    ):
         path = Path(launched.job_dir, "job.json")
         info = json.loads(path.read_text())
         info[key] = value
@@ -214,7 +219,9 @@ def test_twenty_concurrent_launches_start_exactly_one_process(make_hook, job_id:
 @pytest.mark.parametrize("bad", ["../x", "a/b", "`", "", "x" * 200])
 def test_invalid_ids_are_refused_before_any_ssh_call(bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # The connection points at a closed port: only a check before SSH can answer.
-    monkeypatch.setenv("AIRFLOW_CONN_NOWHERE", json.dumps({"conn_type": "ssh", "host": "127.0.0.1", "port": 9, "login": "x"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NOWHERE", json.dumps({"conn_type": "ssh", "host": "127.0.0.1", "port": 9, "login": "x"})
+    )
     with pytest.raises(JobIdError, match="invalid job id"):
         SSHAsyncJobHook("nowhere").launch(bad, "true")
 
@@ -228,7 +235,9 @@ def test_two_users_have_their_own_job_dirs_and_do_not_block_each_other(make_hook
     wait_state(make_hook("asyncbash"), b.job_dir, JobState.SUCCEEDED)
 
 
-def test_errors_name_host_job_and_what_to_do(make_hook, job_id: str, sshd: SSHServer, tmp_path: Path, monkeypatch) -> None:
+def test_errors_name_host_job_and_what_to_do(
+    make_hook, job_id: str, sshd: SSHServer, tmp_path: Path, monkeypatch
+) -> None:
     hook = make_hook()
     with pytest.raises(CwdError) as exc:
         hook.launch(job_id, "true", cwd="/no/such/dir")

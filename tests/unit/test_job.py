@@ -56,7 +56,7 @@ def test_frames_are_byte_exact_and_truncation_is_an_error() -> None:
 
 
 def test_env_exports_quote_every_value_once() -> None:
-    out = env_exports({"A": "it's $HOME `x` \"q\"\nline2"}).decode()
+    out = env_exports({"A": 'it\'s $HOME `x` "q"\nline2'}).decode()
     assert out == "export A='it'\"'\"'s $HOME `x` \"q\"\nline2'\n"
     with pytest.raises(ValueError, match="invalid environment variable name"):
         env_exports({"1BAD": "x"})
@@ -72,7 +72,13 @@ def test_payload_header_counts_bytes_of_each_part() -> None:
 
 
 def facts(**kw: object) -> JobFacts:
-    base: dict[str, object] = {"job": "/j", "exists": True, "job_json": INFO, "supervisor_alive": True, "supervisor_start": "100"}
+    base: dict[str, object] = {
+        "job": "/j",
+        "exists": True,
+        "job_json": INFO,
+        "supervisor_alive": True,
+        "supervisor_start": "100",
+    }
     base.update(kw)
     return JobFacts(**base)  # type: ignore[arg-type]
 
@@ -115,7 +121,7 @@ def test_liveness_rules(kw: dict, boot: str, state: JobState, why: str) -> None:
 
 
 def test_half_written_json_is_an_error_that_names_the_file() -> None:
-    data = b"protocol 1\n1\nnow 2\n10\nboot_id 0\n\njob 2\n/j\nexists 1\n1\nresult.json 5\n{\"rea\n"
+    data = b'protocol 1\n1\nnow 2\n10\nboot_id 0\n\njob 2\n/j\nexists 1\n1\nresult.json 5\n{"rea\n'
     with pytest.raises(ProtocolError, match=r"/j/result.json is not valid JSON"):
         parse_status(data)
 

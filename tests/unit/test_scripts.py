@@ -36,10 +36,14 @@ def run(shell: list[str], name: str, *args: str, stdin: bytes = b"", home: Path)
     env = {"PATH": os.environ["PATH"], "HOME": str(home)}
     # Run the supervisor under the same shell; busybox needs a single path.
     env["AIRFLOW_ASYNC_SH"] = "/usr/local/bin/ash" if shell[0] == "busybox" else shutil.which(shell[0]) or ""
-    return subprocess.run([*shell, "-c", program(name), name, *args], input=stdin, capture_output=True, env=env, timeout=60)
+    return subprocess.run(
+        [*shell, "-c", program(name), name, *args], input=stdin, capture_output=True, env=env, timeout=60
+    )
 
 
-def launch(shell: list[str], home: Path, job: str, command: str, timeout: int = 0, env: dict | None = None) -> dict[str, bytes]:
+def launch(
+    shell: list[str], home: Path, job: str, command: str, timeout: int = 0, env: dict | None = None
+) -> dict[str, bytes]:
     payload = launch_payload(command, env or {}, "", script("lib") + b"\n" + script("supervise"))
     out = run(shell, "launch", "~/.airflow_async", job, str(timeout), "1", "test", stdin=payload, home=home)
     assert out.returncode == 0, out.stderr
@@ -75,7 +79,9 @@ def test_launch_status_output_under_each_shell(shell: list[str], tmp_path: Path)
     job_dir = rep["job_dir"].decode()
     assert job_dir == f"{tmp_path}/.airflow_async/j1"
     wait_state(shell, tmp_path, job_dir, JobState.FAILED)
-    out = run(shell, "output", "100", job_dir, "stdout", "0", job_dir, "stderr", "0", job_dir, "stdout", "4", home=tmp_path)
+    out = run(
+        shell, "output", "100", job_dir, "stdout", "0", job_dir, "stderr", "0", job_dir, "stdout", "4", home=tmp_path
+    )
     chunks = [v for k, v in parse_frames(out.stdout) if k == "chunk"]
     assert chunks == [b"one\ntwo\n", "é\n".encode(), b"two\n"]
     assert not Path(job_dir, "env").exists()
@@ -89,7 +95,6 @@ def test_cancel_kills_the_process_group_under_each_shell(shell: list[str], tmp_p
     assert dict(parse_frames(out.stdout))[b"outcome".decode()] == b"cancelled", out.stderr
     wait_state(shell, tmp_path, job_dir, JobState.CANCELLED)
     assert live_group_members(pid) == []
-
 
 
 def test_time_limit_escalates_to_sigkill_under_each_shell(shell: list[str], tmp_path: Path) -> None:
