@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 PROTOCOL = 1
@@ -249,33 +249,34 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
     info = facts.job_json or job_json
     if info is None:
         return JobStatus(JobState.STARTING, "job directory exists but job.json is not written yet", sizes=facts.sizes)
-    pid = info.get("pid")
-    start = info.get("start_time")
-    common = {"pid": pid, "start_time": start, "sizes": facts.sizes}
+    # What every answer below shares; each rule fills in state and reason.
+    base = JobStatus(
+        JobState.RUNNING, "running", pid=info.get("pid"), start_time=info.get("start_time"), sizes=facts.sizes
+    )
     result = facts.result_json
     if result is not None:
         reason = result.get("reason")
-        code, sig, end = result.get("exit_code"), result.get("signal"), result.get("end_time")
-        common["end_time"] = end
+        code, sig = result.get("exit_code"), result.get("signal")
+        ended = replace(base, exit_code=code, signal=sig, end_time=result.get("end_time"))
         if reason == "cancelled":
-            return JobStatus(JobState.CANCELLED, "cancelled on request", code, sig, **common)
+            return replace(ended, state=JobState.CANCELLED, reason="cancelled on request")
         if reason == "timed_out":
-            return JobStatus(JobState.TIMED_OUT, f"time limit of {info.get('timeout')} s reached", code, sig, **common)
+            return replace(ended, state=JobState.TIMED_OUT, reason=f"time limit of {info.get('timeout')} s reached")
         if reason == "signal":
-            return JobStatus(JobState.KILLED, f"killed by signal {sig}", None, sig, **common)
+            return replace(ended, state=JobState.KILLED, reason=f"killed by signal {sig}", exit_code=None)
         if reason == "exited" and isinstance(code, int):
             state = JobState.SUCCEEDED if code == 0 else JobState.FAILED
-            return JobStatus(state, f"exited with code {code}", code, None, **common)
+            return replace(ended, state=state, reason=f"exited with code {code}", signal=None)
         raise ProtocolError(f"{facts.job}/result.json has unknown reason {reason!r}")
     recorded_boot = info.get("boot_id") or ""
     if recorded_boot and boot_id and recorded_boot != boot_id:
-        return JobStatus(JobState.LOST, "the host rebooted since launch (boot id differs)", **common)
+        return replace(base, state=JobState.LOST, reason="the host rebooted since launch (boot id differs)")
     if facts.supervisor_alive is False:
-        return JobStatus(JobState.LOST, "the supervisor is gone and left no result", **common)
+        return replace(base, state=JobState.LOST, reason="the supervisor is gone and left no result")
     recorded_sup_start = info.get("supervisor_start") or ""
     if recorded_sup_start and facts.supervisor_start is not None and facts.supervisor_start != recorded_sup_start:
-        return JobStatus(JobState.LOST, "the supervisor's pid now belongs to another process", **common)
-    return JobStatus(JobState.RUNNING, "running", **common)
+        return replace(base, state=JobState.LOST, reason="the supervisor's pid now belongs to another process")
+    return base
 
 
 # --- what the trigger reports and the operator returns ----------------------------
