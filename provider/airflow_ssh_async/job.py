@@ -149,9 +149,7 @@ def launch_payload(command: str, environment: dict[str, str], cwd: str, supervis
     """What the launcher reads on stdin: a header of lengths, then the parts."""
     cwd_b = cwd.encode()
     env_b = env_exports(environment)
-    cmd_b = command.encode()
-    if not cmd_b.endswith(b"\n"):
-        cmd_b += b"\n"
+    cmd_b = command.encode()  # verbatim: the command file is exactly what the user wrote
     header = f"airflow-ssh-async-payload {PROTOCOL} {len(cwd_b)} {len(supervisor)} {len(env_b)} {len(cmd_b)}\n"
     return header.encode() + cwd_b + supervisor + env_b + cmd_b
 

@@ -17,6 +17,7 @@ import pytest
 
 from airflow_ssh_async.errors import (
     AsyncDirError,
+    ConnectionNotFoundError,
     CwdError,
     HostKeyError,
     JobExistsError,
@@ -69,6 +70,7 @@ printf '%s\\n' "it's" ; exit 0"""
     wait_state(hook, launched.job_dir, JobState.SUCCEEDED)
     [out] = hook.read([(launched.job_dir, "stdout", 0)])
     assert out.data == b"$HOME `x` \"q\" 'single'\nit's\n"
+    assert Path(launched.job_dir, "command").read_text() == command, "the command file is verbatim"
 
 
 def test_environment_values_arrive_exactly(make_hook, job_id: str) -> None:
@@ -243,6 +245,9 @@ def test_errors_name_host_job_and_what_to_do(
         hook.launch(job_id, "true", cwd="/no/such/dir")
     assert job_id in str(exc.value) and "127.0.0.1" in str(exc.value) and "/no/such/dir" in str(exc.value)
     assert not Path(hook.job_dir(job_id).replace("~", str(home("asyncdash")))).exists()
+
+    with pytest.raises(ConnectionNotFoundError, match="'no_such_conn' is not defined.*AIRFLOW_CONN_NO_SUCH_CONN"):
+        SSHAsyncJobHook("no_such_conn").launch(job_id, "true")
 
     with pytest.raises(AsyncDirError, match="async_dir"):
         make_hook(async_dir="/root/forbidden").launch(job_id, "true")

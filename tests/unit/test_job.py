@@ -68,7 +68,7 @@ def test_payload_header_counts_bytes_of_each_part() -> None:
     magic, version, ncwd, nsup, nenv, ncmd = header.split()
     assert (magic, version) == (b"airflow-ssh-async-payload", b"1")
     assert int(ncwd) + int(nsup) + int(nenv) + int(ncmd) == len(rest)
-    assert rest.endswith("echo é\n".encode())
+    assert rest.endswith("echo é".encode()), "the command is sent verbatim"
 
 
 def facts(**kw: object) -> JobFacts:
