@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -20,7 +21,7 @@ from importlib import resources
 
 import asyncssh
 
-from airflow_ssh_async.connection import SSHOptions
+from airflow_ssh_async.connection import SSHOptions, jump_options
 from airflow_ssh_async.errors import (
     AsyncDirError,
     CwdError,
@@ -41,6 +42,8 @@ logging.getLogger("asyncssh").setLevel(logging.WARNING)
 # sshd's default MaxSessions is 10 channels a connection; stay under it.
 MAX_CHANNELS = 8
 DEFAULT_COMMAND_TIMEOUT = 300.0
+# Waits between tries of a channel open that sshd refused (see _run_channel).
+CHANNEL_RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 # Exit codes of scripts/lib.sh.
 _EXIT_ERRORS: dict[int, type[RemoteCommandError]] = {
@@ -71,15 +74,40 @@ def remote_command(name: str, args: Sequence[str]) -> str:
     return shlex.join(["sh", "-c", program(name), f"airflow-ssh-async-{name}", *args])
 
 
+def _default_known_hosts(options: SSHOptions) -> str:
+    return options.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+
+
 def _known_hosts(options: SSHOptions) -> object:
-    if options.no_host_key_check:
-        return None
+    """What asyncssh checks the host key against: SSHHook's rules.
+
+    - ``host_key`` extra: exactly that key.
+    - ``allow_host_key_change``: no check (SSHHook loads no known hosts then).
+    - ``no_host_key_check``: a host listed in the known_hosts file must still
+      present the listed key (paramiko raises BadHostKeyException there); an
+      unlisted host is accepted.
+    - otherwise: the ``known_hosts`` extra's file, or ~/.ssh/known_hosts; a
+      host not in it is refused.
+    """
     if options.host_key:
         pattern = options.host if options.port == 22 else f"[{options.host}]:{options.port}"
         return asyncssh.import_known_hosts(f"{pattern} {options.host_key}\n")
+    if options.allow_host_key_change:
+        return None
+    if options.no_host_key_check:
+        path = _default_known_hosts(options)
+        return path if _listed(options, path) else None
     if options.known_hosts:
         return options.known_hosts
     return ()  # asyncssh's default: ~/.ssh/known_hosts
+
+
+def _listed(options: SSHOptions, path: str) -> list[asyncssh.SSHKey]:
+    """The keys PATH lists for the host (none if the file is missing)."""
+    if not os.path.isfile(path):
+        return []
+    port = options.port if options.port != 22 else None
+    return list(asyncssh.match_known_hosts(path, options.host, options.host, port)[0])
 
 
 def host_key_source(options: SSHOptions) -> str:
@@ -88,6 +116,30 @@ def host_key_source(options: SSHOptions) -> str:
     if options.known_hosts:
         return f"the known_hosts file {options.known_hosts}"
     return "~/.ssh/known_hosts of the user running Airflow"
+
+
+def _expected_keys(options: SSHOptions) -> str:
+    """What the trusted source holds for the host, by fingerprint."""
+    try:
+        if options.host_key:
+            keys = [asyncssh.import_public_key(options.host_key)]
+        else:
+            keys = _listed(options, _default_known_hosts(options))
+    except (OSError, ValueError, asyncssh.Error):
+        return ""
+    if not keys:
+        return f"which has no entry for {options.host}:{options.port}"
+    return "which has " + ", ".join(f"{k.get_algorithm()} {k.get_fingerprint()}" for k in keys)
+
+
+class _HostKeyWitness(asyncssh.SSHClient):
+    """Remembers the key a host presented that no trusted source listed."""
+
+    presented: asyncssh.SSHKey | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        self.presented = key
+        return False
 
 
 def connect_kwargs(options: SSHOptions) -> dict[str, object]:
@@ -115,47 +167,73 @@ def connect_kwargs(options: SSHOptions) -> dict[str, object]:
         kwargs["connect_timeout"] = options.conn_timeout
     if options.proxy_command:
         kwargs["proxy_command"] = options.proxy_command
-    if options.jump_host:
-        kwargs["tunnel"] = options.jump_host
+    # A jump host is opened by open_connection (with its own key and host
+    # key) and passed as the tunnel.
     if options.ciphers:
         kwargs["encryption_algs"] = list(options.ciphers)
     return kwargs
 
 
 async def open_connection(options: SSHOptions) -> asyncssh.SSHClientConnection:
-    """Open one SSH connection.
+    """Open one SSH connection, through the connection's jump host if it has one.
 
     :raises SSHAuthError: the host refused the credentials.
     :raises HostKeyError: the host key is unknown or changed.
     :raises SSHConnectError: the host could not be reached (may pass).
     """
+    jump = jump_options(options)
+    if jump is None:
+        return await _connect(options, options.label)
+    source = (
+        f"the jump_host_host_key extra of connection {options.conn_id!r}"
+        if options.jump_host_host_key
+        else host_key_source(jump)
+    )
+    tunnel = await _connect(jump, f"jump host {jump.address} of connection {options.conn_id!r}", source)
     try:
-        return await asyncssh.connect(**connect_kwargs(options))
+        conn = await _connect(options, f"{options.label} via jump host {jump.address}", tunnel=tunnel)
+    except BaseException:
+        tunnel.close()
+        raise
+    conn.set_tunnel(tunnel)  # closing the connection closes the tunnel, as asyncssh does for its own
+    return conn
+
+
+async def _connect(
+    options: SSHOptions, label: str, key_source: str = "", **extra: object
+) -> asyncssh.SSHClientConnection:
+    """One asyncssh.connect, its errors mapped to ours; LABEL names the host in them."""
+    witness = _HostKeyWitness()
+    try:
+        return await asyncssh.connect(**connect_kwargs(options), client_factory=lambda: witness, **extra)
     except asyncssh.PermissionDenied as exc:
         raise SSHAuthError(
             f"authentication failed ({exc.reason})",
-            host=options.label,
+            host=label,
             hint="Check the login, key file or password of the connection, and that the key is in "
             "the user's authorized_keys on the host.",
         ) from None
     except asyncssh.HostKeyNotVerifiable as exc:
+        key = witness.presented
+        shown = f"{key.get_algorithm()} key {key.get_fingerprint()}" if key is not None else "key"
+        expected = _expected_keys(options)
         raise HostKeyError(
-            f"host key not trusted ({exc.reason})",
-            host=options.label,
-            hint=f"The key the host presented is not the one in {host_key_source(options)}. If the "
-            "host was reinstalled, update that entry; otherwise do not connect: someone may be "
+            f"host key not trusted ({exc.reason}): the host presented the {shown}, which is not the key in "
+            f"{key_source or host_key_source(options)}" + (f" ({expected})" if expected else ""),
+            host=label,
+            hint="If the host was reinstalled, update that entry; otherwise do not connect: someone may be "
             "in between.",
         ) from None
     except asyncssh.KeyImportError as exc:
         raise SSHAuthError(
             f"cannot read the private key ({exc})",
-            host=options.label,
+            host=label,
             hint="Check the key file or private_key extra and its private_key_passphrase.",
         ) from None
     except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
         raise SSHConnectError(
             f"cannot connect ({type(exc).__name__}: {exc})",
-            host=options.label,
+            host=label,
             hint="Check that the host is up and sshd listens on that port.",
         ) from None
 
@@ -225,9 +303,7 @@ class RemoteHost:
         conn = await self._shared.connection()
         try:
             async with self._shared.channels:
-                result = await conn.run(
-                    remote_command(name, args), input=stdin, encoding=None, check=False, timeout=timeout
-                )
+                result = await self._run_channel(conn, remote_command(name, args), stdin, timeout)
         except asyncssh.ChannelOpenError as exc:
             self._shared.drop(conn)
             raise SSHConnectError(f"cannot open an SSH channel ({exc.reason})", host=self.options.label, job_id=job_id) from None
@@ -251,6 +327,29 @@ class RemoteHost:
         error = _EXIT_ERRORS.get(status, RemoteCommandError)
         message = stderr.removeprefix("airflow-ssh-async: error: ") or f"remote {name} exited {status}"
         raise error(message, code=status, stderr=stderr, host=self.options.label, job_id=job_id)
+
+
+    @staticmethod
+    async def _run_channel(
+        conn: asyncssh.SSHClientConnection, command: str, stdin: bytes, timeout: float
+    ) -> asyncssh.SSHCompletedProcess:
+        """conn.run, with a refused channel open tried again a few times.
+
+        sshd frees a session slot only once it has reaped the session's
+        process, a moment after the client saw the channel close; with many
+        commands in a row on one shared connection it can refuse an open
+        (MaxSessions) although we never have more than MAX_CHANNELS open.
+        The connection is fine: wait a little and open again, and only
+        give up (and drop the connection) when the refusal persists.
+        """
+        for delay in CHANNEL_RETRY_DELAYS:
+            try:
+                return await conn.run(command, input=stdin, encoding=None, check=False, timeout=timeout)
+            except asyncssh.ChannelOpenError:
+                if conn.is_closed():
+                    raise
+                await asyncio.sleep(delay)
+        return await conn.run(command, input=stdin, encoding=None, check=False, timeout=timeout)
 
 
 @contextlib.asynccontextmanager

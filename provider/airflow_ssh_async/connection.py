@@ -4,13 +4,30 @@ The only reader of connection extras in this package, so a connection means
 the same thing at launch, at poll time and in the ops command. It follows
 ``SSHHook`` (apache-airflow-providers-ssh 7): the same extras, the same
 defaults, the same host key rules.
+
+Extras of our own, on top of SSHHook's:
+
+- ``known_hosts``: a known_hosts file to check the host key against
+  (instead of ``~/.ssh/known_hosts``).
+- ``proxy_command``: like ``ProxyCommand`` in ``~/.ssh/config`` (which is
+  read too), e.g. ``ssh -W %h:%p bastion``; ``%h``, ``%p``, ``%r`` and
+  ``%%`` are expanded.
+- ``jump_host``: ``[user@]host[:port]`` of a bastion to tunnel through (like
+  ``ssh -J``); the user defaults to the connection's login, the port to 22.
+  The bastion is authenticated with the connection's key unless
+  ``jump_host_key_file`` names another private key file; its host key is
+  checked against ``jump_host_host_key`` (``<type> <base64>``) when given,
+  else like the target's host key (``known_hosts`` extra or
+  ``~/.ssh/known_hosts``; ``no_host_key_check`` and
+  ``allow_host_key_change`` apply to both hosts).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from getpass import getuser
 from typing import Any
 
@@ -46,6 +63,8 @@ class SSHOptions:
     compress: bool = True
     proxy_command: str | None = None
     jump_host: str | None = None  # "user@host:port" (our extra, like ssh -J)
+    jump_host_key_file: str | None = None  # private key for the jump host (default: the connection's)
+    jump_host_host_key: str | None = None  # "ssh-ed25519 AAAA..." of the jump host
     ciphers: tuple[str, ...] | None = None
 
     @property
@@ -74,6 +93,9 @@ class SSHOptions:
                 self.no_host_key_check,
                 self.proxy_command,
                 self.jump_host,
+                self.jump_host_key_file,
+                self.jump_host_host_key,
+                self.allow_host_key_change,
             )
         )
         return hashlib.sha256(material.encode()).hexdigest()
@@ -90,6 +112,14 @@ def _ssh_config_lookup(host: str) -> dict[str, Any]:
     with open(path) as fh:
         config.parse(fh)
     return dict(config.lookup(host))
+
+
+def _expand_proxy(command: str | None, host: str, port: int, user: str | None) -> str | None:
+    """%h, %p, %r and %% in a proxy_command extra, as ssh expands them in ProxyCommand."""
+    if not command:
+        return None
+    values = {"h": host, "p": str(port), "r": user or getuser(), "%": "%"}
+    return re.sub(r"%([hpr%])", lambda m: values[m.group(1)], str(command))
 
 
 def options_from_connection(conn: Any) -> SSHOptions:
@@ -122,6 +152,15 @@ def options_from_connection(conn: Any) -> SSHOptions:
     ssh_config = _ssh_config_lookup(conn.host)
     if not (conn.password or key_file or private_key) and ssh_config.get("identityfile"):
         key_file = ssh_config["identityfile"][0]
+    jump_host_host_key = extra.get("jump_host_host_key")
+    if jump_host_host_key:
+        jump_host_host_key = " ".join(str(jump_host_host_key).strip().split()[:2])
+        if len(jump_host_host_key.split()) < 2:
+            raise ConnectionConfigError(
+                f"connection {conn_id!r}: jump_host_host_key must be '<type> <base64 key>', such as the "
+                "second and third fields of a known_hosts line"
+            )
+    jump_host_key_file = extra.get("jump_host_key_file")
     conn_timeout = extra.get("conn_timeout")
     ciphers = extra.get("ciphers")
     return SSHOptions(
@@ -140,7 +179,44 @@ def options_from_connection(conn: Any) -> SSHOptions:
         look_for_keys=not (str(extra.get("look_for_keys", "true")).lower() == "false"),
         conn_timeout=float(conn_timeout) if conn_timeout not in (None, "") else None,
         compress=str(extra.get("compress", "true")).lower() != "false",
-        proxy_command=extra.get("proxy_command") or ssh_config.get("proxycommand"),
-        jump_host=extra.get("jump_host"),
+        proxy_command=_expand_proxy(extra.get("proxy_command"), conn.host, int(conn.port or SSH_PORT), conn.login)
+        or ssh_config.get("proxycommand"),
+        jump_host=extra.get("jump_host") or None,
+        jump_host_key_file=os.path.expanduser(jump_host_key_file) if jump_host_key_file else None,
+        jump_host_host_key=jump_host_host_key or None,
         ciphers=tuple(ciphers) if ciphers else None,
+    )
+
+
+def jump_options(options: SSHOptions) -> SSHOptions | None:
+    """The options of OPTIONS' jump host (the ``jump_host*`` extras), or None."""
+    if not options.jump_host:
+        return None
+    spec = options.jump_host.strip()
+    user, _, hostport = spec.rpartition("@")
+    host, port = hostport, SSH_PORT
+    if hostport.count(":") == 1:
+        host, _, port_s = hostport.partition(":")
+        if not port_s.isdigit():
+            raise ConnectionConfigError(
+                f"connection {options.conn_id!r}: jump_host {spec!r} is not [user@]host[:port]"
+            )
+        port = int(port_s)
+    if not host:
+        raise ConnectionConfigError(f"connection {options.conn_id!r}: jump_host {spec!r} has no host")
+    own_key = options.jump_host_key_file is not None
+    return replace(
+        options,
+        host=host,
+        port=port,
+        username=user or options.username,
+        password=None,
+        key_file=options.jump_host_key_file if own_key else options.key_file,
+        private_key=None if own_key else options.private_key,
+        passphrase=None if own_key else options.passphrase,
+        host_key=options.jump_host_host_key,
+        proxy_command=None,
+        jump_host=None,
+        jump_host_key_file=None,
+        jump_host_host_key=None,
     )

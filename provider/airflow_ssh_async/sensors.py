@@ -11,8 +11,29 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import StartTriggerArgs
 
+from airflow_ssh_async.ansible import (
+    DEFAULT_ANSIBLE_ASYNC_DIR,
+    SOURCE_AIRFLOW,
+    SOURCE_ANSIBLE,
+    aansible_status,
+    ansible_file,
+    ansible_output,
+    ansible_request,
+    classify_ansible,
+    load_ansible_result,
+    validate_source,
+)
 from airflow_ssh_async.hooks import SSHAsyncJobHook
-from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef, JobState, build_result, job_dir, job_event
+from airflow_ssh_async.job import (
+    DEFAULT_ASYNC_DIR,
+    JobRef,
+    JobState,
+    ProtocolError,
+    build_result,
+    job_dir,
+    job_event,
+)
+from airflow_ssh_async.streams import LineDecoder, Tail
 from airflow_ssh_async.outcome import settle
 from airflow_ssh_async.triggers import SSHAsyncJobTrigger
 
@@ -33,12 +54,20 @@ class SSHAsyncJobSensor(BaseSensorOperator):
     :param start_from_trigger: with ``deferrable``, start straight in the
         triggerer: the task never takes a worker slot.
     :param kill_on_cancel: cancel the job when this sensor is marked
-        failed/success or cleared. Off by default: the sensor only watches.
+        failed or success (not on a clear). Off by default: the sensor only watches.
     :param stream_output: stream the job's output into this task's log.
     :param skip_on_exit_code: exit codes that skip instead of fail.
+    :param source: ``"airflow-ssh-async"`` (default): a job this provider
+        launched; ``"ansible"``: a job Ansible launched with ``async``/
+        ``poll: 0``, ``job_id`` being its jid (``ansible_job_id``) and
+        ``job_dir``, if given, the full path of its result file. The result
+        dict has the same keys; output comes at the end, from Ansible's result.
+        See airflow_ssh_async.ansible for what liveness Ansible's file allows.
+    :param ansible_async_dir: where Ansible keeps its result files; left at
+        the default, the host's ``$ANSIBLE_ASYNC_DIR`` wins, as for Ansible. Templated.
     """
 
-    template_fields = ("job_id", "async_dir", "job_dir")
+    template_fields = ("job_id", "async_dir", "job_dir", "ansible_async_dir")
     ui_color = "#e3f1f8"
     start_trigger_args = StartTriggerArgs(
         trigger_cls="airflow_ssh_async.triggers.SSHAsyncJobTrigger",
@@ -61,9 +90,18 @@ class SSHAsyncJobSensor(BaseSensorOperator):
         kill_on_cancel: bool = False,
         stream_output: bool = True,
         skip_on_exit_code: int | Iterable[int] | None = None,
+        source: str = SOURCE_AIRFLOW,
+        ansible_async_dir: str = DEFAULT_ANSIBLE_ASYNC_DIR,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.source = validate_source(source)
+        self.ansible_async_dir = ansible_async_dir
+        if source == SOURCE_ANSIBLE and kill_on_cancel:
+            raise ValueError(
+                f"{self.task_id}: kill_on_cancel cannot be used with source='ansible': Ansible has no way "
+                "to cancel an async job"
+            )
         self.ssh_conn_id = ssh_conn_id
         self.job_id = job_id
         self.async_dir = async_dir
@@ -92,6 +130,8 @@ class SSHAsyncJobSensor(BaseSensorOperator):
             "poll_interval": float(self.poke_interval),
             "kill_on_cancel": self.kill_on_cancel,
             "stream_output": self.stream_output,
+            "source": self.source,
+            "ansible_async_dir": self.ansible_async_dir,
         }
 
     def _ref(self) -> JobRef:
@@ -99,6 +139,8 @@ class SSHAsyncJobSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One status read: done with the result, or not yet."""
+        if self.source == SOURCE_ANSIBLE:
+            return self._poke_ansible()
         hook = SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
         ref = self._ref()
         status, facts = hook.status([ref.job_dir])[ref.job_dir]
@@ -112,6 +154,42 @@ class SSHAsyncJobSensor(BaseSensorOperator):
             self.log.info("job %s on %s is %s", ref.job_id, ref.host, status.state.value)
             return PokeReturnValue(is_done=False)
         result = build_result(ref, status)
+        return PokeReturnValue(is_done=True, xcom_value=settle(job_event("finished", "", ref, result), self.skip_on_exit_code))
+
+    def _poke_ansible(self) -> PokeReturnValue:
+        """One read of Ansible's result file (see airflow_ssh_async.ansible)."""
+        hook = SSHAsyncJobHook(self.ssh_conn_id)
+        request = ansible_request(self.ansible_async_dir, self.job_id, self.job_dir)
+        [facts] = hook.run_sync(lambda h: aansible_status(h, [request]))
+        ref = JobRef(
+            self.ssh_conn_id,
+            self.job_id,
+            facts.path or ansible_file(self.ansible_async_dir, self.job_id, self.job_dir),
+            hook.get_options().address,
+        )
+        try:
+            status = classify_ansible(facts)
+            data = load_ansible_result(facts) if facts.exists else {}
+        except ProtocolError as exc:
+            raise AirflowException(f"{self.task_id}: cannot read Ansible job {ref.job_id!r} on {ref.host}: {exc}") from None
+        if status.state is JobState.MISSING:
+            raise AirflowException(
+                f"{self.task_id}: Ansible job {ref.job_id!r} has no result file {ref.job_dir} on {ref.host}: "
+                "Ansible never started it there or its file was removed. Check job_id, the connection and "
+                "ansible_async_dir."
+            )
+        if not status.state.finished:
+            self.log.info("Ansible job %s on %s is %s: %s", ref.job_id, ref.host, status.state.value, status.reason)
+            return PokeReturnValue(is_done=False)
+        tails = {}
+        for stream, raw in zip(("stdout", "stderr"), ansible_output(data)):
+            decoder, tail = LineDecoder(), Tail(4096)
+            tail.feed(raw)
+            tails[stream] = tail.text()
+            if self.stream_output:
+                for line in decoder.feed(raw) + decoder.finish():
+                    (self.log.warning if stream == "stderr" else self.log.info)("%s", line)
+        result = build_result(ref, status, stdout_tail=tails["stdout"], stderr_tail=tails["stderr"])
         return PokeReturnValue(is_done=True, xcom_value=settle(job_event("finished", "", ref, result), self.skip_on_exit_code))
 
     def execute(self, context: Context) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_ssh_async.ansible import DEFAULT_ANSIBLE_ASYNC_DIR, SOURCE_AIRFLOW, SOURCE_ANSIBLE, validate_source
 from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef, job_dir
 from airflow_ssh_async.watch import watch_job
@@ -29,6 +30,14 @@ class SSHAsyncJobTrigger(BaseTrigger):
     :param connection_patience: seconds of failed polls before giving up.
     :param grace: seconds between SIGTERM and SIGKILL on cancel.
     :param offsets: where streaming starts in each stream (bytes).
+    :param source: who started the job: ``"airflow-ssh-async"`` (default) or
+        ``"ansible"`` (Ansible's ``async``/``poll: 0``; ``job_id`` is its jid
+        and ``job_dir``, if given, the full path of its result file). See
+        airflow_ssh_async.ansible for what Ansible's file can tell.
+    :param ansible_async_dir: where Ansible keeps result files on the host;
+        left at the default, the host's ``$ANSIBLE_ASYNC_DIR`` wins, as for
+        Ansible itself. An Ansible job cannot be cancelled from here
+        (Ansible has no kill mode): ``on_kill`` only logs that.
     """
 
     def __init__(
@@ -44,6 +53,8 @@ class SSHAsyncJobTrigger(BaseTrigger):
         connection_patience: float = 300.0,
         grace: int = DEFAULT_GRACE,
         offsets: dict[str, int] | None = None,
+        source: str = SOURCE_AIRFLOW,
+        ansible_async_dir: str = DEFAULT_ANSIBLE_ASYNC_DIR,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -57,6 +68,8 @@ class SSHAsyncJobTrigger(BaseTrigger):
         self.connection_patience = connection_patience
         self.grace = grace
         self.offsets = offsets or {}
+        self.source = validate_source(source)
+        self.ansible_async_dir = ansible_async_dir
         self._fired = False
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -74,6 +87,8 @@ class SSHAsyncJobTrigger(BaseTrigger):
                 "connection_patience": self.connection_patience,
                 "grace": self.grace,
                 "offsets": self.offsets,
+                "source": self.source,
+                "ansible_async_dir": self.ansible_async_dir,
             },
         )
 
@@ -82,6 +97,8 @@ class SSHAsyncJobTrigger(BaseTrigger):
 
     def _ref(self) -> JobRef:
         # job_id may have been rendered in the triggerer (start_from_trigger).
+        if self.source == SOURCE_ANSIBLE:
+            return JobRef(self.ssh_conn_id, self.job_id, self.job_dir)  # watch_job derives the file
         return JobRef(self.ssh_conn_id, self.job_id, self.job_dir or job_dir(self.async_dir, self.job_id))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -94,6 +111,8 @@ class SSHAsyncJobTrigger(BaseTrigger):
             stream_output=self.stream_output,
             tail_bytes=self.tail_bytes,
             connection_patience=self.connection_patience,
+            source=self.source,
+            ansible_async_dir=self.ansible_async_dir,
         )
         self._fired = True
         yield TriggerEvent(event)
@@ -105,6 +124,13 @@ class SSHAsyncJobTrigger(BaseTrigger):
             return
         if not self.kill_on_cancel:
             self.log.info("kill_on_cancel is off: job %s keeps running on the host", self.job_id)
+            return
+        if self.source == SOURCE_ANSIBLE:
+            self.log.warning(
+                "job %s was started by Ansible, which has no way to cancel an async job: it keeps running "
+                "on the host until it ends or reaches its async time limit",
+                self.job_id,
+            )
             return
         ref = self._ref()
         outcome = await asyncio.wait_for(self._hook().acancel(ref.job_dir, grace=self.grace), timeout=25)

@@ -8,13 +8,29 @@ the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
+import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow_ssh_async.batching import HostBatcher, batcher_for, sleep_to_next_tick
-from airflow_ssh_async.client import remote_host
+from airflow_ssh_async.ansible import (
+    DEFAULT_ANSIBLE_ASYNC_DIR,
+    SOURCE_AIRFLOW,
+    SOURCE_ANSIBLE,
+    AnsibleFacts,
+    aansible_status,
+    ansible_file,
+    ansible_output,
+    ansible_request,
+    classify_ansible,
+    load_ansible_result,
+    validate_source,
+)
+from airflow_ssh_async.batching import Coalescer, HostBatcher, batcher_for, sleep_to_next_tick
+from airflow_ssh_async.client import RemoteHost, remote_host
 from airflow_ssh_async.errors import SSHAsyncJobError
 from airflow_ssh_async.hooks import DEFAULT_CHUNK, STREAMS, SSHAsyncJobHook
 from airflow_ssh_async.job import JobRef, JobState, JobStatus, ProtocolError, build_result, job_event
@@ -63,9 +79,45 @@ class OutputFollower:
                     self.tails[stream].feed(got.data)
                 self._emit(stream, self.decoders[stream].feed(got.data))
 
+    def deliver(self, stream: str, data: bytes) -> None:
+        """Output that arrives whole at the end (an Ansible job's result)."""
+        if stream in self.tails:
+            self.tails[stream].feed(data)
+        self._emit(stream, self.decoders[stream].feed(data))
+
     def finish(self) -> None:
         for stream in STREAMS:
             self._emit(stream, self.decoders[stream].finish())
+
+
+# One ansible_status call per host per poll, like HostBatcher for our jobs:
+# loop -> pool key -> (coalescer, users).
+_ansible_batchers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[Coalescer[tuple[str, str], AnsibleFacts], int]]
+] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def ansible_batcher_for(host: RemoteHost) -> AsyncIterator[Coalescer[tuple[str, str], AnsibleFacts]]:
+    """Borrow the loop's coalescer of Ansible status reads for HOST."""
+    table = _ansible_batchers.setdefault(asyncio.get_running_loop(), {})
+    key = host.options.pool_key
+
+    async def fetch(requests: list[tuple[str, str]]) -> dict[tuple[str, str], AnsibleFacts]:
+        return dict(zip(requests, await aansible_status(host, requests)))
+
+    coalescer, users = table.get(key, (None, 0))
+    if coalescer is None:
+        coalescer = Coalescer[tuple[str, str], AnsibleFacts](fetch)
+    table[key] = (coalescer, users + 1)
+    try:
+        yield coalescer
+    finally:
+        coalescer, users = table[key]
+        if users <= 1:
+            del table[key]
+        else:
+            table[key] = (coalescer, users - 1)
 
 
 async def watch_job(
@@ -79,29 +131,65 @@ async def watch_job(
     tail_bytes: int = 4096,
     connection_patience: float = 300.0,
     chunk_bytes: int = DEFAULT_CHUNK,
+    source: str = SOURCE_AIRFLOW,
+    ansible_async_dir: str = DEFAULT_ANSIBLE_ASYNC_DIR,
 ) -> dict[str, Any]:
     """Poll until the job ends; return the event (see :func:`job_event`).
 
     Network trouble is retried with backoff and logged; it ends the watch
     only after ``connection_patience`` seconds without one good poll.
     Damaged files, a missing job and refused credentials end it at once.
+
+    ``source="ansible"``: the job is one that Ansible started (async/poll: 0);
+    its state comes from Ansible's result file (``ref.job_dir`` is that file,
+    or empty to take ``ansible_async_dir``/``ref.job_id``), see ansible.py.
+    Its output exists only in the final result: it is logged at the end.
     """
+    validate_source(source)
+    ansible = source == SOURCE_ANSIBLE
     options = await hook.aget_options()
     ref = JobRef(ref.ssh_conn_id, ref.job_id, ref.job_dir, ref.host or options.address)
+    request = ("", "")
+    if ansible:
+        request = ansible_request(ansible_async_dir, ref.job_id, ref.job_dir)
+        ref = dataclasses.replace(ref, job_dir=ansible_file(ansible_async_dir, ref.job_id, ref.job_dir))
     key = ref.job_dir  # what we poll by, as given; ref.job_dir becomes the resolved path
     follower = OutputFollower(key, log, offsets or {}, tail_bytes, stream_output)
     failing_since: float | None = None
     starting_since: float | None = None
     backoff = min(1.0, poll_interval)
-    async with remote_host(options) as host, batcher_for(hook, host) as batcher:
+    seen_limit: int | None = None
+    seen_start: int | None = None
+    ansible_facts: AnsibleFacts | None = None
+    if ansible:
+        log.info(
+            "watching Ansible job %s on %s: Ansible keeps the job's output until it ends, so it is logged then",
+            ref.job_id,
+            ref.host,
+        )
+    async with (
+        remote_host(options) as host,
+        batcher_for(hook, host) as batcher,
+        ansible_batcher_for(host) as ansible_batcher,
+    ):
         try:
             while True:
                 try:
-                    status, facts = await batcher.status.get(key)
-                    if facts.path and facts.path != ref.job_dir:
+                    if ansible:
+                        ansible_facts = await ansible_batcher.get(request)
+                        path = ansible_facts.path
+                        status = classify_ansible(ansible_facts, time_limit=seen_limit, start_time=seen_start)
+                        seen_limit = ansible_facts.time_limit or seen_limit
+                        if status.state is JobState.RUNNING and seen_start is None:
+                            seen_start = status.start_time
+                    else:
+                        status, facts = await batcher.status.get(key)
+                        path = facts.path
+                    if path and path != ref.job_dir:
                         # A sensor may know only "~/..." : report the real folder.
-                        ref = dataclasses.replace(ref, job_dir=facts.path)
-                    await follower.catch_up(batcher, dict(status.sizes), chunk_bytes)
+                        ref = dataclasses.replace(ref, job_dir=path)
+                    if not ansible:
+                        await follower.catch_up(batcher, dict(status.sizes), chunk_bytes)
                 except SSHAsyncJobError as exc:
                     if exc.permanent:
                         return job_event("error", str(exc), ref)
@@ -125,6 +213,14 @@ async def watch_job(
                     log.info("reached %s again; watching job %s", ref.host, ref.job_id)
                 failing_since, backoff = None, min(1.0, poll_interval)
 
+                if status.state is JobState.MISSING and ansible:
+                    return job_event(
+                        "error",
+                        f"Ansible job {ref.job_id!r} has no result file {ref.job_dir} on {ref.host}: Ansible "
+                        "never started it there, or async_status mode=cleanup removed the file. Check the jid, "
+                        "the host and ansible_async_dir (Ansible's ANSIBLE_ASYNC_DIR).",
+                        ref,
+                    )
                 if status.state is JobState.MISSING:
                     return job_event(
                         "error",
@@ -135,8 +231,16 @@ async def watch_job(
                 if status.state is JobState.STARTING:
                     starting_since = starting_since or time.monotonic()
                     if time.monotonic() - starting_since > STARTING_PATIENCE:
-                        status = JobStatus(JobState.LOST, "the launch never completed (no job.json)")
+                        status = JobStatus(
+                            JobState.LOST,
+                            f"async_wrapper never wrote {ref.job_dir}"
+                            if ansible
+                            else "the launch never completed (no job.json)",
+                        )
                 if status.state.finished:
+                    if ansible and ansible_facts is not None and ansible_facts.exists:
+                        for stream, data in zip(("stdout", "stderr"), ansible_output(load_ansible_result(ansible_facts))):
+                            follower.deliver(stream, data)
                     follower.finish()
                     result = build_result(
                         ref,
