@@ -64,7 +64,8 @@ class SSHAsyncJobOperator(BaseOperator):
     :param deferrable: wait in the triggerer (True) or in the worker (False).
     :param on_existing: ``reattach`` (default), ``rerun`` or ``fail``; see DESIGN.md.
     :param kill_on_cancel: cancel the remote job when the task is marked
-        failed/success or cleared while waiting.
+        failed or success while waiting. A clear does not cancel: the next
+        try re-attaches to the running job.
     :param async_dir: where job folders live on the host.
     :param cleanup: ``never`` (default), ``on_success`` or ``always``: remove
         the job folder once the result is taken.

@@ -13,6 +13,10 @@ from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef, job_dir
 from airflow_ssh_async.watch import watch_job
 
+# What a user's mark-failed or mark-success leaves the task in; after a clear
+# it has no state, or already the next try's.
+USER_ENDED_STATES = frozenset({"failed", "success"})
+
 
 class SSHAsyncJobTrigger(BaseTrigger):
     """Fires one event when the job ends (or cannot be watched any more).
@@ -23,8 +27,9 @@ class SSHAsyncJobTrigger(BaseTrigger):
         ``async_dir`` and ``job_id`` (a sensor given only an id).
     :param poll_interval: seconds between polls; watchers of one host share
         each poll.
-    :param kill_on_cancel: cancel the remote job when a user marks the task
-        failed or success, or clears it, while it is deferred.
+    :param kill_on_cancel: cancel the remote job when a user marks the
+        deferred task failed or success. A clear leaves the job running:
+        the cleared task's next try re-attaches to it.
     :param stream_output: log new stdout, stderr and progress lines as they come.
     :param tail_bytes: how much of stdout and stderr the result keeps.
     :param connection_patience: seconds of failed polls before giving up.
@@ -117,8 +122,37 @@ class SSHAsyncJobTrigger(BaseTrigger):
         self._fired = True
         yield TriggerEvent(event)
 
+    async def _task_state(self) -> tuple[bool, str | None]:
+        """(known, state) of this trigger's task instance now, read through the triggerer.
+
+        Blocking comms with the triggerer's supervisor: run in a thread, as
+        Airflow's own triggers do.
+        """
+        ti = self.task_instance
+        if ti is None:
+            return False, None
+        try:
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+            from asgiref.sync import sync_to_async
+
+            states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+                dag_id=ti.dag_id, map_index=ti.map_index, task_ids=[ti.task_id], run_ids=[ti.run_id]
+            )
+        except Exception as exc:  # no comms (tests, dag.test()): the caller decides
+            self.log.warning("cannot read the state of task %s (%s)", ti.task_id, exc)
+            return False, None
+        key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}_{ti.map_index}"
+        return True, states.get(ti.run_id, {}).get(key)
+
     async def on_kill(self) -> None:
-        """A user marked the task failed or success, or cleared it: stop the job."""
+        """A user marked the task failed or success: stop the job.
+
+        A clear also cancels this trigger, but the cleared task's next try
+        re-attaches to the job (that is the point of a clear here), so the
+        job is left running then. A clear leaves the task in no state (or
+        already in the next try's); mark-failed/success leave it failed or
+        success. When the state cannot be read, kill_on_cancel is honoured.
+        """
         if self._fired:
             self.log.debug("Skipping on_kill since an event has already been fired.")
             return
@@ -129,6 +163,15 @@ class SSHAsyncJobTrigger(BaseTrigger):
             self.log.warning(
                 "job %s was started by Ansible, which has no way to cancel an async job: it keeps running "
                 "on the host until it ends or reaches its async time limit",
+                self.job_id,
+            )
+            return
+        known, state = await self._task_state()
+        if known and state not in USER_ENDED_STATES:
+            self.log.info(
+                "task was cleared (state %s), not marked failed or success: job %s keeps running for the "
+                "next try to re-attach to",
+                state,
                 self.job_id,
             )
             return
