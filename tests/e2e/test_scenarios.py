@@ -1,0 +1,488 @@
+"""The reliability scenarios of issue #4, through a real Airflow and a real sshd.
+
+Every test drives Airflow through its REST API (trigger, mark failed, clear),
+reads task states and task logs through that API, and checks the host itself
+(/proc, the job folders) for what ran. See docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import RemoteJobs, job_processes
+from tests.harness.airflow_stack import AirflowStack, wait_until
+from tests.harness.procs import live_group_members
+from tests.harness.sshd import SSHServer
+
+pytestmark = pytest.mark.e2e
+
+JOB_DAG = "e2e_job"
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def log_entries(af: AirflowStack, dag_id: str, run_id: str, task_id: str = "job", try_number: int = 1) -> list[dict]:
+    """A try's log as the API serves it: structured entries (event, timestamp, level, ...)."""
+    path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+    body = af.request("GET", path, params={"full_content": "true"}, headers={"Accept": "application/json"})
+    return [e if isinstance(e, dict) else {"event": e} for e in body.get("content", [])]
+
+
+def log_text(af: AirflowStack, dag_id: str, run_id: str, task_id: str = "job", try_number: int = 1) -> str:
+    return af.task_log(dag_id, run_id, task_id, try_number=try_number)
+
+
+def stamp(entry: dict) -> float:
+    return datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+def first_entry(entries: list[dict], pattern: str) -> dict:
+    for e in entries:
+        if re.search(pattern, str(e.get("event", ""))):
+            return e
+    raise AssertionError(f"no log entry matches {pattern!r}; events: {[e.get('event') for e in entries][-40:]}")
+
+
+def wait_for_log(af: AirflowStack, dag_id: str, run_id: str, pattern: str, timeout: float = 30, **kw: Any) -> str:
+    def probe() -> str | None:
+        text = log_text(af, dag_id, run_id, **kw)
+        return text if re.search(pattern, text) else None
+
+    return wait_until(
+        probe,
+        timeout,
+        f"{pattern!r} in the task log of {dag_id}/{run_id}",
+        check=af.check_alive,
+    )
+
+
+def held_job(jobs: RemoteJobs, job_id: str, *lines: str) -> str:
+    """A job that notes each start, prints LINES, then waits for its release file."""
+    starts, release = jobs.file("starts", job_id), jobs.file("release", job_id)
+    prints = "".join(f"echo '{line}'; " for line in lines)
+    return (
+        f'echo "$$" >> {starts}; {prints}'
+        f"while [ ! -e {release} ]; do sleep 0.2; done; echo finished"
+    )
+
+
+def release(jobs: RemoteJobs, job_id: str) -> None:
+    path = jobs.file("release", job_id)
+    path.write_text("go\n")
+    os.chown(path, jobs.home.stat().st_uid, jobs.home.stat().st_gid)
+
+
+def starts(jobs: RemoteJobs, job_id: str) -> int:
+    path = jobs.file("starts", job_id)
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def job_json(jobs: RemoteJobs, job_id: str) -> dict[str, Any]:
+    return json.loads((jobs.dir(job_id) / "job.json").read_text())
+
+
+def result_json(jobs: RemoteJobs, job_id: str) -> dict[str, Any] | None:
+    path = jobs.dir(job_id) / "result.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def wait_running(jobs: RemoteJobs, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """job.json written and the job's process alive on the host."""
+
+    def probe() -> dict[str, Any] | None:
+        path = jobs.dir(job_id) / "job.json"
+        if not path.exists():
+            return None
+        info = json.loads(path.read_text())
+        return info if os.path.exists(f"/proc/{info['pid']}") else None
+
+    return wait_until(probe, timeout, f"job {job_id} to run on the host", interval=0.1)
+
+
+def defer_and_hold(af: AirflowStack, dag_id: str, run_id: str, task_id: str = "job") -> dict[str, Any]:
+    """Wait until the task is deferred, a triggerer holds it and no worker does."""
+    ti = af.wait_for_task_state(dag_id, run_id, task_id, "deferred", timeout=60)
+    af.wait_for_trigger_holder(dag_id, run_id, task_id, timeout=30)
+    af.wait_for_no_worker(ti["id"], timeout=20)
+    return ti
+
+
+def finish(af: AirflowStack, dag_id: str, run_id: str, expected: str, timeout: float = 90) -> None:
+    state = af.wait_for_dag_run(dag_id, run_id, timeout=timeout)
+    assert state == expected, f"run {run_id} ended {state}, expected {expected}\n{af.diagnostics(30)}"
+
+
+def status_of(sshd: SSHServer, job_dir: str) -> str:
+    """The job's state as the hook reads it over SSH (what `airflow-ssh-async` shows)."""
+    from airflow_ssh_async.hooks import SSHAsyncJobHook
+
+    return SSHAsyncJobHook("test_asyncdash").status([job_dir])[job_dir][0].state.value
+
+
+# --- scenarios ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_01_happy_path_defers_streams_and_returns_result(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs = airflow_stack, remote_jobs
+    job_id = jobs.new("happy")
+    run_id = af.trigger_dag(JOB_DAG, conf={"job_id": job_id, "command": held_job(jobs, job_id, "line one", "line two")})
+
+    ti = defer_and_hold(af, JOB_DAG, run_id)
+    assert not af.busy_workers(), f"a worker holds a task while only a deferred one exists: {af.busy_workers()}"
+    # The job's output reaches the log served by the API while the job still runs.
+    text = wait_for_log(af, JOB_DAG, run_id, r"line two", timeout=30)
+    assert "line one" in text
+    metrics["output_in_api_log_after_launch_s"] = round(time.time() - job_json(jobs, job_id)["start_time"], 1)
+    assert result_json(jobs, job_id) is None and job_processes(job_id), "the job should still be running"
+    assert af.task_instance(JOB_DAG, run_id, "job")["state"] == "deferred"
+    assert not af.has_worker(ti["id"])
+
+    release(jobs, job_id)
+    finish(af, JOB_DAG, run_id, "success")
+    result = af.xcom(JOB_DAG, run_id, "job")
+    assert result["job_id"] == job_id and result["state"] == "succeeded" and result["exit_code"] == 0
+    assert result["stdout_tail"] == "line one\nline two\nfinished\n"
+    assert starts(jobs, job_id) == 1
+    assert job_processes(job_id) == []
+
+
+@pytest.mark.timeout(240)
+def test_02_triggerer_sigkill_then_restart_completes_and_job_ran_once(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs = airflow_stack, remote_jobs
+    job_id = jobs.new("trigkill")
+    run_id = af.trigger_dag(JOB_DAG, conf={"job_id": job_id, "command": held_job(jobs, job_id, "before the crash")})
+    defer_and_hold(af, JOB_DAG, run_id)
+    wait_for_log(af, JOB_DAG, run_id, r"before the crash")
+    info = job_json(jobs, job_id)
+    holder = af.trigger_holder(JOB_DAG, run_id, "job")
+
+    for triggerer in af.triggerers:  # the holder, and any other: none is left to take over
+        af.kill_triggerer(triggerer.name, sig=signal.SIGKILL)
+    assert not af.triggerers, "no triggerer should be left running"
+    time.sleep(3)  # a dead triggerer must not have touched the job
+    assert os.path.exists(f"/proc/{info['pid']}") and result_json(jobs, job_id) is None, "the job was stopped"
+    assert af.task_instance(JOB_DAG, run_id, "job")["state"] == "deferred"
+
+    killed = time.monotonic()
+    fresh = af.start_triggerer()
+    wait_until(
+        lambda: af.trigger_holder(JOB_DAG, run_id, "job") == fresh.name,
+        60,
+        f"{fresh.name} to take over the trigger",
+        check=af.check_alive,
+    )
+    metrics["kill_to_new_holder_s"] = round(time.monotonic() - killed, 1)
+    release(jobs, job_id)
+    finish(af, JOB_DAG, run_id, "success")
+    result = af.xcom(JOB_DAG, run_id, "job")
+    assert result["pid"] == info["pid"] and result["state"] == "succeeded"
+    assert starts(jobs, job_id) == 1, "the job ran more than once"
+    assert not (jobs.async_dir / ".archive" / job_id).exists()
+
+
+@pytest.mark.timeout(240)
+def test_03_two_triggerers_one_killed_the_other_takes_over(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs = airflow_stack, remote_jobs
+    while len(af.triggerers) < 2:
+        af.start_triggerer()
+    job_id = jobs.new("failover")
+    run_id = af.trigger_dag(JOB_DAG, conf={"job_id": job_id, "command": held_job(jobs, job_id, "watched")})
+    defer_and_hold(af, JOB_DAG, run_id)
+    wait_for_log(af, JOB_DAG, run_id, r"watched")
+    holder = af.trigger_holder(JOB_DAG, run_id, "job")
+    [survivor] = [t.name for t in af.triggerers if t.name != holder]
+
+    af.kill_triggerer(holder, sig=signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(
+        lambda: af.trigger_holder(JOB_DAG, run_id, "job") == survivor,
+        60,
+        f"{survivor} to take over the trigger of the killed {holder}",
+        check=af.check_alive,
+    )
+    metrics["kill_to_takeover_s"] = round(time.monotonic() - killed, 1)
+    assert job_processes(job_id) and result_json(jobs, job_id) is None
+    release(jobs, job_id)
+    finish(af, JOB_DAG, run_id, "success")
+    assert af.xcom(JOB_DAG, run_id, "job")["state"] == "succeeded"
+    assert starts(jobs, job_id) == 1
+
+
+@pytest.mark.timeout(180)
+def test_04_mark_failed_cancels_the_whole_process_group(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, sshd: SSHServer, metrics: dict
+) -> None:
+    af, jobs = airflow_stack, remote_jobs
+    job_id = jobs.new("markfailed")
+    command = f'echo "$$" >> {jobs.file("starts", job_id)}; sleep 300 & sleep 300 & echo children started; wait'
+    run_id = af.trigger_dag(JOB_DAG, conf={"job_id": job_id, "command": command})
+    defer_and_hold(af, JOB_DAG, run_id)
+    wait_for_log(af, JOB_DAG, run_id, r"children started")
+    pgid = job_json(jobs, job_id)["pgid"]
+    assert len(live_group_members(pgid, limit=0)) >= 3, "the job and its two children should run"
+
+    marked = time.monotonic()
+    af.mark_failed(JOB_DAG, run_id, "job")
+    wait_until(lambda: not live_group_members(pgid, limit=0), 15, f"process group {pgid} to be gone", interval=0.1)
+    gone_after = time.monotonic() - marked
+    metrics["mark_failed_to_group_gone_s"] = round(gone_after, 1)
+    assert gone_after < 10, f"the job's process group lived {gone_after:.1f}s after mark failed"
+    wait_until(lambda: result_json(jobs, job_id), 10, "result.json of the cancelled job", interval=0.2)
+    assert status_of(sshd, str(jobs.dir(job_id))) == "cancelled"
+    assert job_processes(job_id) == [], "the supervisor or a job process is left"
+    assert af.task_instance(JOB_DAG, run_id, "job")["state"] == "failed"
+
+
+@pytest.mark.timeout(180)
+def test_06_kill_9_of_the_job_fails_killed_within_two_polls(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs, dag_id, poll = airflow_stack, remote_jobs, "e2e_watch_2s", 2.0
+    job_id = jobs.new("kill9")
+    command = f'echo "$$" >> {jobs.file("starts", job_id)}; echo started; sleep 120; echo never'
+    run_id = af.trigger_dag(dag_id, conf={"job_id": job_id, "command": command})
+    defer_and_hold(af, dag_id, run_id)
+    wait_for_log(af, dag_id, run_id, r"started")
+    pid = job_json(jobs, job_id)["pid"]
+
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    finish(af, dag_id, run_id, "failed", timeout=60)
+    failed_after = time.time() - killed_at
+
+    entries = log_entries(af, dag_id, run_id)
+    noticed = stamp(first_entry(entries, r"Trigger fired event")) - killed_at
+    metrics.update(kill_to_event_s=round(noticed, 2), kill_to_task_failed_s=round(failed_after, 1), poll_s=poll)
+    assert noticed <= 2 * poll, f"the trigger noticed the kill after {noticed:.1f}s (> 2 polls of {poll}s)"
+    assert failed_after < 30, f"the task failed {failed_after:.0f}s after the kill: that is a timeout, not detection"
+    text = log_text(af, dag_id, run_id)
+    assert "killed: killed by signal 9" in text, text[-3000:]
+    result = af.xcom(dag_id, run_id, "job", key="result")
+    assert (result["state"], result["signal"], result["exit_code"]) == ("killed", 9, None)
+
+
+@pytest.mark.timeout(180)
+def test_07_sshd_outage_longer_than_a_poll_is_survived(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, sshd: SSHServer, metrics: dict
+) -> None:
+    af, jobs = airflow_stack, remote_jobs
+    job_id = jobs.new("outage")
+    run_id = af.trigger_dag(JOB_DAG, conf={"job_id": job_id, "command": held_job(jobs, job_id, "before outage")})
+    defer_and_hold(af, JOB_DAG, run_id)
+    wait_for_log(af, JOB_DAG, run_id, r"before outage")
+
+    sshd.stop()
+    try:
+        time.sleep(4)  # four poll intervals without sshd
+        assert job_processes(job_id) and result_json(jobs, job_id) is None, "the outage stopped the job"
+        assert af.task_instance(JOB_DAG, run_id, "job")["state"] == "deferred"
+    finally:
+        sshd.start()
+    release(jobs, job_id)
+    finish(af, JOB_DAG, run_id, "success")
+    text = log_text(af, JOB_DAG, run_id)
+    retries = re.findall(r"cannot poll job \S+ \(.*\); retrying in", text)
+    metrics["logged_retries"] = len(retries)
+    assert len(retries) >= 2, f"expected the retries in the log:\n{text[-4000:]}"
+    assert re.search(r"reached \S+ again; watching job", text), text[-4000:]
+    assert af.xcom(JOB_DAG, run_id, "job")["stdout_tail"] == "before outage\nfinished\n"
+    assert starts(jobs, job_id) == 1
+
+
+@pytest.mark.timeout(180)
+def test_08_job_timeout_fails_timed_out_and_leaves_no_process(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs, dag_id = airflow_stack, remote_jobs, "e2e_timeout"
+    job_id = jobs.new("timeout")
+    # A child that dies on SIGTERM, and a shell and child that ignore it: SIGKILL must follow.
+    command = "sleep 300 & trap '' TERM; echo waiting; sleep 300; wait"
+    run_id = af.trigger_dag(dag_id, conf={"job_id": job_id, "command": command})
+    info = wait_running(jobs, job_id)
+    finish(af, dag_id, run_id, "failed", timeout=90)
+    result = af.xcom(dag_id, run_id, "job", key="result")
+    assert (result["state"], result["signal"]) == ("timed_out", 9), result
+    metrics["job_duration_s"] = result["duration"]
+    assert 3 <= result["duration"] <= 3 + 1 + 3, result
+    assert "timed_out: time limit of 3 s reached" in log_text(af, dag_id, run_id)
+    assert live_group_members(info["pgid"]) == []
+    deadline = time.monotonic() + 5  # the supervisor exits just after writing result.json
+    while job_processes(job_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job_processes(job_id) == [], "a process of the timed-out job is left"
+
+
+@pytest.mark.timeout(240)
+def test_09_retry_after_a_failed_job_starts_a_fresh_attempt(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs, dag_id = airflow_stack, remote_jobs, "e2e_retry"
+    job_id = jobs.new("retry")
+    tries = jobs.file("tries", job_id)
+    command = f"if [ -e {tries} ]; then echo second try; else : > {tries}; echo first try; exit 3; fi"
+    run_id = af.trigger_dag(dag_id, conf={"job_id": job_id, "command": command})
+    finish(af, dag_id, run_id, "success", timeout=150)
+    ti = af.task_instance(dag_id, run_id, "job")
+    assert ti["try_number"] == 2, ti
+    result = af.xcom(dag_id, run_id, "job")
+    assert (result["state"], result["stdout_tail"]) == ("succeeded", "second try\n")
+    first = jobs.async_dir / ".archive" / job_id / "1"
+    assert json.loads((first / "result.json").read_text())["exit_code"] == 3, "the first attempt's files are kept"
+    assert (first / "stdout").read_text() == "first try\n"
+    assert "failed: exited with code 3" in log_text(af, dag_id, run_id, try_number=1)
+    assert re.search(r"archived its folder to \S+/\.archive/\S+/1 and starting a new attempt",
+                     log_text(af, dag_id, run_id, try_number=2))  # fmt: skip
+
+
+@pytest.mark.timeout(180)
+def test_10_reboot_edited_boot_id_fails_lost_within_two_polls(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs, dag_id, poll = airflow_stack, remote_jobs, "e2e_watch_2s", 2.0
+    job_id = jobs.new("reboot")
+    # The job rewrites the boot id recorded in its job.json as soon as the
+    # supervisor has written it: to every later reader, the host rebooted.
+    command = (
+        'f="$AIRFLOW_ASYNC_JOB_DIR/job.json"; while [ ! -s "$f" ]; do sleep 0.02; done; '
+        "sed 's/\"boot_id\": \"[^\"]*\"/\"boot_id\": \"00000000-0000-4000-8000-000000000000\"/' "
+        '"$f" > "$f.edit" && mv "$f.edit" "$f"; echo edited; sleep 120'
+    )
+    run_id = af.trigger_dag(dag_id, conf={"job_id": job_id, "command": command})
+    info = wait_running(jobs, job_id)
+    wait_until(lambda: job_json(jobs, job_id)["boot_id"].startswith("00000000"), 10, "the edited boot id")
+    finish(af, dag_id, run_id, "failed", timeout=60)
+
+    entries = log_entries(af, dag_id, run_id)
+    watching = stamp(first_entry(entries, r"trigger .*starting|Trigger .*start|edited"))
+    noticed = stamp(first_entry(entries, r"Trigger fired event")) - watching
+    metrics.update(trigger_start_to_event_s=round(noticed, 2), poll_s=poll)
+    assert noticed <= 2 * poll, f"lost noticed {noticed:.1f}s after the trigger started (> 2 polls of {poll}s)"
+    result = af.xcom(dag_id, run_id, "job", key="result")
+    assert result["state"] == "lost" and "boot id differs" in result["reason"], result
+    assert "lost: the host rebooted since launch" in log_text(af, dag_id, run_id)
+    assert result["pid"] == info["pid"]
+
+
+@pytest.mark.timeout(240)
+def test_11_fire_and_forget_then_sensor_in_a_later_run(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs = airflow_stack, remote_jobs
+    job_id = jobs.new("sensed")
+    launch_run = af.trigger_dag(
+        "e2e_launch_only", conf={"job_id": job_id, "command": held_job(jobs, job_id, "from the launcher")}
+    )
+    finish(af, "e2e_launch_only", launch_run, "success", timeout=60)
+    ref = af.xcom("e2e_launch_only", launch_run, "launch")
+    assert ref["job_id"] == job_id and ref["job_dir"] == str(jobs.dir(job_id)), ref
+    assert job_processes(job_id), "the fire-and-forget job should still run"
+
+    sensor_run = af.trigger_dag("e2e_sensor", conf={"job_id": ref["job_id"]})
+    ti = af.wait_for_task_state("e2e_sensor", sensor_run, "watch", "deferred", timeout=60)
+    af.wait_for_trigger_holder("e2e_sensor", sensor_run, "watch")
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:  # it holds no worker while it waits
+        assert not af.has_worker(ti["id"]), af.worker_processes(ti["id"])
+        time.sleep(0.2)
+    wait_for_log(af, "e2e_sensor", sensor_run, r"from the launcher", task_id="watch")
+    assert af.task_instance("e2e_sensor", sensor_run, "watch")["state"] == "deferred"
+
+    release(jobs, job_id)
+    finish(af, "e2e_sensor", sensor_run, "success", timeout=60)
+    result = af.xcom("e2e_sensor", sensor_run, "watch")
+    assert (result["job_id"], result["state"], result["exit_code"]) == (job_id, "succeeded", 0), result
+    assert starts(jobs, job_id) == 1
+
+
+BAD_INPUTS = {
+    "unknown_conn": (
+        "-unknown-conn",
+        [r"Airflow connection 'e2e_no_such_conn' is not defined", r"AIRFLOW_CONN_E2E_NO_SUCH_CONN"],
+    ),
+    "wrong_key": ("-wrong-key", [r"authentication failed", r"Check the login, key file or password"]),
+    "host_key_mismatch": ("-host-key", [r"host key not trusted", r"update that entry"]),
+    "missing_cwd": ("-cwd", [r"cwd '/nonexistent/{job}' does not exist"]),
+    "invalid_job_id": ("/../../etc", [r"invalid job id '{job}/\.\./\.\./etc'", r"Pass job_id= with such a name"]),
+}
+
+
+@pytest.mark.timeout(180)
+def test_12_bad_input_fails_at_once_saying_what_to_fix(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs, dag_id = airflow_stack, remote_jobs, "e2e_bad_input"
+    job_id = jobs.new("bad")
+    run_id = af.trigger_dag(dag_id, conf={"job_id": job_id})
+    finish(af, dag_id, run_id, "failed", timeout=120)
+    problems = []
+    for task_id, (suffix, patterns) in BAD_INPUTS.items():
+        ti = af.task_instance(dag_id, run_id, task_id)
+        text = log_text(af, dag_id, run_id, task_id=task_id)
+        if (ti["state"], ti["try_number"]) != ("failed", 1):
+            problems.append(f"{task_id}: {ti['state']} on try {ti['try_number']}, expected failed on try 1")
+        metrics[f"{task_id}_task_s"] = ti["duration"]
+        if ti["duration"] is None or ti["duration"] > 30:  # task-runner start included; 2 busy cores
+            problems.append(f"{task_id}: took {ti['duration']}s to fail")
+        for pattern in patterns:
+            if not re.search(pattern.format(job=re.escape(job_id)), text):
+                problems.append(f"{task_id}: no {pattern!r} in its log:\n{text[-2000:]}")
+        sub_id = job_id + suffix
+        if task_id != "invalid_job_id" and job_processes(sub_id):
+            problems.append(f"{task_id}: processes of {sub_id} run on the host")
+    left = [p.name for p in jobs.async_dir.glob(f"{job_id}*")] + [p.name for p in jobs.home.glob(f"ran-{job_id}*")]
+    assert not left, f"left on the host: {left}"
+    assert not list(jobs.async_dir.glob(".incoming.*")), "a half-read launch payload is left"
+    assert not problems, "\n".join(problems)
+
+
+# Last in the file: it fails (bug 1 of docs/reliability.md), and `-x` should not hide the others.
+@pytest.mark.timeout(240)
+def test_05_clear_while_running_reattaches_and_runs_the_job_once(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs = airflow_stack, remote_jobs
+    job_id = jobs.new("clear")
+    run_id = af.trigger_dag(JOB_DAG, conf={"job_id": job_id, "command": held_job(jobs, job_id, "first try")})
+    defer_and_hold(af, JOB_DAG, run_id)
+    wait_for_log(af, JOB_DAG, run_id, r"first try")
+    info = job_json(jobs, job_id)
+
+    af.clear_tasks(JOB_DAG, run_id, ["job"])
+    wait_until(
+        lambda: (ti := af.task_instance(JOB_DAG, run_id, "job"))["try_number"] == 2 and ti["state"] == "deferred",
+        60,
+        "the cleared task's second try to defer",
+        check=af.check_alive,
+    )
+    try2 = log_text(af, JOB_DAG, run_id, try_number=2)
+    reattached = "re-attaching instead of starting it again" in try2
+    # Airflow drops the first try's trigger about a second after the clear
+    # (Trigger.clean_unused) and calls its on_kill; hold the job past that.
+    time.sleep(8)
+    ended = result_json(jobs, job_id)
+    assert reattached and ended is None and starts(jobs, job_id) == 1, (
+        "the clear stopped the running job: the first try's trigger ran on_kill and cancelled it "
+        f"(second try re-attached: {reattached}; result.json: {ended}; job started {starts(jobs, job_id)} "
+        "times). See docs/reliability.md, bug 1."
+    )
+    release(jobs, job_id)
+    finish(af, JOB_DAG, run_id, "success")
+    assert starts(jobs, job_id) == 1, f"the job was started {starts(jobs, job_id)} times"
+    result = af.xcom(JOB_DAG, run_id, "job")
+    assert result["pid"] == info["pid"] and result["state"] == "succeeded"
