@@ -1,0 +1,345 @@
+"""The docs' code runs: every example in README.md and docs/*.md, against the test sshd.
+
+Fenced blocks by info string:
+- ``python``: a complete DAG file. Written to a bundle folder (tests/dags/_docs,
+  created here and removed after), loaded with DagBag and run with dag.test();
+  every task must succeed unless the info string says ``expect:TASK=STATE``.
+- ``python before``: a peer's DAG (the "before" of a migration guide): it must
+  import and parse, it is not run.
+- ``python fragment``: not run (kept to a minimum; counted below).
+- ``console``: each ``$ airflow-ssh-async ...`` line is run with the installed
+  console script; the exit code must be 0, or N for ``console exit=N``. Each
+  documented output line's first word must appear in the real output, and a
+  documented JSON output must have the real output's keys.
+- ``json <name>``: a documented shape (result, event, ref, job.json,
+  result.json) compared key by key with the real thing.
+- ``yaml``: Ansible playbooks of the migration guide: must parse.
+- ``text``: prose layouts, not code.
+
+Besides: the troubleshooting messages must occur in the code, and the
+reference's parameter tables must name every parameter the classes take.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+from tests.harness.sshd import home
+
+pytestmark = pytest.mark.timeout(300)
+
+DOCS = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
+DOCS_DAGS = REPO / "tests" / "dags" / "_docs"
+SCRIPT = Path(sys.executable).parent / "airflow-ssh-async"
+PROVIDER = REPO / "provider" / "airflow_ssh_async"
+KNOWN = {"python", "console", "json", "yaml", "text"}
+MAX_FRAGMENTS = 2
+CONSOLE_JOB = "nightly-migrate"
+CONSOLE_CONN = "ssh_async_db"
+CONSOLE_USER = "asyncdash"
+ANSIBLE_JID = "123456789012.4242"  # the jid in migrating-from-ansible.md  # tests/conftest.py points ssh_async_db at this user
+
+
+@dataclass(frozen=True)
+class Block:
+    doc: Path
+    line: int
+    lang: str
+    tags: tuple[str, ...]
+    text: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.doc.name}:{self.line}"
+
+    def tag(self, prefix: str) -> str | None:
+        return next((t[len(prefix) :] for t in self.tags if t.startswith(prefix)), None)
+
+
+FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+def blocks(doc: Path) -> list[Block]:
+    text = doc.read_text()
+    found = []
+    for m in FENCE.finditer(text):
+        info = m.group(1).split()
+        line = text.count("\n", 0, m.start()) + 1
+        found.append(Block(doc, line, info[0] if info else "", tuple(info[1:]), m.group(2)))
+    return found
+
+
+ALL = [b for doc in DOCS for b in blocks(doc)]
+DAG_BLOCKS = [b for b in ALL if b.lang == "python" and not b.tags]
+BEFORE_BLOCKS = [b for b in ALL if b.lang == "python" and "before" in b.tags]
+CONSOLE_BLOCKS = [b for b in ALL if b.lang == "console"]
+JSON_BLOCKS = [b for b in ALL if b.lang == "json"]
+
+
+def test_every_docs_block_is_a_kind_we_run_or_check() -> None:
+    docs_blocks = [b for b in ALL if b.doc.parent.name == "docs"]
+    unknown = [b.name for b in docs_blocks if b.lang not in KNOWN]
+    assert not unknown, f"fenced blocks with no (or an unknown) language: {unknown}"
+    python_tags = {t for b in ALL if b.lang == "python" for t in b.tags}
+    assert python_tags <= {"fragment", "before"}, python_tags
+    fragments = [b.name for b in ALL if b.lang == "python" and "fragment" in b.tags]
+    assert len(fragments) <= MAX_FRAGMENTS, f"too many python fragments that are not run: {fragments}"
+    assert [b for b in DAG_BLOCKS if b.doc.name == "README.md"], "README.md's example must be a runnable DAG"
+    assert len(DAG_BLOCKS) >= 6 and CONSOLE_BLOCKS and JSON_BLOCKS
+
+
+def test_yaml_blocks_parse() -> None:
+    import yaml
+
+    for b in (b for b in ALL if b.lang == "yaml"):
+        assert yaml.safe_load(b.text), b.name
+
+
+# --- the python DAG examples ----------------------------------------------------------
+
+
+def dag_id_of(block: Block) -> str:
+    m = re.search(r"""DAG\(\s*(?:dag_id=)?["']([^"']+)["']""", block.text)
+    assert m, f"{block.name}: no literal dag id"
+    return m.group(1)
+
+
+def file_name(block: Block) -> str:
+    return f"{block.doc.stem.replace('-', '_').lower()}_{block.line}.py"
+
+
+@pytest.fixture(scope="module")
+def readme_host(sshd: Any) -> Iterator[None]:
+    """What the examples assume exists: for README's, a `db_host` connection, a
+    `db` connection with a password and the migration program on the host;
+    for the Ansible one, a job that Ansible ran."""
+    import os
+
+    sshd.set_connection("db_host", CONSOLE_USER)
+    os.environ["AIRFLOW_CONN_DB"] = json.dumps({"conn_type": "generic", "password": "s3cret"})
+    program = Path("/opt/app/bin/migrate")
+    created = not program.exists()
+    if created:
+        program.parent.mkdir(parents=True, exist_ok=True)
+        program.write_text('#!/bin/sh\n[ "$DB_PASSWORD" = s3cret ] || { echo "no DB_PASSWORD" >&2; exit 2; }\necho "migrated $*"\n')
+        program.chmod(0o755)
+    # migrating-from-ansible.md watches a job Ansible ran: its result file,
+    # as async_wrapper leaves it for a finished `shell` task.
+    ansible_file = home("asyncbash") / ".ansible_async" / ANSIBLE_JID
+    ansible_file.parent.mkdir(exist_ok=True)
+    ansible_file.write_text(
+        json.dumps({"changed": True, "rc": 0, "stdout": "archived", "stderr": "", "msg": "",
+                    "start": "2026-03-02 01:00:00.000001", "end": "2026-03-02 01:00:03.000001",
+                    "delta": "0:00:03.000000", "cmd": "tar -czf /tmp/etc-backup.tgz -C /etc hostname passwd"})
+    )
+    shutil.chown(ansible_file.parent, "asyncbash", "asyncbash")
+    shutil.chown(ansible_file, "asyncbash", "asyncbash")
+    try:
+        yield
+    finally:
+        ansible_file.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree("/opt/app", ignore_errors=True)
+        os.environ.pop("AIRFLOW_CONN_DB", None)
+        os.environ.pop("AIRFLOW_CONN_DB_HOST", None)
+
+
+@pytest.fixture(scope="module")
+def docs_bag(airflow_db: None, sshd: Any, readme_host: None) -> Iterator[Any]:
+    """The docs' DAG files in a bundle folder (tests/dags is the `tests` bundle)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    assert not DOCS_DAGS.exists(), f"{DOCS_DAGS} is left from an earlier run: remove it"
+    DOCS_DAGS.mkdir(parents=True)
+    try:
+        for b in DAG_BLOCKS + BEFORE_BLOCKS:
+            (DOCS_DAGS / file_name(b)).write_text(b.text)
+        bag = DagBag(str(DOCS_DAGS))
+        assert not bag.import_errors, bag.import_errors
+        yield bag
+    finally:
+        shutil.rmtree(DOCS_DAGS, ignore_errors=True)
+
+
+def test_dag_ids_are_unique() -> None:
+    ids = [dag_id_of(b) for b in DAG_BLOCKS + BEFORE_BLOCKS]
+    assert len(ids) == len(set(ids)), ids
+
+
+def test_before_examples_of_the_migration_guides_parse(docs_bag: Any) -> None:
+    for b in BEFORE_BLOCKS:
+        assert dag_id_of(b) in docs_bag.dags, b.name
+
+
+@pytest.mark.parametrize("block", DAG_BLOCKS, ids=[b.name for b in DAG_BLOCKS])
+def test_dag_example_runs(block: Block, docs_bag: Any) -> None:
+    dag = docs_bag.dags[dag_id_of(block)]
+    expected = dict(t.split("=", 1) for t in (x[len("expect:") :] for x in block.tags if x.startswith("expect:")))
+    dag_run = dag.test()
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states == {t: expected.get(t, "success") for t in dag.task_ids}, f"{block.name}: {states}"
+
+
+# --- the console examples ---------------------------------------------------------------
+
+
+@pytest.fixture
+def console_job(sshd: Any) -> Iterator[None]:
+    """A fresh `nightly-migrate` on ssh_async_db: three lines a second apart."""
+    from airflow_ssh_async.hooks import SSHAsyncJobHook
+    from airflow_ssh_async.job import JobState
+
+    hook = SSHAsyncJobHook(CONSOLE_CONN)
+    d = hook.job_dir(CONSOLE_JOB)
+    status = hook.status([d])[d][0]
+    if not status.state.finished:
+        hook.cancel(d, grace=1)
+        deadline = time.monotonic() + 20
+        while not hook.status([d])[d][0].state.finished and time.monotonic() < deadline:
+            time.sleep(0.2)
+    if hook.status([d])[d][0].state is not JobState.MISSING:
+        hook.archive(d, remove=True)
+    hook.launch(CONSOLE_JOB, 'for i in 1 2 3; do echo "step $i"; sleep 1; done')
+    yield
+
+
+def commands(block: Block) -> list[tuple[str, list[str]]]:
+    """(command line, documented output lines) pairs."""
+    out: list[tuple[str, list[str]]] = []
+    for line in block.text.splitlines():
+        if line.startswith("$ "):
+            out.append((line[2:], []))
+        else:
+            assert out, f"{block.name}: output before any command"
+            out[-1][1].append(line)
+    return out
+
+
+@pytest.mark.parametrize("block", CONSOLE_BLOCKS, ids=[b.name for b in CONSOLE_BLOCKS])
+def test_console_example_runs(block: Block, console_job: None) -> None:
+    assert SCRIPT.exists(), f"{SCRIPT} is missing: pip install -e the repo"
+    want = int(block.tag("exit=") or 0)
+    for command, documented in commands(block):
+        argv = shlex.split(command)
+        assert argv[0] == "airflow-ssh-async", f"{block.name}: only airflow-ssh-async commands are run: {command}"
+        done = subprocess.run([str(SCRIPT), *argv[1:]], capture_output=True, text=True, timeout=120)
+        real = done.stdout + done.stderr
+        assert done.returncode == want, f"{block.name}: `{command}` exited {done.returncode}, not {want}:\n{real}"
+        assert "Traceback" not in real, real
+        text = "\n".join(documented)
+        if text.lstrip().startswith("{"):
+            assert set(json.loads(text)) == set(json.loads(done.stdout)), f"{block.name}: `{command}` keys differ"
+            continue
+        for line in documented:
+            word = line.split()[0] if line.split() else ""
+            assert word in real, f"{block.name}: `{command}` printed no {word!r}:\n{real}"
+
+
+# --- documented shapes against real ones -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_shapes(sshd: Any) -> dict[str, dict[str, Any]]:
+    """A real job's event, result, reference, job.json and result.json."""
+    import asyncio
+    import logging
+
+    from airflow_ssh_async.hooks import SSHAsyncJobHook
+    from airflow_ssh_async.job import JobRef
+    from airflow_ssh_async.watch import watch_job
+
+    hook = SSHAsyncJobHook(f"test_{CONSOLE_USER}")
+    job_id = f"docs-{uuid.uuid4().hex[:10]}"
+    # protocol.md: the job inherits umask 077 and LC_ALL=C from the launcher.
+    launched = hook.launch(job_id, 'umask; echo "$LC_ALL"')
+    ref = JobRef(f"test_{CONSOLE_USER}", job_id, launched.job_dir)
+    event = asyncio.run(watch_job(hook, ref, log=logging.getLogger("docs"), poll_interval=0.5))
+    folder = home(CONSOLE_USER) / ".airflow_async" / job_id
+    shapes = {
+        "event": event,
+        "result": event["result"],
+        "ref": event["job"],
+        "job.json": json.loads((folder / "job.json").read_text()),
+        "result.json": json.loads((folder / "result.json").read_text()),
+    }
+    hook.archive(launched.job_dir, remove=True)
+    return shapes
+
+
+def test_the_job_environment_is_as_documented(real_shapes: dict[str, dict[str, Any]]) -> None:
+    assert real_shapes["result"]["stdout_tail"] == "0077\nC\n"
+
+
+@pytest.mark.parametrize("block", JSON_BLOCKS, ids=[b.name for b in JSON_BLOCKS])
+def test_documented_shape_matches(block: Block, real_shapes: dict[str, dict[str, Any]]) -> None:
+    [kind] = block.tags
+    documented = json.loads(block.text)
+    real = real_shapes[kind]
+    assert set(documented) == set(real), f"{block.name}: documented {sorted(documented)}, real {sorted(real)}"
+    if kind == "event":
+        assert set(documented["job"]) == set(real["job"])
+
+
+# --- troubleshooting messages and parameter tables ---------------------------------------------
+
+
+def source_text() -> str:
+    text = "\n".join(p.read_text() for p in sorted(PROVIDER.rglob("*")) if p.suffix in (".py", ".sh"))
+    # Join implicitly concatenated string literals ("a " "b", across lines).
+    return re.sub(r"""(["'])\s*\n?\s*[rbf]*\1""", "", text)
+
+
+def test_troubleshooting_messages_occur_in_the_code() -> None:
+    code = source_text()
+    rows = re.findall(r"^\| `([^`]+)` \|", (REPO / "docs" / "troubleshooting.md").read_text(), re.M)
+    assert len(rows) >= 40, rows
+    missing = []
+    for message in rows:
+        for piece in message.split("…"):
+            piece = piece.strip(" .,:;()'")
+            if len(piece) >= 4 and piece not in code:
+                missing.append(f"{message!r}: {piece!r}")
+    assert not missing, "messages in troubleshooting.md that the code does not have:\n" + "\n".join(missing)
+
+
+def section(doc: str, heading: str) -> str:
+    text = (REPO / "docs" / doc).read_text()
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+@pytest.mark.parametrize(
+    "heading,cls",
+    [
+        ("SSHAsyncJobOperator", "airflow_ssh_async.operators.SSHAsyncJobOperator"),
+        ("SSHAsyncJobSensor", "airflow_ssh_async.sensors.SSHAsyncJobSensor"),
+        ("SSHAsyncJobTrigger", "airflow_ssh_async.triggers.SSHAsyncJobTrigger"),
+    ],
+)
+def test_reference_names_every_parameter(heading: str, cls: str) -> None:
+    import importlib
+
+    module, name = cls.rsplit(".", 1)
+    klass = getattr(importlib.import_module(module), name)
+    params = [p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "kwargs")]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section("reference.md", heading), re.M))
+    assert set(params) == documented, f"{heading}: code {sorted(params)}, docs {sorted(documented)}"
+    if hasattr(klass, "template_fields"):
+        templated = section("reference.md", heading).split("**Templated:**", 1)[1].split("\n\n", 1)[0]
+        assert set(re.findall(r"`(\w+)`", templated)) == set(klass.template_fields), heading
