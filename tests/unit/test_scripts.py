@@ -6,6 +6,7 @@ shell actually execute launch, supervise, status, output and signal.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -32,8 +33,10 @@ def shell(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
     return argv
 
 
-def run(shell: list[str], name: str, *args: str, stdin: bytes = b"", home: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {"PATH": os.environ["PATH"], "HOME": str(home)}
+def run(
+    shell: list[str], name: str, *args: str, stdin: bytes = b"", home: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), **(extra_env or {})}
     # Run the supervisor under the same shell; busybox needs a single path.
     env["AIRFLOW_ASYNC_SH"] = "/usr/local/bin/ash" if shell[0] == "busybox" else shutil.which(shell[0]) or ""
     return subprocess.run(
@@ -42,10 +45,22 @@ def run(shell: list[str], name: str, *args: str, stdin: bytes = b"", home: Path)
 
 
 def launch(
-    shell: list[str], home: Path, job: str, command: str, timeout: int = 0, env: dict | None = None
+    shell: list[str],
+    home: Path,
+    job: str,
+    command: str,
+    timeout: int = 0,
+    env: dict | None = None,
+    grace: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, bytes]:
     payload = launch_payload(command, env or {}, "", script("lib") + b"\n" + script("supervise"))
-    out = run(shell, "launch", "~/.airflow_async", job, str(timeout), "1", "test", stdin=payload, home=home)
+    out = run(
+        *(shell, "launch", "~/.airflow_async", job, str(timeout), str(grace), "test"),
+        stdin=payload,
+        home=home,
+        extra_env=extra_env,
+    )
     assert out.returncode == 0, out.stderr
     return dict(parse_frames(out.stdout))
 
@@ -115,3 +130,98 @@ def test_missing_cwd_is_refused_and_leaves_nothing(shell: list[str], tmp_path: P
     out = run(shell, "launch", "~/.airflow_async", "j5", "0", "1", "test", stdin=payload, home=tmp_path)
     assert out.returncode == 67 and b"/no/such/dir" in out.stderr
     assert sorted(os.listdir(tmp_path / ".airflow_async")) == []
+
+
+# --- the supervisor waits without a tick -------------------------------------------------
+
+
+def _result_after(job_dir: str, started: float, limit: float = 10) -> tuple[float, dict]:
+    """Seconds from STARTED until result.json appeared, and its content."""
+    path = Path(job_dir, "result.json")
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no result.json in {job_dir} after {limit}s"
+        time.sleep(0.01)
+    return time.monotonic() - started, json.loads(path.read_text())
+
+
+def _children(pid: int) -> list[str]:
+    """Command lines of PID's live children."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        if int(stat[1]) == pid and stat[0] != "Z":
+            out.append(cmd)
+    return out
+
+
+@pytest.mark.parametrize("timeout", [0, 60])
+@pytest.mark.parametrize("mode", ["", "tick"])
+def test_the_end_of_a_job_is_seen_at_once(shell: list[str], tmp_path: Path, timeout: int, mode: str) -> None:
+    """No 1 s tick: a 0.3 s job has its result within a fraction of a second
+    (the fallback `tick` mode within about a second), with its exit code."""
+    extra = {"AIRFLOW_ASYNC_WAIT": mode} if mode else None
+    started = time.monotonic()
+    rep = launch(shell, tmp_path, "quick", "sleep 0.3; exit 7", timeout=timeout, extra_env=extra)
+    took, result = _result_after(rep["job_dir"].decode(), started)
+    assert result["reason"] == "exited" and result["exit_code"] == 7
+    assert took < (1.6 if mode == "tick" else 0.9), f"result {took:.2f}s after launch"
+
+
+@pytest.mark.parametrize("code", ["exit 0", "exit 127", "kill -9 $$"])
+def test_exit_status_is_kept_exactly(shell: list[str], tmp_path: Path, code: str) -> None:
+    rep = launch(shell, tmp_path, "code", f"sleep 0.2; {code}", timeout=60)
+    _, result = _result_after(rep["job_dir"].decode(), time.monotonic())
+    want = {"exit 0": ("exited", 0, None), "exit 127": ("exited", 127, None), "kill -9 $$": ("signal", None, 9)}[code]
+    assert (result["reason"], result["exit_code"], result["signal"]) == want
+
+
+def test_no_helper_process_without_a_time_limit_and_one_sleep_with_it(shell: list[str], tmp_path: Path) -> None:
+    free = launch(shell, tmp_path, "free", "sleep 30")
+    limited = launch(shell, tmp_path, "limited", "sleep 30", timeout=600)
+    time.sleep(0.5)
+    for rep, want in ((free, []), (limited, ["sleep"])):
+        info = json.loads(Path(rep["job_dir"].decode(), "job.json").read_text())
+        helpers = [c for c in _children(info["supervisor_pid"]) if not c.startswith("/bin/sh ")]
+        assert [c.split()[0] for c in helpers] == want, helpers
+    for rep in (free, limited):
+        run(shell, "signal", rep["job_dir"].decode(), "1", home=tmp_path)
+
+
+def test_cancel_wakes_the_supervisor_which_escalates_after_the_grace(shell: list[str], tmp_path: Path) -> None:
+    """A job that ignores SIGTERM, a time limit far away: SIGKILL comes after
+    the grace period, not at the deadline."""
+    rep = launch(shell, tmp_path, "stubborn", "trap '' TERM; sleep 300", timeout=600, grace=1)
+    job_dir = rep["job_dir"].decode()
+    time.sleep(0.3)
+    started = time.monotonic()
+    out = run(shell, "signal", job_dir, "1", home=tmp_path)
+    assert dict(parse_frames(out.stdout))["outcome"] == b"cancelled", out.stderr
+    took, result = _result_after(job_dir, started)
+    assert (result["reason"], result["signal"]) == ("cancelled", 9)
+    assert took < 3.0, f"cancel took {took:.1f}s"
+    assert live_group_members(int(rep["pid"])) == []
+
+
+def test_time_limit_is_kept_to_the_second(shell: list[str], tmp_path: Path) -> None:
+    started = time.monotonic()
+    rep = launch(shell, tmp_path, "limit", "sleep 300", timeout=2)
+    took, result = _result_after(rep["job_dir"].decode(), started)
+    assert (result["reason"], result["signal"]) == ("timed_out", 15)
+    assert 1.0 < took < 3.5, f"time limit of 2 s hit after {took:.1f}s"
+
+
+def test_an_instant_job_with_a_far_time_limit_reports_at_once(shell: list[str], tmp_path: Path) -> None:
+    # The job ends before the supervisor starts waiting: that must not leave
+    # the supervisor asleep until the deadline (it did once, under dash and ash).
+    for i in range(5):
+        started = time.monotonic()
+        rep = launch(shell, tmp_path, f"instant{i}", "true", timeout=3600)
+        wait_state(shell, tmp_path, rep["job_dir"].decode(), JobState.SUCCEEDED, limit=10)
+        assert time.monotonic() - started < 3

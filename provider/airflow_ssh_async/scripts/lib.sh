@@ -48,6 +48,17 @@ expand_home() {
     esac
 }
 
+# expand_home_v PATH: as expand_home, into $_path: no subshell (status.sh
+# calls it for every job of a batch).
+expand_home_v() {
+    # shellcheck disable=SC2088 # a literal '~/' prefix is what we match
+    case $1 in
+        "~") _path=$HOME ;;
+        "~/"*) _path=$HOME/${1#"~/"} ;;
+        *) _path=$1 ;;
+    esac
+}
+
 # field NAME VALUE: one framed record, `NAME LEN\nVALUE\n`, byte exact.
 # Callers run with LC_ALL=C so that ${#v} counts bytes.
 field() {
@@ -65,26 +76,58 @@ field_file() {
     printf '\n'
 }
 
+# A newline, for splitting and building strings without a subshell.
+NL='
+'
+
 boot_id() {
-    cat /proc/sys/kernel/random/boot_id 2>/dev/null || :
+    boot_id_v
+    printf '%s' "$_boot"
+}
+
+# boot_id_v: the boot id into $_boot (empty without /proc), no subshell.
+boot_id_v() {
+    _boot=
+    { IFS= read -r _boot || :; } 2>/dev/null </proc/sys/kernel/random/boot_id
 }
 
 # proc_start PID: the process start time (clock ticks since boot) from
 # /proc, so a reused pid is told apart from the process we started.
 # Empty when the process is gone or the host has no /proc.
 proc_start() {
-    [ -r "/proc/$1/stat" ] || return 0
-    IFS= read -r _stat <"/proc/$1/stat" 2>/dev/null || return 0
+    proc_start_v "$1"
+    printf '%s' "$_pstart"
+}
+
+# proc_start_v PID: as proc_start, into $_pstart: the `read` builtin, no fork.
+proc_start_v() {
+    _pstart=
+    { IFS= read -r _stat || return 0; } 2>/dev/null <"/proc/$1/stat" || return 0
     # Field 2 (comm) may hold spaces and parentheses: cut at the last ') '.
     _stat=${_stat##*) }
     # shellcheck disable=SC2086 # splitting the numeric fields is the point
     set -- $_stat
+    [ $# -ge 20 ] || return 0
     shift 19
-    printf '%s' "$1"
+    _pstart=$1
 }
 
 # json_str VALUE: VALUE as a JSON string literal.
 json_str() {
+    json_str_v "$1"
+    printf '%s' "$_js"
+}
+
+# json_str_v VALUE: as json_str, into $_js. Plain printable ASCII without
+# quotes or backslashes (ids, paths, pids: nearly everything) takes no fork.
+json_str_v() {
+    case $1 in
+        *[\\\"]* | *[![:print:]]*) _js=$(json_str_awk "$1") ;;
+        *) _js="\"$1\"" ;;
+    esac
+}
+
+json_str_awk() {
     printf '%s' "$1" | awk '
         BEGIN { ORS = ""; printf "\"" }
         {

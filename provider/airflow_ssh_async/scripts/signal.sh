@@ -31,6 +31,13 @@ cancel() {
     fi
     now >"$_d/cancel"
     kill_group TERM "$_pid"
+    # Wake the supervisor so that it escalates at once rather than at its
+    # next timer: only one that says it takes the signal (older ones would
+    # die of it) and is still the process it was.
+    if grep -q '^  "wake_signal": "USR1"$' "$_d/job.json" 2>/dev/null &&
+        [ "$(proc_start "$_sup")" = "$(sed -n 's/^  "supervisor_start": "\(.*\)",$/\1/p' "$_d/job.json")" ]; then
+        kill -USR1 "$_sup" 2>/dev/null
+    fi
     if ! kill -0 "$_sup" 2>/dev/null; then
         _i=0
         while kill -0 "$_pid" 2>/dev/null && [ "$_i" -lt "$_grace" ]; do

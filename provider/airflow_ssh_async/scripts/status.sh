@@ -6,6 +6,108 @@
 # Stdout: framed fields; `protocol`, `now`, `boot_id` once, then per job
 # `job` (the dir as given), `path` (it with ~ resolved) and its facts. This script only reports;
 # the client decides the state (job.py), so the rules live in one place.
+#
+# A triggerer asks about every job it watches on a host in one call, so the
+# cost must not grow with forks per job: whatever the number of jobs, this
+# runs `date` once and one `wc -c` for the stream sizes of all of them
+# (and one more wc for each job found finished, whose sizes must be read
+# after its result); job.json, result.json, the boot id and /proc/PID/stat
+# are read with the `read` builtin.
+
+# read_json_file PATH WANT_BODY: a job.json or result.json that we wrote
+# (one key a line, or one line). Sets _pid and _sup from the "pid" and
+# "supervisor_pid" lines, and with WANT_BODY=1 the whole text in _body (the
+# final newline kept only when the file has one). Without WANT_BODY it stops
+# once both pids are read. _have=0 when there is no such file.
+read_json_file() {
+    _pid=
+    _sup=
+    _body=
+    _have=0
+    [ -f "$1" ] || return 0
+    _have=1
+    while :; do
+        _l=
+        if IFS= read -r _l; then
+            _nl=$NL
+        else
+            [ -n "$_l" ] || break
+            _nl=
+        fi
+        case $_l in
+            '  "pid": '*)
+                _pid=${_l#'  "pid": '}
+                _pid=${_pid%,}
+                ;;
+            '  "supervisor_pid": '*)
+                _sup=${_l#'  "supervisor_pid": '}
+                _sup=${_sup%,}
+                ;;
+        esac
+        if [ "$2" -eq 1 ]; then
+            _body=$_body$_l$_nl
+        elif [ -n "$_pid" ] && [ -n "$_sup" ]; then
+            break
+        fi
+        [ -n "$_nl" ] || break
+    done 2>/dev/null <"$1" || _have=0
+    case $_pid in '' | *[!0-9]*) _pid= ;; esac
+    case $_sup in '' | *[!0-9]*) _sup= ;; esac
+}
+
+# stream_paths JOB...: the stream files of every job, one a line, in the
+# order status_one asks for their sizes. A path with a newline in it is
+# left out (status_one then asks wc about it alone).
+stream_paths() {
+    for _a do
+        expand_home_v "${_a#+}"
+        # shellcheck disable=SC2154 # _path is set by lib.sh's helper above
+        case $_path in *"$NL"*) continue ;; esac
+        printf '%s/stdout\n%s/stderr\n%s/progress\n' "$_path" "$_path" "$_path"
+    done
+}
+
+# next_wc: the next `N NAME` line of the shared wc into _wn, _wname
+# (skipping the `total` lines; both empty at the end).
+next_wc() {
+    while read -r _wn _wname; do
+        [ "$_wname" = total ] || return 0
+    done
+    _wn=
+    _wname=
+}
+
+# size_of PATH: its size into _size: from the shared wc when its next line
+# names PATH, else (the file came after wc ran, or wc spelled its name its
+# own way) from a wc of its own, or 0 when there is no such file.
+size_of() {
+    if [ -n "$_wname" ] && [ "$_wname" = "$1" ]; then
+        _size=$_wn
+        next_wc
+    elif [ -f "$1" ]; then
+        _size=$(wc -c <"$1" 2>/dev/null) || _size=0
+        _size=$((_size + 0))
+    else
+        _size=0
+    fi
+}
+
+# sizes_now DIR: _out, _err, _prog from a wc of DIR's streams alone.
+sizes_now() {
+    _out=0
+    _err=0
+    _prog=0
+    _wcout=$(cd "$1" 2>/dev/null && wc -c stdout stderr progress 2>/dev/null)
+    while read -r _n _f; do
+        case $_f in
+            stdout) _out=$_n ;;
+            stderr) _err=$_n ;;
+            progress) _prog=$_n ;;
+        esac
+    done <<EOF
+$_wcout
+EOF
+}
 
 status_one() {
     _want_job_json=1
@@ -15,41 +117,59 @@ status_one() {
         _arg=${_arg#+}
         ;;
     esac
+    expand_home_v "$_arg"
+    _d=$_path
+    # Take this job's lines of the shared wc first, whatever follows.
+    size_of "$_d/stdout"
+    _out=$_size
+    size_of "$_d/stderr"
+    _err=$_size
+    size_of "$_d/progress"
+    _prog=$_size
     field job "$1"
-    _d=$(expand_home "$_arg")
     field path "$_d"
     if [ ! -d "$_d" ]; then
         field exists 0
         return 0
     fi
     field exists 1
-    [ "$_want_job_json" -eq 1 ] && field_file job.json "$_d/job.json"
-    field_file result.json "$_d/result.json"
-    if [ -f "$_d/job.json" ]; then
-        _pid=$(json_int pid "$_d/job.json")
-        _sup=$(json_int supervisor_pid "$_d/job.json")
-        if [ -n "$_pid" ]; then
-            if kill -0 "$_pid" 2>/dev/null; then field job_alive 1; else field job_alive 0; fi
-            field pid_start "$(proc_start "$_pid")"
-        fi
-        if [ -n "$_sup" ]; then
-            if kill -0 "$_sup" 2>/dev/null; then field supervisor_alive 1; else field supervisor_alive 0; fi
-            field supervisor_start "$(proc_start "$_sup")"
-        fi
+    read_json_file "$_d/job.json" "$_want_job_json"
+    [ "$_want_job_json" -eq 1 ] && [ "$_have" -eq 1 ] && field job.json "$_body"
+    # Liveness before result.json: a supervisor seen gone has written its
+    # result already, if it ever will, so "no result and no supervisor" is
+    # never a supervisor that was just writing it.
+    if [ -n "$_pid" ]; then
+        if kill -0 "$_pid" 2>/dev/null; then field job_alive 1; else field job_alive 0; fi
+        proc_start_v "$_pid"
+        # shellcheck disable=SC2154 # _pstart is set by lib.sh's helper above
+        field pid_start "$_pstart"
+    fi
+    if [ -n "$_sup" ]; then
+        if kill -0 "$_sup" 2>/dev/null; then field supervisor_alive 1; else field supervisor_alive 0; fi
+        proc_start_v "$_sup"
+        field supervisor_start "$_pstart"
+    fi
+    read_json_file "$_d/result.json" 1
+    if [ "$_have" -eq 1 ]; then
+        field result.json "$_body"
+        # The shared wc ran before this result was read: the job may have
+        # written its last output in between. Sizes taken now are final.
+        sizes_now "$_d"
     fi
     [ -e "$_d/cancel" ] && field cancel_requested 1
-    # One wc for the three streams: its lines come in argument order.
-    for _f in stdout stderr progress; do
-        [ -f "$_d/$_f" ] || field "${_f}_size" 0
+    field stdout_size "$_out"
+    field stderr_size "$_err"
+    field progress_size "$_prog"
+}
+
+report() {
+    next_wc # /dev/null's line
+    next_wc
+    for _job do
+        status_one "$_job"
     done
-    set --
-    for _f in stdout stderr progress; do
-        [ -f "$_d/$_f" ] && set -- "$@" "$_f"
-    done
-    [ $# -eq 0 ] && return 0
-    (cd "$_d" && wc -c "$@") | while read -r _n _name; do
-        [ "$_name" = total ] || field "${_name}_size" "$_n"
-    done
+    # Drain what is left so that wc never dies of a closed pipe.
+    while read -r _wn _wname; do :; done
 }
 
 main() {
@@ -57,10 +177,20 @@ main() {
     export LC_ALL
     field protocol "$PROTOCOL"
     field now "$(now)"
-    field boot_id "$(boot_id)"
-    for _job do
-        status_one "$_job"
-    done
+    boot_id_v
+    # shellcheck disable=SC2154 # _boot is set by lib.sh's helper above
+    field boot_id "$_boot"
+    [ $# -gt 0 ] || return 0
+    # One wc for every stream of every job; /dev/null first so that wc
+    # never reads stdin. Its lines come in argument order.
+    {
+        _list=$(stream_paths "$@")
+        set -f
+        IFS=$NL
+        # shellcheck disable=SC2086 # one path a line: splitting is the point
+        set -- $_list
+        exec wc -c /dev/null "$@" 2>/dev/null
+    } | report "$@"
 }
 
 main "$@" || exit 1

@@ -7,41 +7,62 @@
 # writes job.json, prints the launch report on stdout and closes it, then
 # waits. It enforces the time limit (SIGTERM to the job's process group,
 # SIGKILL after GRACE seconds), escalates a cancel the same way, and writes
-# result.json atomically when the job ends. Beside the job it costs this one
-# shell and a short `sleep`.
-
-# tick: how long to sleep between checks; short at first so that quick jobs
-# report at once, then one second.
-tick() {
-    if [ "$_ticks" -lt 20 ]; then
-        _ticks=$((_ticks + 1))
-        sleep 0.1 2>/dev/null || sleep 1
-    else
-        sleep 1
-    fi
-}
+# result.json atomically when the job ends.
+#
+# No periodic tick: the supervisor sleeps in the `wait` builtin and wakes
+# only when something happens.
+# - Nothing due (no time limit, no SIGKILL pending): `wait JOB`. It returns
+#   the moment the job ends, or when signal.sh's SIGUSR1 (a cancel; see
+#   "wake_signal" in job.json) interrupts it. Beside the job: this shell only.
+# - Something due at a known second: one `sleep` child for exactly the time
+#   left, then
+#     dash, busybox ash ("chld"): `wait SLEEP` under a CHLD trap, which these
+#       shells honour by returning as soon as any child (the job) ends;
+#     bash 4.3+ ("waitn"): `wait -n`, which returns when either child ends;
+#     other shells, or AIRFLOW_ASYNC_WAIT=tick ("tick"): a `sleep` of at
+#       most one second, then look again.
+#   Beside the job: this shell and one `sleep`.
 
 write_job_json() {
+    _host=
+    { IFS= read -r _host || :; } 2>/dev/null </proc/sys/kernel/hostname
+    [ -n "$_host" ] || _host=$(uname -n)
+    _user=${LOGNAME:-${USER:-}}
+    [ -n "$_user" ] || _user=$(id -un 2>/dev/null)
+    proc_start_v "$_pid"
+    # shellcheck disable=SC2154 # _pstart is set by lib.sh's helper above
+    _pid_start=$_pstart
+    proc_start_v "$$"
+    boot_id_v
     {
         printf '{\n'
         printf '  "protocol": %s,\n' "$PROTOCOL"
-        printf '  "id": %s,\n' "$(json_str "$_id")"
-        printf '  "host": %s,\n' "$(json_str "$(uname -n)")"
-        printf '  "user": %s,\n' "$(json_str "$(id -un 2>/dev/null)")"
-        printf '  "job_dir": %s,\n' "$(json_str "$_dir")"
-        printf '  "cwd": %s,\n' "$(json_str "$_cwd")"
-        printf '  "origin": %s,\n' "$(json_str "$_origin")"
+        json_str_v "$_id"
+        # shellcheck disable=SC2154 # _js is set by lib.sh's helper above
+        printf '  "id": %s,\n' "$_js"
+        json_str_v "$_host"
+        printf '  "host": %s,\n' "$_js"
+        json_str_v "$_user"
+        printf '  "user": %s,\n' "$_js"
+        json_str_v "$_dir"
+        printf '  "job_dir": %s,\n' "$_js"
+        json_str_v "$_cwd"
+        printf '  "cwd": %s,\n' "$_js"
+        json_str_v "$_origin"
+        printf '  "origin": %s,\n' "$_js"
         printf '  "pid": %s,\n' "$_pid"
         printf '  "pgid": %s,\n' "$_pid"
-        printf '  "pid_start": %s,\n' "$(json_str "$(proc_start "$_pid")")"
+        printf '  "pid_start": "%s",\n' "$_pid_start"
         printf '  "supervisor_pid": %s,\n' "$$"
-        printf '  "supervisor_start": %s,\n' "$(json_str "$(proc_start "$$")")"
-        printf '  "boot_id": %s,\n' "$(json_str "$(boot_id)")"
+        printf '  "supervisor_start": "%s",\n' "$_pstart"
+        # shellcheck disable=SC2154 # _boot is set by lib.sh's helper above
+        printf '  "boot_id": "%s",\n' "$_boot"
         printf '  "start_time": %s,\n' "$_start"
         printf '  "timeout": %s,\n' "$_timeout"
-        printf '  "grace": %s\n' "$_grace"
+        printf '  "grace": %s,\n' "$_grace"
+        printf '  "wake_signal": "USR1"\n'
         printf '}\n'
-    } | write_atomic "$_dir/job.json"
+    } >job.json.tmp && mv -f job.json.tmp job.json
 }
 
 # write_result REASON EXIT_CODE SIGNAL
@@ -73,6 +94,149 @@ finish() {
     write_result "$_reason" "$_code" "$_sig"
 }
 
+wait_mode() {
+    _mode=${AIRFLOW_ASYNC_WAIT:-}
+    case $_mode in chld | waitn | tick) return 0 ;; esac
+    if [ -n "${BASH_VERSION:-}" ]; then
+        case $BASH_VERSION in
+            [5-9].* | [1-9][0-9]* | 4.[3-9]*) _mode=waitn ;;
+            *) _mode=tick ;;
+        esac
+    elif [ -n "${KSH_VERSION:-}${ZSH_VERSION:-}" ]; then
+        _mode=tick
+    else
+        _mode=chld # dash, busybox ash (and the other ash descendants)
+    fi
+}
+
+# act NOW: send what is due (a cancel's or the time limit's SIGTERM, the
+# SIGKILL after the grace period); set _due to when the next thing is due
+# (0: nothing), always later than NOW.
+act() {
+    if [ "$_term_at" -eq 0 ]; then
+        if [ -e cancel ]; then
+            # signal.sh has sent SIGTERM already; send it again in case
+            # it came before the job's setsid made its process group.
+            _term_at=$1
+            kill_group TERM "$_pid"
+        elif [ "$_deadline" -gt 0 ] && [ "$1" -ge "$_deadline" ]; then
+            printf '%s\n' "$1" >timed_out
+            _term_at=$1
+            kill_group TERM "$_pid"
+        fi
+    fi
+    if [ "$_term_at" -gt 0 ] && [ "$_killed" -eq 0 ] && [ "$1" -ge $((_term_at + _grace)) ]; then
+        kill_group KILL "$_pid"
+        _killed=1
+    fi
+    if [ "$_term_at" -eq 0 ]; then
+        _due=$_deadline
+    elif [ "$_killed" -eq 0 ]; then
+        _due=$((_term_at + _grace))
+    else
+        _due=0
+    fi
+}
+
+stop_timer() {
+    [ -n "$_sleep" ] && kill "$_sleep" 2>/dev/null
+    _sleep=
+    _sleep_due=
+}
+
+# watch: wait for the job, acting on cancels and the time limit; leaves its
+# exit status in _st.
+watch() {
+    _deadline=0
+    [ "$_timeout" -gt 0 ] && _deadline=$((_start + _timeout))
+    _term_at=0
+    _killed=0
+    _sleep=
+    _sleep_due=
+    wait_mode
+    [ "$_mode" = chld ] && trap '_chld=1' CHLD
+    _now=$_start
+    while :; do
+        act "$_now"
+        _wake=0
+        _chld=0
+        if [ "$_due" -eq 0 ] && [ "$_mode" != tick ]; then
+            stop_timer
+            wait_job && return 0
+        else
+            _left=1
+            [ "$_due" -gt 0 ] && _left=$((_due - _now))
+            [ "$_mode" = tick ] && [ "$_left" -gt 1 ] && _left=1
+            if [ -n "$_sleep" ] && { [ "$_sleep_due" != "$_due" ] || ! kill -0 "$_sleep" 2>/dev/null; }; then
+                stop_timer
+            fi
+            if [ -z "$_sleep" ]; then
+                sleep "$_left" &
+                _sleep=$!
+                _sleep_due=$_due
+            fi
+            case $_mode in
+                waitn)
+                    # shellcheck disable=SC3045 # bash only, chosen by wait_mode
+                    wait -n
+                    ;;
+                tick) wait "$_sleep" ;;
+                *)
+                    # chld: wait for the job itself, which returns at once if
+                    # it has ended already; the timer's end (CHLD) or a cancel
+                    # (USR1) interrupts. Waiting for the sleep instead missed a
+                    # job that ended before this wait began: it slept to the
+                    # deadline.
+                    if wait_job; then
+                        stop_timer
+                        return 0
+                    fi
+                    ;;
+            esac
+            # Once the sleep ended it is reaped: never wait for it again.
+            kill -0 "$_sleep" 2>/dev/null || _sleep='';
+        fi
+        # The shell reaped the job if it ended: its pid is gone.
+        kill -0 "$_pid" 2>/dev/null || break
+        _now=$(now)
+    done
+    # The job has ended (the tick and wait -n modes come out here). Let no
+    # trap interrupt the last wait, which returns its status at once.
+    trap '' USR1
+    [ "$_mode" = chld ] && trap - CHLD
+    stop_timer
+    wait "$_pid"
+    _st=$?
+}
+
+# wait_job: wait for the job. 0 with its exit status in _st once it has
+# ended; 1 when a trap (the timer's CHLD, a cancel's USR1) cut the wait short
+# while it runs on. When a trap fires as the job ends, dash hands back the
+# job's status, but busybox ash hands back the trap's (128 + the signal) and
+# keeps the job's for the next wait: ask again when the code names a trapped
+# signal. No job dies of SIGCHLD, so a CHLD code is always the trap's.
+wait_job() {
+    wait "$_pid"
+    _st=$?
+    [ "$_st" -le 128 ] && return 0
+    [ "$_wake$_chld" = 00 ] && return 0
+    kill -0 "$_pid" 2>/dev/null && return 1
+    case $(kill -l "$_st" 2>/dev/null) in
+        CHLD)
+            wait "$_pid"
+            _st=$?
+            ;;
+        USR1)
+            # Killed by USR1 itself (dash already gave that): keep it when
+            # the status is gone (127).
+            wait "$_pid"
+            _again=$?
+            [ "$_again" -eq 127 ] || _st=$_again
+            ;;
+    esac
+    return 0
+}
+
 supervise() {
     _dir=$1
     _id=$2
@@ -80,8 +244,10 @@ supervise() {
     _grace=$4
     _cwd=$5
     _origin=$6
-    _ticks=0
     trap '' HUP
+    # signal.sh wakes us with USR1 when a cancel is asked (trapped before
+    # job.json names our pid).
+    trap '_wake=1' USR1
     cd "$_dir" || exit 1
     : >stdout
     : >stderr
@@ -90,6 +256,7 @@ supervise() {
     # by the job's own shell and removed before the command runs, so it never
     # reaches argv and lives on disk only as long as the launch.
     (
+        trap - USR1
         # shellcheck source=/dev/null # written by launch at run time
         . ./env
         rm -f ./env
@@ -110,30 +277,8 @@ supervise() {
         field start_time "$_start"
     )
     exec >/dev/null
-
-    _deadline=0
-    [ "$_timeout" -gt 0 ] && _deadline=$((_start + _timeout))
-    _term_at=0
-    while kill -0 "$_pid" 2>/dev/null; do
-        tick
-        _now=$(now)
-        if [ "$_term_at" -eq 0 ]; then
-            if [ -e cancel ]; then
-                # signal.sh has sent SIGTERM already; send it again in case
-                # it came before the job's setsid made its process group.
-                _term_at=$_now
-                kill_group TERM "$_pid"
-            elif [ "$_deadline" -gt 0 ] && [ "$_now" -ge "$_deadline" ]; then
-                now >timed_out
-                _term_at=$_now
-                kill_group TERM "$_pid"
-            fi
-        elif [ "$_now" -ge $((_term_at + _grace)) ]; then
-            kill_group KILL "$_pid"
-        fi
-    done
-    wait "$_pid"
-    finish "$?"
+    watch
+    finish "$_st"
 }
 
 main() {
