@@ -30,7 +30,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 # Every peer logs each SSH command at INFO; printing that would be timed too.
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 
-from airflow_ssh_async.hooks import Launched  # noqa: E402
 from peers import (  # noqa: E402
     CONN_TIMEOUT,
     AnsiblePeer,
@@ -43,6 +42,8 @@ from peers import (  # noqa: E402
     quiet_logs,
     timed,
 )
+
+from airflow_ssh_async.hooks import Launched  # noqa: E402
 from tests.harness.sshd import SSHServer, start_server  # noqa: E402
 
 DASH, BASH = "asyncdash", "asyncbash"
@@ -161,6 +162,12 @@ def footprints(p: Peers) -> list[Footprint]:
     return [
         measure_footprint("ours", DASH, lambda: p.ours.launch(FOOTPRINT_CMD), lambda job: p.ours.cleanup([job])),
         measure_footprint(
+            "ours, job_timeout=3600",
+            DASH,
+            lambda: p.ours.launch(FOOTPRINT_CMD, timeout=3600),
+            lambda job: p.ours.cleanup([job]),
+        ),
+        measure_footprint(
             "ansible async", DASH, lambda: p.ansible.launch(FOOTPRINT_CMD), lambda jid: p.ansible.cleanup([jid])
         ),
         measure_footprint(
@@ -211,8 +218,11 @@ def table(rows: list[dict[str, Any]]) -> str:
 def footprint_table(fps: list[Footprint]) -> str:
     lines = []
     for fp in fps:
-        lines.append(f"{fp.method} ({fp.user}): {fp.count} processes besides the job, {fp.rss_kb} kB RSS")
-        lines += [f"    {p.rss_kb:>6} kB  {p.cmdline[:150]}" for p in fp.processes]
+        lines.append(f"{fp.method} ({fp.user}): {fp.count} helper processes beside the job, {fp.rss_kb} kB RSS")
+        lines += [
+            f"    {p.rss_kb:>6} kB  {p.cmdline[:150]}" + ("" if p in fp.helpers else "   (the job's own shell)")
+            for p in fp.processes
+        ]
         if fp.leftover:
             lines.append(f"    LEFT AFTER CLEANUP: pids {fp.leftover}")
         if fp.jobs > 1:

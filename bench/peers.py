@@ -174,6 +174,9 @@ def wait_gone(pids: set[int], timeout: float = 15.0) -> set[int]:
 # --- footprint of one running job ---------------------------------------------------------
 
 
+JOB_SHELL = re.compile(r"^/bin/sh /\S+/command$")
+
+
 @dataclass
 class Footprint:
     """What stays on the host beside the job's own process while it runs."""
@@ -186,12 +189,22 @@ class Footprint:
     jobs: int = 1  # new processes running the job command: more than 1 means someone else ran it too
 
     @property
+    def helpers(self) -> list[Proc]:
+        """The processes that are there for the job, not the job's own shell
+        (our `/bin/sh JOB_DIR/command` is the user's script being run)."""
+        return [p for p in self.processes if not JOB_SHELL.match(p.cmdline)]
+
+    @property
     def count(self) -> int:
-        return len(self.processes)
+        return len(self.helpers)
 
     @property
     def rss_kb(self) -> int:
-        return sum(p.rss_kb for p in self.processes)
+        return sum(p.rss_kb for p in self.helpers)
+
+    @property
+    def job_shell_kb(self) -> int:
+        return sum(p.rss_kb for p in self.processes if JOB_SHELL.match(p.cmdline))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -199,6 +212,7 @@ class Footprint:
             "user": self.user,
             "processes": self.count,
             "rss_kb": self.rss_kb,
+            "job_shell_kb": self.job_shell_kb,
             "cmdlines": [f"{p.rss_kb} kB  {p.cmdline[:200]}" for p in self.processes],
             "leftover_after_cleanup": self.leftover,
             "unrelated_new_processes": self.unrelated,
@@ -248,9 +262,9 @@ def measure_footprint(
 ) -> Footprint:
     """Launch, let the launcher's own SSH session end, then sample /proc.
 
-    SETTLE covers our supervisor's fast start (20 ticks of 0.1 s) and the
-    sshd session closing. Of SAMPLES snapshots 0.3 s apart the heaviest is
-    kept: a supervisor's tick `sleep` comes and goes, and we count it.
+    SETTLE covers the sshd session closing and any start-up work. Of SAMPLES
+    snapshots 0.3 s apart the heaviest is kept: a helper that comes and goes
+    (an older supervisor's tick `sleep`) is counted.
     """
     before = set(user_processes(user))
     handle = launch()
@@ -285,8 +299,8 @@ class Ours:
 
     conn_id: str
 
-    def launch(self, command: str) -> Launched:
-        return SSHAsyncJobHook(self.conn_id).launch(new_job_id(), command)
+    def launch(self, command: str, timeout: int = 0) -> Launched:
+        return SSHAsyncJobHook(self.conn_id).launch(new_job_id(), command, timeout=timeout)
 
     async def _poll(self, hook: SSHAsyncJobHook, job_dir: str, **host: Any) -> None:
         await hook.astatus([job_dir], **host)
