@@ -84,7 +84,7 @@ class HostBatcher:
         # One call reads every request; its size cap is the largest asked for.
         max_bytes = max(r[3] for r in requests)
         chunks = await self._hook.aread([r[:3] for r in requests], max_bytes=max_bytes, host=self._host)
-        return {r: Chunk(c.data[: r[3]], c.size, c.missing) for r, c in zip(requests, chunks)}
+        return {r: Chunk(c.data[: r[3]], c.size, c.missing) for r, c in zip(requests, chunks, strict=True)}
 
     def forget(self, job_dir: str) -> None:
         self._job_json.pop(job_dir, None)

@@ -28,7 +28,6 @@ from airflow_ssh_async.errors import (
     ConnectionNotFoundError,
     HostKeyError,
     JobNotFoundError,
-    RemoteCommandError,
     SSHAsyncJobError,
     SSHAuthError,
     SSHConnectError,
@@ -205,7 +204,7 @@ def print_json(value: Any) -> None:
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     for line in [headers, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
 def error_line(message: str) -> None:
@@ -375,11 +374,18 @@ async def cmd_status(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remo
                 ("pid", str(status.pid) if status.pid is not None else "-"),
                 ("exit", fmt_exit(status)),
                 ("started", f"{fmt_time(status.start_time)} ({fmt_span(rec['age'])} ago)"),
-                ("ended", f"{fmt_time(status.end_time)} ({fmt_span(rec['ended_ago'])} ago)"
-                 if status.end_time is not None else "-"),
+                (
+                    "ended",
+                    f"{fmt_time(status.end_time)} ({fmt_span(rec['ended_ago'])} ago)"
+                    if status.end_time is not None
+                    else "-",
+                ),
                 ("duration", fmt_span(rec["duration"])),
-                ("output", f"stdout {rec['stdout_size'] or 0} B, stderr {rec['stderr_size'] or 0} B, "
-                 f"progress {rec['progress_size'] or 0} B"),
+                (
+                    "output",
+                    f"stdout {rec['stdout_size'] or 0} B, stderr {rec['stderr_size'] or 0} B, "
+                    f"progress {rec['progress_size'] or 0} B",
+                ),
             ]
         for key, value in lines:
             print(f"{key + ':':<10}{value}")
@@ -544,8 +550,10 @@ async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHo
         for job_id, why in skipped.items():
             print(f"skipped {job_id}: {why}")
         count = len(candidates) if args.dry_run else len(removed)
-        print(f"{verb} {count} job folder(s) older than {fmt_span(args.older_than)} in {listing.async_dir} "
-              f"on {host.options.label}")
+        print(
+            f"{verb} {count} job folder(s) older than {fmt_span(args.older_than)} in {listing.async_dir} "
+            f"on {host.options.label}"
+        )
     return Exit.ERROR if any(why != "changed since the listing" for why in skipped.values()) else Exit.OK
 
 
@@ -584,32 +592,64 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Command, help_text: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=parents, help=help_text, description=help_text, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            parents=parents,
+            help=help_text,
+            description=help_text,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=fn)
         return p
 
     p = add("jobs", cmd_jobs, "list jobs with state, age, pid and exit code", [common])
-    p.add_argument("--state", action="append", metavar="STATE",
-                   choices=[s.value for s in JobState if s is not JobState.MISSING] + ["error"],
-                   help="show only jobs in this state (repeatable)")
+    p.add_argument(
+        "--state",
+        action="append",
+        metavar="STATE",
+        choices=[s.value for s in JobState if s is not JobState.MISSING] + ["error"],
+        help="show only jobs in this state (repeatable)",
+    )
     add("status", cmd_status, "show one job's state; the exit code follows it", [common, job])
     p = add("logs", cmd_logs, "print a job's stdout (or stderr)", [common, job])
-    p.add_argument("--stderr", dest="stream", action="store_const", const="stderr", default="stdout",
-                   help="print stderr instead of stdout")
-    p.add_argument("--progress", dest="stream", action="store_const", const="progress",
-                   help="print the progress file instead of stdout")
-    p.add_argument("-f", "--follow", action="store_true",
-                   help="keep printing as the output grows until the job ends; exit with its state's code")
+    p.add_argument(
+        "--stderr",
+        dest="stream",
+        action="store_const",
+        const="stderr",
+        default="stdout",
+        help="print stderr instead of stdout",
+    )
+    p.add_argument(
+        "--progress",
+        dest="stream",
+        action="store_const",
+        const="progress",
+        help="print the progress file instead of stdout",
+    )
+    p.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing as the output grows until the job ends; exit with its state's code",
+    )
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="poll interval for --follow")
-    p = add("kill", cmd_kill, "cancel a job: SIGTERM to its process group, SIGKILL after the grace period",
-            [common, job])
+    p = add(
+        "kill", cmd_kill, "cancel a job: SIGTERM to its process group, SIGKILL after the grace period", [common, job]
+    )
     p.add_argument("--grace", type=int, default=10, metavar="SECONDS", help="SIGTERM to SIGKILL delay (default 10)")
     p.add_argument("--wait", action="store_true", help="wait until the job has ended and show its final state")
-    p = add("gc", cmd_gc, "remove finished job folders whose end is older than --older-than (never a running one)",
-            [common])
-    p.add_argument("--older-than", type=parse_duration, required=True, metavar="AGE",
-                   help="e.g. 7d, 12h, 30m, 2w; lost jobs (no end time) count from their start")
+    p = add(
+        "gc", cmd_gc, "remove finished job folders whose end is older than --older-than (never a running one)", [common]
+    )
+    p.add_argument(
+        "--older-than",
+        type=parse_duration,
+        required=True,
+        metavar="AGE",
+        help="e.g. 7d, 12h, 30m, 2w; lost jobs (no end time) count from their start",
+    )
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     return parser
 

@@ -153,6 +153,8 @@ def connect_kwargs(options: SSHOptions) -> dict[str, object]:
         "keepalive_interval": 30,
         "keepalive_count_max": 3,
     }
+    if not options.compress:  # SSHHook's compress=false: no compression negotiated
+        kwargs["compression_algs"] = None
     if options.password:
         kwargs["password"] = options.password
     if options.private_key:
@@ -221,8 +223,7 @@ async def _connect(
             f"host key not trusted ({exc.reason}): the host presented the {shown}, which is not the key in "
             f"{key_source or host_key_source(options)}" + (f" ({expected})" if expected else ""),
             host=label,
-            hint="If the host was reinstalled, update that entry; otherwise do not connect: someone may be "
-            "in between.",
+            hint="If the host was reinstalled, update that entry; otherwise do not connect: someone may be in between.",
         ) from None
     except asyncssh.KeyImportError as exc:
         raise SSHAuthError(
@@ -306,7 +307,9 @@ class RemoteHost:
                 result = await self._run_channel(conn, remote_command(name, args), stdin, timeout)
         except asyncssh.ChannelOpenError as exc:
             self._shared.drop(conn)
-            raise SSHConnectError(f"cannot open an SSH channel ({exc.reason})", host=self.options.label, job_id=job_id) from None
+            raise SSHConnectError(
+                f"cannot open an SSH channel ({exc.reason})", host=self.options.label, job_id=job_id
+            ) from None
         except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
             self._shared.drop(conn)
             raise SSHConnectError(
@@ -327,7 +330,6 @@ class RemoteHost:
         error = _EXIT_ERRORS.get(status, RemoteCommandError)
         message = stderr.removeprefix("airflow-ssh-async: error: ") or f"remote {name} exited {status}"
         raise error(message, code=status, stderr=stderr, host=self.options.label, job_id=job_id)
-
 
     @staticmethod
     async def _run_channel(

@@ -31,10 +31,12 @@ from dataclasses import dataclass, field, replace
 from getpass import getuser
 from typing import Any
 
+from airflow_ssh_async.errors import SSHAsyncJobError
+
 SSH_PORT = 22
 
 
-class ConnectionConfigError(ValueError):
+class ConnectionConfigError(SSHAsyncJobError, ValueError):
     """A connection that cannot be used as given; the message says what to change."""
 
 
@@ -131,9 +133,7 @@ def options_from_connection(conn: Any) -> SSHOptions:
     key_file = extra.get("key_file")
     private_key = extra.get("private_key")
     if key_file and private_key:
-        raise ConnectionConfigError(
-            f"connection {conn_id!r} sets both key_file and private_key: keep one of them"
-        )
+        raise ConnectionConfigError(f"connection {conn_id!r} sets both key_file and private_key: keep one of them")
     host_key = extra.get("host_key")
     no_check_raw = extra.get("no_host_key_check", extra.get("ignore_hostkey_verification"))
     no_host_key_check = _true(no_check_raw) if no_check_raw is not None else False
@@ -176,7 +176,7 @@ def options_from_connection(conn: Any) -> SSHOptions:
         known_hosts=extra.get("known_hosts"),
         no_host_key_check=no_host_key_check,
         allow_host_key_change=_true(extra.get("allow_host_key_change", False)),
-        look_for_keys=not (str(extra.get("look_for_keys", "true")).lower() == "false"),
+        look_for_keys=str(extra.get("look_for_keys", "true")).lower() != "false",
         conn_timeout=float(conn_timeout) if conn_timeout not in (None, "") else None,
         compress=str(extra.get("compress", "true")).lower() != "false",
         proxy_command=_expand_proxy(extra.get("proxy_command"), conn.host, int(conn.port or SSH_PORT), conn.login)
@@ -198,9 +198,7 @@ def jump_options(options: SSHOptions) -> SSHOptions | None:
     if hostport.count(":") == 1:
         host, _, port_s = hostport.partition(":")
         if not port_s.isdigit():
-            raise ConnectionConfigError(
-                f"connection {options.conn_id!r}: jump_host {spec!r} is not [user@]host[:port]"
-            )
+            raise ConnectionConfigError(f"connection {options.conn_id!r}: jump_host {spec!r} is not [user@]host[:port]")
         port = int(port_s)
     if not host:
         raise ConnectionConfigError(f"connection {options.conn_id!r}: jump_host {spec!r} has no host")

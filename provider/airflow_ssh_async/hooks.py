@@ -19,7 +19,9 @@ from airflow_ssh_async.errors import ConnectionNotFoundError, SSHAsyncJobError
 from airflow_ssh_async.job import (
     DEFAULT_ASYNC_DIR,
     JobFacts,
+    JobRef,
     JobStatus,
+    build_result,
     classify,
     fields_dict,
     job_dir,
@@ -136,7 +138,10 @@ class SSHAsyncJobHook(BaseHook):
         validate_job_id(job_id)
         if not command or not command.strip():
             raise SSHAsyncJobError("the command is empty", job_id=job_id, hint="Give the operator a command.")
-        payload = launch_payload(command, environment or {}, cwd or "", script("lib") + b"\n" + script("supervise"))
+        try:
+            payload = launch_payload(command, environment or {}, cwd or "", script("lib") + b"\n" + script("supervise"))
+        except ValueError as exc:  # a bad environment variable name
+            raise SSHAsyncJobError(str(exc), job_id=job_id, hint="Fix the operator's environment.") from None
         args = [self.async_dir, job_id, str(int(timeout or 0)), str(int(grace)), origin]
 
         async def go(h: RemoteHost) -> Launched:
@@ -201,6 +206,26 @@ class SSHAsyncJobHook(BaseHook):
             return chunks
 
         return await (go(host) if host else self._with_host(go))
+
+    async def afinished_result(
+        self, ref: JobRef, status: JobStatus, *, tail_bytes: int = 4096, host: RemoteHost | None = None
+    ) -> dict[str, Any]:
+        """The result dict of a job found finished, with its output tails read in one call.
+
+        What a trigger collects while streaming, read at once for a job that
+        ended while nobody watched (a retry taking a result, a sensor's first poke).
+        """
+        streams = ("stdout", "stderr", "progress")
+        requests = [(ref.job_dir, s, max(0, status.sizes.get(s, 0) - tail_bytes)) for s in streams]
+        stdout, stderr, progress = await self.aread(requests, max_bytes=tail_bytes, host=host)
+        lines = progress.data.decode(errors="replace").splitlines()
+        return build_result(
+            ref,
+            status,
+            progress=lines[-1] if lines else "",
+            stdout_tail=stdout.data.decode(errors="ignore"),
+            stderr_tail=stderr.data.decode(errors="ignore"),
+        )
 
     async def acancel(self, job_dir: str, *, grace: int = DEFAULT_GRACE, host: RemoteHost | None = None) -> str:
         """SIGTERM the job's process group (SIGKILL after GRACE); return the outcome."""

@@ -21,7 +21,6 @@ from airflow_ssh_async.job import (
     JobRef,
     JobState,
     OnExisting,
-    build_result,
     decide_existing,
     delivery_marker,
     derive_job_id,
@@ -66,16 +65,18 @@ class SSHAsyncJobOperator(BaseOperator):
     :param kill_on_cancel: cancel the remote job when the task is marked
         failed or success while waiting. A clear does not cancel: the next
         try re-attaches to the running job.
-    :param async_dir: where job folders live on the host.
+    :param async_dir: where job folders live on the host. Templated.
     :param cleanup: ``never`` (default), ``on_success`` or ``always``: remove
         the job folder once the result is taken.
     :param skip_on_exit_code: exit codes that skip the task instead of failing it.
     :param tail_bytes: bytes of stdout and stderr kept in the result.
     :param connection_patience: seconds of failed polls before giving up.
     :param grace: seconds between SIGTERM and SIGKILL.
+    :param stream_output: log the job's new stdout, stderr and progress
+        lines while it runs (the result keeps the tails either way).
     """
 
-    template_fields = ("command", "environment", "cwd", "job_id")
+    template_fields = ("command", "environment", "cwd", "job_id", "async_dir")
     template_fields_renderers = {"command": "bash", "environment": "json"}
     template_ext = ()  # a command ending in .sh is run, not loaded as a template
     ui_color = "#e3f1f8"
@@ -100,6 +101,7 @@ class SSHAsyncJobOperator(BaseOperator):
         tail_bytes: int = 4096,
         connection_patience: float = 300.0,
         grace: int = DEFAULT_GRACE,
+        stream_output: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,6 +131,7 @@ class SSHAsyncJobOperator(BaseOperator):
         self.tail_bytes = tail_bytes
         self.connection_patience = connection_patience
         self.grace = grace
+        self.stream_output = stream_output
         self._watching: JobRef | None = None
 
     # --- launch or re-attach -----------------------------------------------------------
@@ -204,18 +207,7 @@ class SSHAsyncJobOperator(BaseOperator):
                     "Job %s succeeded on %s but no earlier try took its result: taking it without running again",
                     job_id, ref.host,
                 )  # fmt: skip
-                [stdout, stderr] = await hook.aread(
-                    [(ref.job_dir, s, max(0, status.sizes.get(s, 0) - self.tail_bytes)) for s in ("stdout", "stderr")],
-                    max_bytes=self.tail_bytes,
-                    host=host,
-                )
-                result = build_result(
-                    ref,
-                    status,
-                    stdout_tail=stdout.data.decode(errors="replace"),
-                    stderr_tail=stderr.data.decode(errors="replace"),
-                )
-                return ref, result
+                return ref, await hook.afinished_result(ref, status, tail_bytes=self.tail_bytes, host=host)
             if action is ExistingAction.REFUSE:
                 raise AirflowFailException(
                     f"job {job_id!r} exists on {ref.host} ({ref.job_dir}, {status.state.value}) and "
@@ -256,6 +248,7 @@ class SSHAsyncJobOperator(BaseOperator):
                 poll_interval=self.poll_interval,
                 tail_bytes=self.tail_bytes,
                 connection_patience=self.connection_patience,
+                stream_output=self.stream_output,
             )
         )
         return self._settle(context, event)
@@ -271,6 +264,7 @@ class SSHAsyncJobOperator(BaseOperator):
             tail_bytes=self.tail_bytes,
             connection_patience=self.connection_patience,
             grace=self.grace,
+            stream_output=self.stream_output,
         )
 
     def _deferral_timeout(self) -> timedelta | None:

@@ -23,18 +23,20 @@ from airflow_ssh_async.ansible import (
     load_ansible_result,
     validate_source,
 )
+from airflow_ssh_async.client import RemoteHost
 from airflow_ssh_async.hooks import SSHAsyncJobHook
 from airflow_ssh_async.job import (
     DEFAULT_ASYNC_DIR,
     JobRef,
     JobState,
+    JobStatus,
     ProtocolError,
     build_result,
     job_dir,
     job_event,
 )
-from airflow_ssh_async.streams import LineDecoder, Tail
 from airflow_ssh_async.outcome import settle
+from airflow_ssh_async.streams import LineDecoder, Tail
 from airflow_ssh_async.triggers import SSHAsyncJobTrigger
 
 
@@ -143,8 +145,15 @@ class SSHAsyncJobSensor(BaseSensorOperator):
             return self._poke_ansible()
         hook = SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
         ref = self._ref()
-        status, facts = hook.status([ref.job_dir])[ref.job_dir]
-        ref = dataclasses.replace(ref, job_dir=facts.path or ref.job_dir, host=hook.get_options().address)
+
+        async def look(host: RemoteHost) -> tuple[JobRef, JobStatus, dict[str, Any] | None]:
+            status, facts = (await hook.astatus([ref.job_dir], host=host))[ref.job_dir]
+            found = dataclasses.replace(ref, job_dir=facts.path or ref.job_dir, host=host.options.address)
+            if not status.state.finished or status.state is JobState.MISSING:
+                return found, status, None
+            return found, status, await hook.afinished_result(found, status, host=host)
+
+        ref, status, result = hook.run_sync(look)
         if status.state is JobState.MISSING:
             raise AirflowException(
                 f"{self.task_id}: job {ref.job_id!r} has no folder {ref.job_dir} on {ref.host}: it was never "
@@ -153,8 +162,12 @@ class SSHAsyncJobSensor(BaseSensorOperator):
         if not status.state.finished:
             self.log.info("job %s on %s is %s", ref.job_id, ref.host, status.state.value)
             return PokeReturnValue(is_done=False)
-        result = build_result(ref, status)
-        return PokeReturnValue(is_done=True, xcom_value=settle(job_event("finished", "", ref, result), self.skip_on_exit_code))
+        if self.stream_output and result is not None:
+            for line in result["stdout_tail"].splitlines():
+                self.log.info("%s", line)
+        return PokeReturnValue(
+            is_done=True, xcom_value=settle(job_event("finished", "", ref, result), self.skip_on_exit_code)
+        )
 
     def _poke_ansible(self) -> PokeReturnValue:
         """One read of Ansible's result file (see airflow_ssh_async.ansible)."""
@@ -171,7 +184,9 @@ class SSHAsyncJobSensor(BaseSensorOperator):
             status = classify_ansible(facts)
             data = load_ansible_result(facts) if facts.exists else {}
         except ProtocolError as exc:
-            raise AirflowException(f"{self.task_id}: cannot read Ansible job {ref.job_id!r} on {ref.host}: {exc}") from None
+            raise AirflowException(
+                f"{self.task_id}: cannot read Ansible job {ref.job_id!r} on {ref.host}: {exc}"
+            ) from None
         if status.state is JobState.MISSING:
             raise AirflowException(
                 f"{self.task_id}: Ansible job {ref.job_id!r} has no result file {ref.job_dir} on {ref.host}: "
@@ -182,7 +197,7 @@ class SSHAsyncJobSensor(BaseSensorOperator):
             self.log.info("Ansible job %s on %s is %s: %s", ref.job_id, ref.host, status.state.value, status.reason)
             return PokeReturnValue(is_done=False)
         tails = {}
-        for stream, raw in zip(("stdout", "stderr"), ansible_output(data)):
+        for stream, raw in zip(("stdout", "stderr"), ansible_output(data), strict=True):
             decoder, tail = LineDecoder(), Tail(4096)
             tail.feed(raw)
             tails[stream] = tail.text()
@@ -190,7 +205,9 @@ class SSHAsyncJobSensor(BaseSensorOperator):
                 for line in decoder.feed(raw) + decoder.finish():
                     (self.log.warning if stream == "stderr" else self.log.info)("%s", line)
         result = build_result(ref, status, stdout_tail=tails["stdout"], stderr_tail=tails["stderr"])
-        return PokeReturnValue(is_done=True, xcom_value=settle(job_event("finished", "", ref, result), self.skip_on_exit_code))
+        return PokeReturnValue(
+            is_done=True, xcom_value=settle(job_event("finished", "", ref, result), self.skip_on_exit_code)
+        )
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:

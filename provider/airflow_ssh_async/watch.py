@@ -45,7 +45,9 @@ MAX_BACKOFF = 60.0
 class OutputFollower:
     """Offsets, decoders and tails of one job's three streams."""
 
-    def __init__(self, job_dir: str, log: logging.Logger | Any, offsets: dict[str, int], tail_bytes: int, stream: bool) -> None:
+    def __init__(
+        self, job_dir: str, log: logging.Logger | Any, offsets: dict[str, int], tail_bytes: int, stream: bool
+    ) -> None:
         self.job_dir = job_dir
         self.log = log
         self.stream = stream
@@ -69,8 +71,10 @@ class OutputFollower:
             behind = [s for s in STREAMS if sizes.get(s, 0) > self.offsets[s]]
             if not behind:
                 return
-            chunks = await asyncio.gather(*(batcher.read.get((self.job_dir, s, self.offsets[s], chunk)) for s in behind))
-            for stream, got in zip(behind, chunks):
+            chunks = await asyncio.gather(
+                *(batcher.read.get((self.job_dir, s, self.offsets[s], chunk)) for s in behind)
+            )
+            for stream, got in zip(behind, chunks, strict=True):
                 if got.missing or not got.data:
                     sizes[stream] = self.offsets[stream]  # gone or shrunk: stop asking
                     continue
@@ -104,7 +108,7 @@ async def ansible_batcher_for(host: RemoteHost) -> AsyncIterator[Coalescer[tuple
     key = host.options.pool_key
 
     async def fetch(requests: list[tuple[str, str]]) -> dict[tuple[str, str], AnsibleFacts]:
-        return dict(zip(requests, await aansible_status(host, requests)))
+        return dict(zip(requests, await aansible_status(host, requests), strict=True))
 
     coalescer, users = table.get(key, (None, 0))
     if coalescer is None:
@@ -239,7 +243,9 @@ async def watch_job(
                         )
                 if status.state.finished:
                     if ansible and ansible_facts is not None and ansible_facts.exists:
-                        for stream, data in zip(("stdout", "stderr"), ansible_output(load_ansible_result(ansible_facts))):
+                        for stream, data in zip(
+                            ("stdout", "stderr"), ansible_output(load_ansible_result(ansible_facts)), strict=True
+                        ):
                             follower.deliver(stream, data)
                     follower.finish()
                     result = build_result(

@@ -69,10 +69,7 @@ def held_job(jobs: RemoteJobs, job_id: str, *lines: str) -> str:
     """A job that notes each start, prints LINES, then waits for its release file."""
     starts, release = jobs.file("starts", job_id), jobs.file("release", job_id)
     prints = "".join(f"echo '{line}'; " for line in lines)
-    return (
-        f'echo "$$" >> {starts}; {prints}'
-        f"while [ ! -e {release} ]; do sleep 0.2; done; echo finished"
-    )
+    return f'echo "$$" >> {starts}; {prints}while [ ! -e {release} ]; do sleep 0.2; done; echo finished'
 
 
 def release(jobs: RemoteJobs, job_id: str) -> None:
@@ -168,7 +165,7 @@ def test_02_triggerer_sigkill_then_restart_completes_and_job_ran_once(
     defer_and_hold(af, JOB_DAG, run_id)
     wait_for_log(af, JOB_DAG, run_id, r"before the crash")
     info = job_json(jobs, job_id)
-    holder = af.trigger_holder(JOB_DAG, run_id, "job")
+    assert af.trigger_holder(JOB_DAG, run_id, "job"), "a triggerer holds the trigger before the crash"
 
     for triggerer in af.triggerers:  # the holder, and any other: none is left to take over
         af.kill_triggerer(triggerer.name, sig=signal.SIGKILL)
@@ -360,7 +357,7 @@ def test_10_reboot_edited_boot_id_fails_lost_within_two_polls(
     # supervisor has written it: to every later reader, the host rebooted.
     command = (
         'f="$AIRFLOW_ASYNC_JOB_DIR/job.json"; while [ ! -s "$f" ]; do sleep 0.02; done; '
-        "sed 's/\"boot_id\": \"[^\"]*\"/\"boot_id\": \"00000000-0000-4000-8000-000000000000\"/' "
+        'sed \'s/"boot_id": "[^"]*"/"boot_id": "00000000-0000-4000-8000-000000000000"/\' '
         '"$f" > "$f.edit" && mv "$f.edit" "$f"; echo edited; sleep 120'
     )
     run_id = af.trigger_dag(dag_id, conf={"job_id": job_id, "command": command})

@@ -15,6 +15,18 @@
 # The `mkdir` of the job directory is the lock: of two launches of one id,
 # exactly one gets past it; the other exits E_EXISTS with the directory.
 
+# session_settings: shell lines that give the job the SSH session's own umask
+# and LC_ALL back: the launcher runs with umask 077 (private job files) and
+# LC_ALL=C (byte counts), which are ours, not the job's.
+session_settings() {
+    printf 'umask %s\n' "$_session_umask"
+    if [ -n "$_session_lc_all_set" ]; then
+        printf "LC_ALL='%s'; export LC_ALL\n" "$(printf '%s' "$_session_lc_all" | sed "s/'/'\\\\''/g")"
+    else
+        printf 'unset LC_ALL\n'
+    fi
+}
+
 launch() {
     [ $# -eq 5 ] || err "$E_USAGE" "usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN"
     _base=$(expand_home "$1")
@@ -72,7 +84,8 @@ launch() {
         _off=$((_off + _nenv)) &&
         tail -c +"$_off" "$_tmp" | head -c "$_ncmd" >"$_dir/command" &&
         [ "$(wc -c <"$_dir/command")" -eq "$_ncmd" ] &&
-        [ "$(wc -c <"$_dir/env")" -eq "$_nenv" ]; then
+        [ "$(wc -c <"$_dir/env")" -eq "$_nenv" ] &&
+        session_settings >>"$_dir/env"; then
         rm -f "$_tmp"
     else
         # Our own half-written launch, never started: remove it so the id is
@@ -91,6 +104,9 @@ launch() {
 }
 
 main() {
+    _session_umask=$(umask)
+    _session_lc_all=${LC_ALL-}
+    _session_lc_all_set=${LC_ALL+x}
     LC_ALL=C
     export LC_ALL
     launch "$@"
