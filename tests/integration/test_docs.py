@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import shlex
 import shutil
@@ -52,7 +53,9 @@ MAX_FRAGMENTS = 2
 CONSOLE_JOB = "nightly-migrate"
 CONSOLE_CONN = "ssh_async_db"
 CONSOLE_USER = "asyncdash"
-ANSIBLE_JID = "123456789012.4242"  # the jid in migrating-from-ansible.md  # tests/conftest.py points ssh_async_db at this user
+ANSIBLE_JID = (
+    "123456789012.4242"  # the jid in migrating-from-ansible.md  # tests/conftest.py points ssh_async_db at this user
+)
 
 
 @dataclass(frozen=True)
@@ -136,16 +139,28 @@ def readme_host(sshd: Any) -> Iterator[None]:
     created = not program.exists()
     if created:
         program.parent.mkdir(parents=True, exist_ok=True)
-        program.write_text('#!/bin/sh\n[ "$DB_PASSWORD" = s3cret ] || { echo "no DB_PASSWORD" >&2; exit 2; }\necho "migrated $*"\n')
+        program.write_text(
+            '#!/bin/sh\n[ "$DB_PASSWORD" = s3cret ] || { echo "no DB_PASSWORD" >&2; exit 2; }\necho "migrated $*"\n'
+        )
         program.chmod(0o755)
     # migrating-from-ansible.md watches a job Ansible ran: its result file,
     # as async_wrapper leaves it for a finished `shell` task.
     ansible_file = home("asyncbash") / ".ansible_async" / ANSIBLE_JID
     ansible_file.parent.mkdir(exist_ok=True)
     ansible_file.write_text(
-        json.dumps({"changed": True, "rc": 0, "stdout": "archived", "stderr": "", "msg": "",
-                    "start": "2026-03-02 01:00:00.000001", "end": "2026-03-02 01:00:03.000001",
-                    "delta": "0:00:03.000000", "cmd": "tar -czf /tmp/etc-backup.tgz -C /etc hostname passwd"})
+        json.dumps(
+            {
+                "changed": True,
+                "rc": 0,
+                "stdout": "archived",
+                "stderr": "",
+                "msg": "",
+                "start": "2026-03-02 01:00:00.000001",
+                "end": "2026-03-02 01:00:03.000001",
+                "delta": "0:00:03.000000",
+                "cmd": "tar -czf /tmp/etc-backup.tgz -C /etc hostname passwd",
+            }
+        )
     )
     shutil.chown(ansible_file.parent, "asyncbash", "asyncbash")
     shutil.chown(ansible_file, "asyncbash", "asyncbash")
@@ -265,7 +280,7 @@ def real_shapes(sshd: Any) -> dict[str, dict[str, Any]]:
 
     hook = SSHAsyncJobHook(f"test_{CONSOLE_USER}")
     job_id = f"docs-{uuid.uuid4().hex[:10]}"
-    # protocol.md: the job inherits umask 077 and LC_ALL=C from the launcher.
+    # protocol.md: the job gets the SSH session's umask and LC_ALL, not the launcher's.
     launched = hook.launch(job_id, 'umask; echo "$LC_ALL"')
     ref = JobRef(f"test_{CONSOLE_USER}", job_id, launched.job_dir)
     event = asyncio.run(watch_job(hook, ref, log=logging.getLogger("docs"), poll_interval=0.5))
@@ -282,7 +297,10 @@ def real_shapes(sshd: Any) -> dict[str, dict[str, Any]]:
 
 
 def test_the_job_environment_is_as_documented(real_shapes: dict[str, dict[str, Any]]) -> None:
-    assert real_shapes["result"]["stdout_tail"] == "0077\nC\n"
+    # The test sshd inherits this process's umask; sshd gives sessions no LC_ALL.
+    session_umask = os.umask(0)
+    os.umask(session_umask)
+    assert real_shapes["result"]["stdout_tail"] == f"{session_umask:04o}\n\n"
 
 
 @pytest.mark.parametrize("block", JSON_BLOCKS, ids=[b.name for b in JSON_BLOCKS])
