@@ -185,9 +185,7 @@ def _true(value: Any) -> bool:
     return value is True or value == 1 or str(value).lower() in ("true", "1", "yes")
 
 
-def classify_ansible(
-    facts: AnsibleFacts, *, time_limit: int | None = None, start_time: int | None = None
-) -> JobStatus:
+def classify_ansible(facts: AnsibleFacts, *, time_limit: int | None = None, start_time: int | None = None) -> JobStatus:
     """The state of an Ansible job from its file and what liveness could be seen.
 
     ``time_limit`` and ``start_time`` are what a watcher learnt on earlier

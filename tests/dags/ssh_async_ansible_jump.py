@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pendulum
-
 from airflow.sdk import DAG
+
 from airflow_ssh_async import SSHAsyncJobOperator, SSHAsyncJobSensor
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")

@@ -468,8 +468,7 @@ class AirflowStack:
     def diagnostics(self, lines: int = 40) -> str:
         """Tails of all component logs, to attach to a failing assertion."""
         return "\n".join(
-            f"===== {c.name} (alive={c.alive()}) {c.log_path}\n{c.log_tail(lines)}"
-            for c in self.components.values()
+            f"===== {c.name} (alive={c.alive()}) {c.log_path}\n{c.log_tail(lines)}" for c in self.components.values()
         )
 
     @property
@@ -653,9 +652,7 @@ class AirflowStack:
         """One task instance: ``id`` (UUID), ``state``, ``try_number``, ``trigger``, ``triggerer_job``..."""
         return self.request("GET", self._ti_path(dag_id, run_id, task_id, map_index))
 
-    def find_task_instance(
-        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
-    ) -> dict[str, Any] | None:
+    def find_task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any] | None:
         """Like ``task_instance`` but None while it does not exist yet (e.g. before mapping expands)."""
         ti = self.request("GET", self._ti_path(dag_id, run_id, task_id, map_index), ok=(200, 404))
         return ti if "state" in ti else None

@@ -118,7 +118,14 @@ class ListLog:
 
 def watch(jid: str, log: ListLog | None = None, **kwargs: Any) -> dict[str, Any]:
     return asyncio.run(
-        watch_job(SSHAsyncJobHook(CONN), JobRef(CONN, jid, ""), log=log or ListLog(), poll_interval=0.5, source="ansible", **kwargs)
+        watch_job(
+            SSHAsyncJobHook(CONN),
+            JobRef(CONN, jid, ""),
+            log=log or ListLog(),
+            poll_interval=0.5,
+            source="ansible",
+            **kwargs,
+        )
     )
 
 
@@ -202,7 +209,11 @@ def test_timed_out_job(sshd, ansible) -> None:
     result = watch(jid)["result"]
     assert (result["state"], result["signal"]) == ("timed_out", 9)
     assert "time limit of 2 s" in result["reason"] and isinstance(result["pid"], int)
-    assert json.loads(result_file(jid).read_text()) == {"msg": "Timeout exceeded", "failed": True, "child_pid": result["pid"]}
+    assert json.loads(result_file(jid).read_text()) == {
+        "msg": "Timeout exceeded",
+        "failed": True,
+        "child_pid": result["pid"],
+    }
 
 
 def test_killed_wrapper_reads_lost_not_running_forever(sshd, ansible) -> None:
@@ -276,7 +287,20 @@ def test_the_hosts_own_ansible_async_dir_wins_for_the_default(sshd, ansible) -> 
         assert facts.path == f"{env_dir}/{jid}" and classify_ansible(facts).state is JobState.SUCCEEDED
         # An explicit dir is taken as given, env or not.
         done = subprocess.run(
-            ["runuser", "-u", USER, "--", "env", f"ANSIBLE_ASYNC_DIR={env_dir}", shell, "-c", script, "x", "~/.ansible_async", jid],
+            [
+                "runuser",
+                "-u",
+                USER,
+                "--",
+                "env",
+                f"ANSIBLE_ASYNC_DIR={env_dir}",
+                shell,
+                "-c",
+                script,
+                "x",
+                "~/.ansible_async",
+                jid,
+            ],
             capture_output=True,
             timeout=30,
         )
@@ -296,10 +320,14 @@ def test_one_remote_call_serves_many_watchers(sshd, ansible) -> None:
 
     watch_module.aansible_status = counting
     try:
+
         async def all_of() -> list[dict[str, Any]]:
             hook = SSHAsyncJobHook(CONN)
             return await asyncio.gather(
-                *(watch_job(hook, JobRef(CONN, j, ""), log=ListLog(), poll_interval=0.5, source="ansible") for j in jids)
+                *(
+                    watch_job(hook, JobRef(CONN, j, ""), log=ListLog(), poll_interval=0.5, source="ansible")
+                    for j in jids
+                )
             )
 
         events = asyncio.run(all_of())

@@ -145,8 +145,16 @@ def test_help_has_examples_and_documents_exit_codes() -> None:
     assert proc.returncode == 0, proc.stderr
     for text in ("examples:", "exit codes:", "jobs", "status", "logs", "kill", "gc", "--older-than 7d"):
         assert text in proc.stdout
-    for code, word in [(2, "usage"), (3, "SSH or connection"), (4, "failed"), (5, "killed"), (6, "timed_out"),
-                       (7, "cancelled"), (8, "lost"), (9, "missing")]:
+    for code, word in [
+        (2, "usage"),
+        (3, "SSH or connection"),
+        (4, "failed"),
+        (5, "killed"),
+        (6, "timed_out"),
+        (7, "cancelled"),
+        (8, "lost"),
+        (9, "missing"),
+    ]:
         assert any(line.strip().startswith(f"{code}  ") and word in line for line in proc.stdout.splitlines()), word
     sub = run_script("logs", "--help")
     assert sub.returncode == 0 and "--follow" in sub.stdout and "--stderr" in sub.stdout
@@ -197,8 +205,9 @@ def test_jobs_lists_every_state_with_age_pid_and_exit(zoo, capsysbinary) -> None
     starts = [j["start_time"] for j in data["jobs"]]
     assert starts == sorted(starts)
 
-    code, out, _ = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--state", "failed",
-                           "--state", "lost", "--json")
+    code, out, _ = run_cli(
+        capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--state", "failed", "--state", "lost", "--json"
+    )
     assert sorted(j["job_id"] for j in json.loads(out)["jobs"]) == ["bad", "lost"]
 
 
@@ -353,8 +362,9 @@ def test_kill_cancels_a_running_job(server, capsysbinary) -> None:
         hook.launch("victim", "sleep 6")
         hook.launch("done", "true")
         wait_for_states(hook, {"victim": "running", "done": "succeeded"})
-        code, out, err = run_cli(capsysbinary, "kill", "cli_asyncash", "victim", "--grace", "1", "--wait",
-                                 "--async-dir", async_dir)
+        code, out, err = run_cli(
+            capsysbinary, "kill", "cli_asyncash", "victim", "--grace", "1", "--wait", "--async-dir", async_dir
+        )
         assert code == 0, err
         assert "cancel requested" in out and "job 'victim': cancelled (cancelled on request)" in out
         code, _, _ = run_cli(capsysbinary, "status", "cli_asyncash", "victim", "--async-dir", async_dir)
@@ -455,13 +465,15 @@ def test_a_damaged_job_is_reported_not_guessed_and_hides_no_other_job(server, ca
         hook.launch("fine", "true")
         hook.launch("broken", "true")
         wait_for_states(hook, {"fine": "succeeded", "broken": "succeeded"})
-        run_as(user, f"printf '{{\"protocol\": 1, \"rea' >{async_dir.replace('~', '$HOME', 1)}/broken/result.json")
+        run_as(user, f'printf \'{{"protocol": 1, "rea\' >{async_dir.replace("~", "$HOME", 1)}/broken/result.json')
 
         code, out, err = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--json")
         assert code == 0, err
         by_id = {j["job_id"]: j for j in json.loads(out)["jobs"]}
         assert by_id["fine"]["state"] == "succeeded"
-        assert by_id["broken"]["state"] == "error" and "broken/result.json is not valid JSON" in by_id["broken"]["reason"]
+        assert (
+            by_id["broken"]["state"] == "error" and "broken/result.json is not valid JSON" in by_id["broken"]["reason"]
+        )
 
         code, out, err = run_cli(capsysbinary, "status", DASH, "broken", "--async-dir", async_dir)
         assert code == 1 and out == ""

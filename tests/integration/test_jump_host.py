@@ -98,7 +98,11 @@ def test_launch_stream_and_cancel_like_a_direct_connection(route, sshd, bastion,
     event, sessions = asyncio.run(scenario())
     result = event["result"]
     assert event["status"] == "finished", event
-    assert (result["state"], result["stdout_tail"], log.lines[:2]) == ("cancelled", "start\nmiddle\n", ["start", "middle"])
+    assert (result["state"], result["stdout_tail"], log.lines[:2]) == (
+        "cancelled",
+        "start\nmiddle\n",
+        ["start", "middle"],
+    )
     assert result["host"] == f"{USER}@127.0.0.1:{sshd.port}" and result["job_dir"] == launched.job_dir
     if route != "direct":
         assert sessions, "the bastion must carry the connection while the job is watched"
@@ -274,10 +278,17 @@ def test_jump_options_are_parsed_from_the_extras() -> None:
     jump = jump_options(SSHOptions("c", "target", 22, "me", key_file="/k", jump_host="bastion"))
     assert (jump.host, jump.port, jump.username, jump.key_file, jump.host_key) == ("bastion", 22, "me", "/k", None)
     jump = jump_options(
-        SSHOptions("c", "t", 22, "me", key_file="/k", jump_host="u@b:2200", jump_host_key_file="/j", jump_host_host_key="x y")
+        SSHOptions(
+            "c", "t", 22, "me", key_file="/k", jump_host="u@b:2200", jump_host_key_file="/j", jump_host_host_key="x y"
+        )
     )
     assert (jump.host, jump.port, jump.username, jump.key_file, jump.host_key, jump.jump_host) == (
-        "b", 2200, "u", "/j", "x y", None
+        "b",
+        2200,
+        "u",
+        "/j",
+        "x y",
+        None,
     )
 
 
@@ -291,4 +302,3 @@ def test_proxy_command_expands_host_and_port() -> None:
         extra=json.dumps({"proxy_command": "ssh -W %h:%p -l %r bastion # 100%%"}),
     )  # fmt: skip
     assert options_from_connection(conn).proxy_command == "ssh -W 10.0.0.5:2022 -l u bastion # 100%"
-

@@ -156,7 +156,9 @@ def test_ansible_status_script(shell: str, tmp_path: Path) -> None:
         time.sleep(0.2)
         env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
         args = ["", "j1.100", "~/.ansible_async", "j2.200", str(adir), "j3.300", "", "j4.400"]
-        out = subprocess.run([*argv, "-c", program("ansible_status"), "x", *args], capture_output=True, env=env, timeout=30)
+        out = subprocess.run(
+            [*argv, "-c", program("ansible_status"), "x", *args], capture_output=True, env=env, timeout=30
+        )
         assert out.returncode == 0, out.stderr
         j1, j2, j3, j4 = parse_ansible_status(out.stdout).jobs
         assert (j1.path, j1.wrapper_alive, j1.time_limit) == (str(adir / "j1.100"), True, 45)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-
 from airflow.sdk import DAG
+
 from airflow_ssh_async import SSHAsyncJobOperator, SSHAsyncJobSensor
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -57,7 +57,7 @@ with dag("e2e_sensor"):
     )
 
 # Scenario 12: a DAG author's mistakes, one task each.
-BAD_COMMAND = "echo ran >> \"$HOME/ran-$AIRFLOW_ASYNC_JOB_ID\"; sleep 60"
+BAD_COMMAND = 'echo ran >> "$HOME/ran-$AIRFLOW_ASYNC_JOB_ID"; sleep 60'
 with dag("e2e_bad_input", default_args=NO_QUICK_RETRY):
     SSHAsyncJobOperator(
         task_id="unknown_conn", ssh_conn_id="e2e_no_such_conn", job_id=CONF_JOB + "-unknown-conn",
@@ -74,6 +74,4 @@ with dag("e2e_bad_input", default_args=NO_QUICK_RETRY):
         task_id="missing_cwd", ssh_conn_id=CONN, job_id=CONF_JOB + "-cwd", command=BAD_COMMAND,
         cwd="/nonexistent/" + CONF_JOB,
     )  # fmt: skip
-    SSHAsyncJobOperator(
-        task_id="invalid_job_id", ssh_conn_id=CONN, job_id=CONF_JOB + "/../../etc", command=BAD_COMMAND
-    )
+    SSHAsyncJobOperator(task_id="invalid_job_id", ssh_conn_id=CONN, job_id=CONF_JOB + "/../../etc", command=BAD_COMMAND)
