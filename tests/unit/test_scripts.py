@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -225,3 +226,20 @@ def test_an_instant_job_with_a_far_time_limit_reports_at_once(shell: list[str], 
         rep = launch(shell, tmp_path, f"instant{i}", "true", timeout=3600)
         wait_state(shell, tmp_path, rep["job_dir"].decode(), JobState.SUCCEEDED, limit=10)
         assert time.monotonic() - started < 3
+
+
+def test_archive_refuses_a_running_job_but_takes_a_lost_one(shell: list[str], tmp_path: Path) -> None:
+    running = launch(shell, tmp_path, "running", "sleep 30")["job_dir"].decode()
+    lost = launch(shell, tmp_path, "lost", "sleep 30")["job_dir"].decode()
+    refused = run(shell, "archive", running, "archive", home=tmp_path)
+    assert refused.returncode == 70 and b"still running" in refused.stderr
+    # The supervisor's pid now names another process: lost, as classify says.
+    info = json.loads(Path(lost, "job.json").read_text())
+    info["supervisor_start"] = "1"
+    Path(lost, "job.json").write_text(json.dumps(info, indent=2) + "\n")
+    assert status(shell, tmp_path, lost) is JobState.LOST
+    moved = run(shell, "archive", lost, "archive", home=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    assert dict(parse_frames(moved.stdout))["archived"] == f"{tmp_path}/.airflow_async/.archive/lost/1".encode()
+    for pid in (info["pid"], json.loads(Path(running, "job.json").read_text())["pid"]):
+        os.killpg(pid, signal.SIGKILL)

@@ -4,14 +4,21 @@
 # Usage: archive JOB_DIR (archive|remove)
 # Stdout: framed `archived` (the new path) or `removed`.
 #
-# A job that is still running is refused (E_RUNNING): its supervisor is
-# alive and there is no result. Archives go to ASYNC_DIR/.archive/ID/N,
+# A job that is still running is refused (E_RUNNING): there is no result and
+# its supervisor is alive (the same process, on the same boot). Archives go to ASYNC_DIR/.archive/ID/N,
 # which no job id can name (ids start with a letter or digit).
 
+# is_running DIR: no result, and its supervisor still lives on this boot:
+# the same rule as the client's classify, so a job it calls lost (a reboot,
+# a reused supervisor pid) can be archived.
 is_running() {
     [ -f "$1/result.json" ] && return 1
-    _sup=$(json_int supervisor_pid "$1/job.json")
-    [ -n "$_sup" ] && kill -0 "$_sup" 2>/dev/null
+    _boot_then=$(json_text boot_id "$1/job.json")
+    boot_id_v
+    if [ -n "$_boot_then" ] && [ -n "$_boot" ] && [ "$_boot_then" != "$_boot" ]; then
+        return 1
+    fi
+    same_process "$(json_int supervisor_pid "$1/job.json")" "$(json_text supervisor_start "$1/job.json")"
 }
 
 main() {

@@ -143,6 +143,21 @@ json_int() {
     sed -n "s/^  \"$1\": \\(-\\{0,1\\}[0-9][0-9]*\\),\\{0,1\\}\$/\\1/p" "$2" 2>/dev/null
 }
 
+# json_text KEY FILE: a plain string field of a job.json that we wrote.
+json_text() {
+    sed -n "s/^  \"$1\": \"\\(.*\\)\",\\{0,1\\}\$/\\1/p" "$2" 2>/dev/null
+}
+
+# same_process PID START: PID is alive and is the process that started at
+# START (from /proc); without /proc only liveness can be checked. The client's
+# classify uses the same rule.
+same_process() {
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
+    [ -z "$2" ] && return 0
+    proc_start_v "$1"
+    [ "$_pstart" = "$2" ]
+}
+
 # write_atomic PATH: stdin to PATH via a temporary file, fsync'd where the
 # host has `sync FILE`, then renamed, so readers never see half a file.
 write_atomic() {

@@ -21,11 +21,11 @@ cancel() {
     fi
     _pid=$(json_int pid "$_d/job.json")
     _sup=$(json_int supervisor_pid "$_d/job.json")
-    _started=$(sed -n 's/^  "pid_start": "\(.*\)",$/\1/p' "$_d/job.json")
-    _boot=$(sed -n 's/^  "boot_id": "\(.*\)",$/\1/p' "$_d/job.json")
+    _sup_start=$(json_text supervisor_start "$_d/job.json")
     # Never signal a process group that is not ours: after a reboot or pid
     # reuse the number belongs to someone else.
-    if [ "$_boot" != "$(boot_id)" ] || [ "$(proc_start "$_pid")" != "$_started" ]; then
+    if [ "$(json_text boot_id "$_d/job.json")" != "$(boot_id)" ] ||
+        ! same_process "$_pid" "$(json_text pid_start "$_d/job.json")"; then
         field outcome gone
         return 0
     fi
@@ -34,11 +34,10 @@ cancel() {
     # Wake the supervisor so that it escalates at once rather than at its
     # next timer: only one that says it takes the signal (older ones would
     # die of it) and is still the process it was.
-    if grep -q '^  "wake_signal": "USR1"$' "$_d/job.json" 2>/dev/null &&
-        [ "$(proc_start "$_sup")" = "$(sed -n 's/^  "supervisor_start": "\(.*\)",$/\1/p' "$_d/job.json")" ]; then
+    if [ "$(json_text wake_signal "$_d/job.json")" = USR1 ] && same_process "$_sup" "$_sup_start"; then
         kill -USR1 "$_sup" 2>/dev/null
     fi
-    if ! kill -0 "$_sup" 2>/dev/null; then
+    if ! same_process "$_sup" "$_sup_start"; then
         _i=0
         while kill -0 "$_pid" 2>/dev/null && [ "$_i" -lt "$_grace" ]; do
             sleep 1
