@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, Generic, TypeVar
 
 from airflow_ssh_async.client import RemoteHost
@@ -28,9 +28,13 @@ GATHER_WINDOW = 0.05
 
 
 class Coalescer(Generic[K, V]):
-    """Collect keys asked for within GATHER_WINDOW; fetch them in one call."""
+    """Collect keys asked for within GATHER_WINDOW; fetch them in one call.
 
-    def __init__(self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]]) -> None:
+    A fetch may answer one key with an exception: only that key's waiters
+    get it (a damaged job file fails its own watcher, not the host's).
+    """
+
+    def __init__(self, fetch: Callable[[list[K]], Awaitable[Mapping[K, V | Exception]]]) -> None:
         self._fetch = fetch
         self._waiting: dict[K, list[asyncio.Future[V]]] = {}
         self._flush: asyncio.Task[None] | None = None
@@ -58,9 +62,14 @@ class Coalescer(Generic[K, V]):
                 raise
             return
         for key, futures in batch.items():
+            value = values[key]
             for f in futures:
-                if not f.done():
-                    f.set_result(values[key])
+                if f.done():
+                    continue
+                if isinstance(value, Exception):
+                    f.set_exception(value)
+                else:
+                    f.set_result(value)
 
 
 class HostBatcher:
@@ -73,11 +82,11 @@ class HostBatcher:
         self.status = Coalescer[str, tuple[JobStatus, JobFacts]](self._fetch_status)
         self.read = Coalescer[tuple[str, str, int, int], Chunk](self._fetch_output)
 
-    async def _fetch_status(self, job_dirs: list[str]) -> dict[str, tuple[JobStatus, JobFacts]]:
-        out = await self._hook.astatus(job_dirs, cached_job_json=self._job_json, host=self._host)
-        for d, (_, facts) in out.items():
-            if facts.job_json is not None:
-                self._job_json[d] = facts.job_json
+    async def _fetch_status(self, job_dirs: list[str]) -> Mapping[str, tuple[JobStatus, JobFacts] | Exception]:
+        out = await self._hook.astatus_each(job_dirs, cached_job_json=self._job_json, host=self._host)
+        for d, value in out.items():
+            if not isinstance(value, Exception) and value[1].job_json is not None:
+                self._job_json[d] = value[1].job_json
         return out
 
     async def _fetch_output(self, requests: list[tuple[str, str, int, int]]) -> dict[tuple[str, str, int, int], Chunk]:

@@ -21,6 +21,7 @@ from airflow_ssh_async.job import (
     JobFacts,
     JobRef,
     JobStatus,
+    ProtocolError,
     build_result,
     classify,
     fields_dict,
@@ -165,16 +166,40 @@ class SSHAsyncJobHook(BaseHook):
         """States of many jobs in one remote command, keyed by job dir.
 
         ``cached_job_json`` (job dir -> job.json) spares re-sending job.json.
+
+        :raises ProtocolError: a job's file is damaged (the message names it).
+        """
+        out: dict[str, tuple[JobStatus, JobFacts]] = {}
+        for d, value in (await self.astatus_each(job_dirs, cached_job_json=cached_job_json, host=host)).items():
+            if isinstance(value, ProtocolError):
+                raise value
+            out[d] = value
+        return out
+
+    async def astatus_each(
+        self,
+        job_dirs: Sequence[str],
+        *,
+        cached_job_json: dict[str, dict[str, Any]] | None = None,
+        host: RemoteHost | None = None,
+    ) -> dict[str, tuple[JobStatus, JobFacts] | ProtocolError]:
+        """As :meth:`astatus`, with a damaged job's error in place of its state.
+
+        For batches of unrelated watchers: one job's damaged file must not
+        fail the poll of every other job on the host.
         """
         cached = cached_job_json or {}
         args = [f"+{d}" if d in cached else d for d in job_dirs]
 
-        async def go(h: RemoteHost) -> dict[str, tuple[JobStatus, JobFacts]]:
+        async def go(h: RemoteHost) -> dict[str, tuple[JobStatus, JobFacts] | ProtocolError]:
             report = parse_status(await h.run("status", args, job_id=_ids(job_dirs)))
-            out = {}
+            out: dict[str, tuple[JobStatus, JobFacts] | ProtocolError] = {}
             for arg, d in zip(args, job_dirs, strict=True):
                 facts = report.jobs[arg]
-                out[d] = (classify(facts, report.boot_id, report.now, cached.get(d)), facts)
+                try:
+                    out[d] = (classify(facts, report.boot_id, report.now, cached.get(d)), facts)
+                except ProtocolError as exc:
+                    out[d] = exc
             return out
 
         return await (go(host) if host else self._with_host(go))

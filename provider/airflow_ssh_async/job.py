@@ -172,6 +172,7 @@ class JobFacts:
     supervisor_start: str | None = None
     cancel_requested: bool = False
     sizes: dict[str, int] = field(default_factory=dict)
+    damaged: str = ""  # why a job file could not be read; classify raises it
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,11 @@ def parse_status(data: bytes) -> StatusReport:
         elif name.endswith("_size"):
             current["sizes"][name[: -len("_size")]] = int(value)
         elif name in ("job.json", "result.json"):
-            current[name.replace(".", "_")] = _load_json(name, current["job"], value)
+            # A damaged file is this job's error, not the whole batch's.
+            try:
+                current[name.replace(".", "_")] = _load_json(name, current["job"], value)
+            except ProtocolError as exc:
+                current["damaged"] = str(exc)
         elif name in ("exists", "job_alive", "supervisor_alive", "cancel_requested"):
             current[name] = value == b"1"
         elif name in ("pid_start", "supervisor_start", "path"):
@@ -242,6 +247,8 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
     ``job_json`` is the caller's cached copy when status.sh was asked not to
     send it again.
     """
+    if facts.damaged:
+        raise ProtocolError(facts.damaged)
     if not facts.exists:
         return JobStatus(JobState.MISSING, f"no job directory {facts.path or facts.job}")
     info = facts.job_json or job_json

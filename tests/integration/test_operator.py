@@ -277,3 +277,24 @@ def test_5mb_of_multibyte_output_arrives_in_the_log_intact(sshd, job_id) -> None
     assert event["result"]["state"] == "succeeded"
     assert log.lines.count(line) == count and len(log.lines) == count
     assert os.path.getsize(Path(launched.job_dir) / "stdout") == count * (len(line.encode()) + 1)
+
+
+def test_a_damaged_job_file_fails_only_its_own_watcher(sshd, job_id) -> None:
+    hook = SSHAsyncJobHook(f"test_{USER}")
+    healthy = hook.launch(f"{job_id}-ok", "sleep 2; echo fine")
+    damaged = hook.launch(f"{job_id}-bad", "true")
+    time.sleep(1)
+    Path(damaged.job_dir, "result.json").write_text('{"reason": "exi')  # half written
+
+    async def scenario() -> list[dict[str, Any]]:
+        # One event loop, one host: both polls go through one batched status call.
+        return await asyncio.gather(
+            *(
+                watch_job(hook, JobRef(f"test_{USER}", j.job_id, j.job_dir), log=ListLog(), poll_interval=0.5)
+                for j in (healthy, damaged)
+            )
+        )
+
+    good, bad = asyncio.run(scenario())
+    assert good["status"] == "finished" and good["result"]["stdout_tail"] == "fine\n"
+    assert bad["status"] == "error" and f"{damaged.job_dir}/result.json is not valid JSON" in bad["message"]
