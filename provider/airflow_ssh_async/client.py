@@ -318,9 +318,11 @@ class RemoteHost:
                 job_id=job_id,
             ) from None
         status = result.exit_status
-        stderr = (result.stderr or b"").decode("utf-8", "replace").strip()
+        # encoding=None: asyncssh hands back bytes (its type says bytes | str).
+        stdout, stderr_b = _bytes(result.stdout), _bytes(result.stderr)
+        stderr = stderr_b.decode("utf-8", "replace").strip()
         if status == 0:
-            return result.stdout or b""
+            return stdout
         if status is None or status < 0:
             raise SSHConnectError(
                 f"remote {name} ended without an exit status (signal {result.exit_signal})",
@@ -352,6 +354,10 @@ class RemoteHost:
                     raise
                 await asyncio.sleep(delay)
         return await conn.run(command, input=stdin, encoding=None, check=False, timeout=timeout)
+
+
+def _bytes(data: bytes | str | None) -> bytes:
+    return data.encode() if isinstance(data, str) else data or b""
 
 
 @contextlib.asynccontextmanager
