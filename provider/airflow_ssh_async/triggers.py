@@ -16,6 +16,8 @@ from airflow_ssh_async.watch import watch_job
 # What a user's mark-failed or mark-success leaves the task in; after a clear
 # it has no state, or already the next try's.
 USER_ENDED_STATES = frozenset({"failed", "success"})
+# Cancels started by on_kill, kept referenced until done (see on_kill).
+_ON_KILL_WORK: set[asyncio.Task[None]] = set()
 
 
 class SSHAsyncJobTrigger(BaseTrigger):
@@ -166,7 +168,17 @@ class SSHAsyncJobTrigger(BaseTrigger):
                 self.job_id,
             )
             return
-        known, state = await self._task_state()
+        # Airflow 3.3 cancels a trigger again at its next sync while on_kill
+        # still runs, which would cut a slow state read or SSH connect short
+        # (seen under load). The work runs as a task of its own: a second
+        # cancel ends only this wait, never the cancel of the job.
+        work = asyncio.get_running_loop().create_task(self._cancel_unless_cleared())
+        _ON_KILL_WORK.add(work)
+        work.add_done_callback(_ON_KILL_WORK.discard)
+        await asyncio.shield(work)
+
+    async def _cancel_unless_cleared(self) -> None:
+        known, state = await asyncio.wait_for(self._task_state(), timeout=20)
         if known and state not in USER_ENDED_STATES:
             self.log.info(
                 "task was cleared (state %s), not marked failed or success: job %s keeps running for the "
