@@ -243,3 +243,10 @@ def test_archive_refuses_a_running_job_but_takes_a_lost_one(shell: list[str], tm
     assert dict(parse_frames(moved.stdout))["archived"] == f"{tmp_path}/.airflow_async/.archive/lost/1".encode()
     for pid in (info["pid"], json.loads(Path(running, "job.json").read_text())["pid"]):
         os.killpg(pid, signal.SIGKILL)
+
+
+def test_exit_codes_beyond_the_signal_range_stay_exit_codes(shell: list[str], tmp_path: Path) -> None:
+    rep = launch(shell, tmp_path, "e200", "exit 200")
+    wait_state(shell, tmp_path, rep["job_dir"].decode(), JobState.FAILED)
+    result = json.loads(Path(rep["job_dir"].decode(), "result.json").read_text())
+    assert (result["reason"], result["exit_code"], result["signal"]) == ("exited", 200, None)

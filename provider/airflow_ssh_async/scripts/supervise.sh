@@ -75,7 +75,9 @@ write_result() {
 # the exit status says (128+N from the shell is signal N).
 finish() {
     _status=$1
-    if [ "$_status" -gt 128 ]; then
+    # 128+N is the shell's "killed by signal N" for N up to 64 (SIGRTMAX on
+    # Linux); above that it can only be the job's own exit code.
+    if [ "$_status" -gt 128 ] && [ "$_status" -le 192 ]; then
         _code=null
         _sig=$((_status - 128))
     else
