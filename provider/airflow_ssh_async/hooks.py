@@ -15,7 +15,7 @@ from airflow.sdk.bases.hook import BaseHook
 
 from airflow_ssh_async.client import RemoteHost, remote_host, script
 from airflow_ssh_async.connection import SSHOptions, options_from_connection
-from airflow_ssh_async.errors import ConnectionNotFoundError, SSHAsyncJobError
+from airflow_ssh_async.errors import ConnectionNotFoundError, RemoteWriteError, SSHAsyncJobError
 from airflow_ssh_async.job import (
     DEFAULT_ASYNC_DIR,
     JobFacts,
@@ -147,6 +147,14 @@ class SSHAsyncJobHook(BaseHook):
 
         async def go(h: RemoteHost) -> Launched:
             out = fields_dict(parse_frames(await h.run("launch", args, stdin=payload, job_id=job_id)))
+            if "pid" not in out:
+                # The supervisor reports on the channel itself: silence means it never ran.
+                where = self.job_dir(job_id)
+                raise RemoteWriteError(
+                    f"the supervisor of '{where}' did not start: see {where}/supervisor.log",
+                    host=h.options.label,
+                    job_id=job_id,
+                )
             return Launched(
                 job_id=job_id,
                 job_dir=out["job_dir"].decode(),

@@ -150,8 +150,8 @@ def launch_payload(command: str, environment: dict[str, str], cwd: str, supervis
     cwd_b = cwd.encode()
     env_b = env_exports(environment)
     cmd_b = command.encode()  # verbatim: the command file is exactly what the user wrote
-    header = f"airflow-ssh-async-payload {PROTOCOL} {len(cwd_b)} {len(supervisor)} {len(env_b)} {len(cmd_b)}\n"
-    return header.encode() + cwd_b + supervisor + env_b + cmd_b
+    header = f"airflow-ssh-async-payload {PROTOCOL} {len(cwd_b)} {len(env_b)} {len(supervisor)} {len(cmd_b)}\n"
+    return header.encode() + cwd_b + env_b + supervisor + cmd_b
 
 
 # --- status ---------------------------------------------------------------------

@@ -37,9 +37,10 @@ def shell(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
 def run(
     shell: list[str], name: str, *args: str, stdin: bytes = b"", home: Path, extra_env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), **(extra_env or {})}
+    env = {"PATH": os.environ["PATH"], "HOME": str(home)}
     # Run the supervisor under the same shell; busybox needs a single path.
     env["AIRFLOW_ASYNC_SH"] = "/usr/local/bin/ash" if shell[0] == "busybox" else shutil.which(shell[0]) or ""
+    env.update(extra_env or {})
     return subprocess.run(
         [*shell, "-c", program(name), name, *args], input=stdin, capture_output=True, env=env, timeout=60
     )
@@ -250,3 +251,13 @@ def test_exit_codes_beyond_the_signal_range_stay_exit_codes(shell: list[str], tm
     wait_state(shell, tmp_path, rep["job_dir"].decode(), JobState.FAILED)
     result = json.loads(Path(rep["job_dir"].decode(), "result.json").read_text())
     assert (result["reason"], result["exit_code"], result["signal"]) == ("exited", 200, None)
+
+
+def test_a_supervisor_that_cannot_start_sends_no_report_and_says_why(shell: list[str], tmp_path: Path) -> None:
+    payload = launch_payload("true", {}, "", script("lib") + b"\n" + script("supervise"))
+    out = run(
+        shell, "launch", "~/.airflow_async", "nosup", "0", "1", "test",
+        stdin=payload, home=tmp_path, extra_env={"AIRFLOW_ASYNC_SH": "/no/such/shell"},
+    )  # fmt: skip
+    assert "pid" not in dict(parse_frames(out.stdout)), "the client takes a missing pid as a failed launch"
+    assert "/no/such/shell" in (tmp_path / ".airflow_async" / "nosup" / "supervisor.log").read_text()

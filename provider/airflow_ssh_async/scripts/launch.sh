@@ -3,9 +3,9 @@
 #
 # Usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN
 #        ORIGIN: who launched it (the Airflow task instance), kept in job.json.
-# Stdin: "airflow-ssh-async-payload 1 CWD_LEN SUPERVISOR_LEN ENV_LEN COMMAND_LEN\n"
-#        then the cwd, the supervisor program, the env exports and the command,
-#        back to back.
+# Stdin: "airflow-ssh-async-payload 1 CWD_LEN ENV_LEN SUPERVISOR_LEN COMMAND_LEN\n"
+#        then the cwd, the env exports, the supervisor program and the
+#        command, back to back.
 # Stdout: framed fields protocol, job_dir, pid, pgid, supervisor_pid, start_time.
 #
 # AIRFLOW_ASYNC_SH, when set in the SSH user's environment, names the shell
@@ -14,6 +14,30 @@
 #
 # The `mkdir` of the job directory is the lock: of two launches of one id,
 # exactly one gets past it; the other exits E_EXISTS with the directory.
+
+# refuse CODE MESSAGE: fail before reading the payload. Read it anyway: a
+# client still sending stdin to a closed channel sees a broken pipe, not
+# our answer.
+refuse() {
+    cat >/dev/null
+    err "$@"
+}
+
+# abandon MESSAGE [CODE]: our own launch failed before the job started:
+# remove its folder (so the id is not blocked by a job that never ran), fail.
+abandon() {
+    rm -rf "$_dir"
+    err "${2:-$E_WRITE}" "$1"
+}
+
+# extract OFFSET COUNT FILE: COUNT bytes of the payload from OFFSET (1-based).
+extract() {
+    if [ "$2" -eq 0 ]; then
+        : >"$3"
+    else
+        tail -c +"$1" "$_tmp" | head -c "$2" >"$3"
+    fi
+}
 
 # session_settings: shell lines that give the job the SSH session's own umask
 # and LC_ALL back: the launcher runs with umask 077 (private job files) and
@@ -29,78 +53,81 @@ session_settings() {
 
 launch() {
     [ $# -eq 5 ] || err "$E_USAGE" "usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN"
-    _base=$(expand_home "$1")
+    # Builtins wherever they serve (expand_home_v, cd -P and $PWD, read,
+    # ${#}): every fork here is launch latency.
+    expand_home_v "$1"
+    # shellcheck disable=SC2154 # _path is set by lib.sh's expand_home_v
+    _base=$_path
     _id=$2
     _timeout=$3
     _grace=$4
     _origin=$5
-    need_cmd setsid "start the job in its own session"
 
     umask 077
-    if ! mkdir -p "$_base" 2>/dev/null || [ ! -w "$_base" ]; then
-        err "$E_DIR" "cannot create or write async_dir '$_base'"
+    [ -d "$_base" ] || mkdir -p "$_base" 2>/dev/null
+    if ! cd -P "$_base" 2>/dev/null || [ ! -w . ]; then
+        refuse "$E_DIR" "cannot create or write async_dir '$_base'"
     fi
-    _base=$(cd "$_base" && pwd -P) || err "$E_DIR" "cannot enter async_dir '$1'"
+    _base=$PWD
     _dir=$_base/$_id
 
-    # Read the payload before taking the lock so that a bad payload or cwd
-    # leaves nothing behind.
-    _tmp=$_base/.incoming.$$
-    cat >"$_tmp" || {
-        rm -f "$_tmp"
-        err "$E_WRITE" "cannot write the job payload under '$_base' (disk full?)"
-    }
-    IFS=' ' read -r _magic _version _ncwd _nsup _nenv _ncmd <"$_tmp"
-    if [ "$_magic" != airflow-ssh-async-payload ] || [ "$_version" != "$PROTOCOL" ]; then
-        rm -f "$_tmp"
-        err "$E_USAGE" "unknown payload header (protocol $PROTOCOL expected)"
-    fi
-    _skip=$(($(head -n 1 "$_tmp" | wc -c) + 1))
-    _total=$(wc -c <"$_tmp")
-    if [ $((_skip - 1 + _ncwd + _nsup + _nenv + _ncmd)) -ne $((_total + 0)) ]; then
-        rm -f "$_tmp"
-        err "$E_WRITE" "payload arrived incomplete ($_total bytes); nothing was started"
-    fi
-    _cwd=$(tail -c +"$_skip" "$_tmp" | head -c "$_ncwd")
-    [ -n "$_cwd" ] || _cwd=$HOME
-    _cwd=$(expand_home "$_cwd")
-    _cwd_abs=$(cd "$_cwd" 2>/dev/null && pwd -P) || {
-        rm -f "$_tmp"
-        err "$E_CWD" "cwd '$_cwd' does not exist or is not a directory the SSH user can enter"
-    }
-
     mkdir "$_dir" 2>/dev/null || {
-        rm -f "$_tmp"
         [ -d "$_dir" ] && {
             field job_dir "$_dir"
-            err "$E_EXISTS" "job directory '$_dir' exists already"
+            refuse "$E_EXISTS" "job directory '$_dir' exists already"
         }
-        err "$E_DIR" "cannot create job directory '$_dir'"
+        refuse "$E_DIR" "cannot create job directory '$_dir'"
     }
-    _off=$((_skip + _ncwd))
-    if tail -c +"$_off" "$_tmp" | head -c "$_nsup" >"$_dir/supervise.sh" &&
-        _off=$((_off + _nsup)) &&
-        tail -c +"$_off" "$_tmp" | head -c "$_nenv" >"$_dir/env" &&
-        _off=$((_off + _nenv)) &&
-        tail -c +"$_off" "$_tmp" | head -c "$_ncmd" >"$_dir/command" &&
-        [ "$(wc -c <"$_dir/command")" -eq "$_ncmd" ] &&
-        [ "$(wc -c <"$_dir/env")" -eq "$_nenv" ] &&
-        session_settings >>"$_dir/env"; then
-        rm -f "$_tmp"
-    else
-        # Our own half-written launch, never started: remove it so the id is
-        # not blocked by a job that never ran.
-        rm -rf "$_dir" "$_tmp"
-        err "$E_WRITE" "cannot write the job files under '$_dir' (disk full?); nothing was started"
+    # The payload lands in the job folder: a file, not stdin piece by piece,
+    # as busybox head reads past the bytes it was asked for on a pipe. The
+    # job's shell removes it with env (both hold the task's environment).
+    _tmp=$_dir/payload
+    cat >"$_tmp" || abandon "cannot write the job payload under '$_base' (disk full?); nothing was started"
+    IFS= read -r _header <"$_tmp"
+    set -f
+    # shellcheck disable=SC2086 # the header is split on purpose
+    set -- $_header
+    set +f
+    if [ $# -ne 6 ] || [ "$1" != airflow-ssh-async-payload ] || [ "$2" != "$PROTOCOL" ]; then
+        abandon "unknown payload header (protocol $PROTOCOL expected)" "$E_USAGE"
+    fi
+    _ncwd=$3
+    _nenv=$4
+    _nsup=$5
+    _ncmd=$6
+    # tail -c +N counts from 1: the first byte after the header line.
+    _off=$((${#_header} + 2))
+    _total=$(wc -c <"$_tmp")
+    if [ $((_off - 1 + _ncwd + _nenv + _nsup + _ncmd)) -ne $((_total + 0)) ]; then
+        abandon "payload arrived incomplete ($_total bytes); nothing was started"
+    fi
+    _cwd=
+    [ "$_ncwd" -gt 0 ] && _cwd=$(tail -c +"$_off" "$_tmp" | head -c "$_ncwd")
+    expand_home_v "${_cwd:-$HOME}"
+    _cwd=$_path
+    cd -P "$_cwd" 2>/dev/null ||
+        abandon "cwd '$_cwd' does not exist or is not a directory the SSH user can enter" "$E_CWD"
+    _cwd_abs=$PWD
+    command -v setsid >/dev/null 2>&1 ||
+        abandon "this host has no 'setsid' command, which is needed to start the job in its own session" "$E_NEED"
+
+    # The total size was checked: each part is whole unless a write fails.
+    _off=$((_off + _ncwd))
+    if ! {
+        extract "$_off" "$_nenv" "$_dir/env" &&
+            session_settings >>"$_dir/env" &&
+            extract $((_off + _nenv)) "$_nsup" "$_dir/supervise.sh" &&
+            tail -c +$((_off + _nenv + _nsup)) "$_tmp" >"$_dir/command"
+    }; then
+        abandon "cannot write the job files under '$_dir' (disk full?); nothing was started"
     fi
 
-    # The supervisor prints its report and closes stdout; the command
-    # substitution returns at that EOF, not when the job ends.
-    _report=$(setsid "${AIRFLOW_ASYNC_SH:-/bin/sh}" "$_dir/supervise.sh" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" "$_origin" \
-        </dev/null 2>>"$_dir/supervisor.log" &)
-    [ -n "$_report" ] || err "$E_WRITE" "the supervisor of '$_dir' did not start: see $_dir/supervisor.log"
-    # $(...) dropped the report's final newline; put it back.
-    printf '%s\n' "$_report"
+    # The supervisor writes its report on our stdout (the SSH channel) and
+    # then closes it; the channel ends when the last writer is gone, so the
+    # client reads the report without this shell waiting for it. No report
+    # means the supervisor did not start: supervisor.log says why.
+    setsid "${AIRFLOW_ASYNC_SH:-/bin/sh}" "$_dir/supervise.sh" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" \
+        "$_origin" </dev/null 2>>"$_dir/supervisor.log" &
 }
 
 main() {

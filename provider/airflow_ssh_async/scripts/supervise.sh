@@ -261,7 +261,7 @@ supervise() {
         trap - USR1
         # shellcheck source=/dev/null # written by launch at run time
         . ./env
-        rm -f ./env
+        rm -f ./env ./payload
         AIRFLOW_ASYNC_JOB_ID=$_id
         AIRFLOW_ASYNC_JOB_DIR=$_dir
         AIRFLOW_ASYNC_PROGRESS=$_dir/progress
