@@ -1,8 +1,8 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # The main job, end to end: the nightly_migration example DAG against a
 # throwaway local sshd, with the remote output streamed into the task log.
-set -euo pipefail
+set -eu
 cd "$(dirname "$0")/.."
-bash dev/setup.sh
+sh dev/setup.sh
 VENV=${VENV:-.venv}
 exec timeout 600 "$VENV/bin/python" dev/demo.py "$@"

@@ -1,32 +1,34 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # Set up this checkout on a fresh Debian/Ubuntu machine: the system packages
 # the tests and the demo need (installed with apt when run as root), a venv
 # with the pinned Python packages, and this package in it (editable).
-# Idempotent: a second run only checks.
-set -euo pipefail
+# Idempotent: a second run only checks. POSIX sh, like the remote scripts.
+set -eu
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 say() { printf 'setup: %s\n' "$*"; }
 
-# command -> Debian package that provides it
-declare -A NEEDS=(
-    [sshd]=openssh-server [ssh-keygen]=openssh-client [shellcheck]=shellcheck
-    [busybox]=busybox [dash]=dash [pgrep]=procps [runuser]=util-linux [setsid]=util-linux
-)
-missing=()
-for cmd in "${!NEEDS[@]}"; do
-    [ -x "/usr/sbin/$cmd" ] || command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDS[$cmd]}")
+# command:Debian package that provides it
+missing=
+for need in sshd:openssh-server ssh-keygen:openssh-client shellcheck:shellcheck busybox:busybox \
+    dash:dash pgrep:procps runuser:util-linux setsid:util-linux; do
+    cmd=${need%%:*}
+    if [ ! -x "/usr/sbin/$cmd" ] && ! command -v "$cmd" >/dev/null 2>&1; then
+        missing="$missing ${need#*:}"
+    fi
 done
-python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-if [ ${#missing[@]} -gt 0 ]; then
-    pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"
+if [ -n "$missing" ]; then
+    # shellcheck disable=SC2086 # one word per package
+    pkgs=$(printf '%s\n' $missing | sort -u | tr '\n' ' ')
     if [ "$(id -u)" -ne 0 ]; then
         say "missing system packages: $pkgs- run this as root, or: sudo apt-get install -y $pkgs" >&2
         exit 1
     fi
     say "installing $pkgs"
     apt-get update -qq
+    # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
 fi
 
