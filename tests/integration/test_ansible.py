@@ -22,6 +22,7 @@ from airflow_ssh_async.client import program, remote_host
 from airflow_ssh_async.hooks import SSHAsyncJobHook
 from airflow_ssh_async.job import JobRef, JobState, JobStatus, build_result
 from airflow_ssh_async.watch import watch_job
+from tests.harness.logs import ListLog
 from tests.harness.sshd import SSHServer, home
 
 pytestmark = pytest.mark.timeout(240)
@@ -104,16 +105,6 @@ def wrapper_pids(jid: str) -> list[int]:
             if any(a.endswith(b"async_wrapper.py") for a in argv) and key.encode() in argv:
                 found.append(int(entry.name))
     return found
-
-
-class ListLog:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, fmt: str, *args: Any) -> None:
-        self.lines.append(fmt % args)
-
-    warning = debug = info
 
 
 def watch(jid: str, log: ListLog | None = None, **kwargs: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from airflow_ssh_async.errors import HostKeyError, SSHConnectError
 from airflow_ssh_async.hooks import SSHAsyncJobHook
 from airflow_ssh_async.job import JobRef
 from airflow_ssh_async.watch import watch_job
+from tests.harness.logs import ListLog
 from tests.harness.sshd import SSHServer, free_port, start_server
 
 pytestmark = pytest.mark.timeout(180)
@@ -63,16 +64,6 @@ def bastion_sessions(server: SSHServer) -> list[str]:
     assert server.process is not None
     out = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True).stdout
     return out.split()
-
-
-class ListLog:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, fmt: str, *args: Any) -> None:
-        self.lines.append(fmt % args)
-
-    warning = debug = info
 
 
 @pytest.mark.parametrize("route", ROUTES)

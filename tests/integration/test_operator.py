@@ -16,6 +16,7 @@ from airflow_ssh_async import SSHAsyncJobTrigger
 from airflow_ssh_async.hooks import SSHAsyncJobHook
 from airflow_ssh_async.job import JobRef, JobState
 from airflow_ssh_async.watch import watch_job
+from tests.harness.logs import ListLog
 from tests.harness.procs import live_group_members
 from tests.harness.sshd import home
 
@@ -248,18 +249,6 @@ def test_cleanup_leaves_the_job_running(sshd, job_id) -> None:
     time.sleep(1)
     assert hook.status([launched.job_dir])[launched.job_dir][0].state is JobState.RUNNING
     hook.cancel(launched.job_dir, grace=1)
-
-
-class ListLog:
-    """A logger that keeps what the trigger logs, in order."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, fmt: str, *args: Any) -> None:
-        self.lines.append(fmt % args)
-
-    warning = debug = info
 
 
 @pytest.mark.timeout(240)
