@@ -3,12 +3,12 @@
 # requirements-ansible.txt, in its own venv so Airflow's venv stays untouched.
 # Idempotent: when the venv already has the pinned version it only says so.
 #
-# Usage: bench/ansible_env.sh         (venv at $ANSIBLE_VENV, default /work/ansible-venv)
+# Usage: bench/ansible_env.sh         (venv at $ANSIBLE_VENV, default .ansible-venv in the repo)
 # Needs: a Python 3.11+ as $PYTHON (default python3) with venv and pip.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-venv=${ANSIBLE_VENV:-/work/ansible-venv}
+venv=${ANSIBLE_VENV:-$(dirname "$here")/.ansible-venv}
 python=${PYTHON:-python3}
 reqs=$here/requirements-ansible.txt
 pin=$(sed -n 's/^ansible-core==\([^ ]*\).*/\1/p' "$reqs")

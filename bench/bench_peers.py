@@ -1,6 +1,6 @@
 """Our launch and poll latency and remote footprint beside Ansible async and SSHRemoteJobOperator.
 
-    /work/venv/bin/python bench/bench_peers.py --repeat 10 --json /tmp/peers.json
+    .venv/bin/python bench/bench_peers.py --repeat 10 --json /tmp/peers.json
 
 Starts a throwaway sshd on 127.0.0.1 (tests/harness), runs every case once
 untimed (imports, caches), then N rounds with the cases interleaved so that

@@ -49,7 +49,7 @@ from tests.harness.sshd import SSHServer, home
 T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
-ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV", "/work/ansible-venv"))
+ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV", Path(__file__).resolve().parent.parent / ".ansible-venv"))
 SUBPROCESS_TIMEOUT = 120.0  # no single peer step may hang a bench run
 CONN_TIMEOUT = 10  # seconds, as the conn_timeout extra every peer's connection gets
 

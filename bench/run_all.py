@@ -1,7 +1,7 @@
 """Every benchmark of issue #5 in one run, ours and the peers side by side.
 
-    /work/venv/bin/python bench/run_all.py --quick --json /tmp/bench.json   # a few minutes
-    /work/venv/bin/python bench/run_all.py --json /tmp/bench.json           # the full run (~20 min)
+    .venv/bin/python bench/run_all.py --quick --json /tmp/bench.json   # a few minutes
+    .venv/bin/python bench/run_all.py --json /tmp/bench.json           # the full run (~20 min)
 
 Sections (all against sshd instances on 127.0.0.1 started here):
   peers     launch latency (ours, SSHRemoteJobOperator, Ansible async/poll:0,

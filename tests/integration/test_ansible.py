@@ -35,7 +35,7 @@ RESULT_KEYS = set(build_result(JobRef("c", "j", "/d"), JobStatus(JobState.RUNNIN
 
 @pytest.fixture(scope="session")
 def ansible_venv() -> Path:
-    venv = Path(os.environ.get("ANSIBLE_VENV", "/work/ansible-venv"))
+    venv = Path(os.environ.get("ANSIBLE_VENV", REPO / ".ansible-venv"))
     done = subprocess.run(
         ["sh", str(REPO / "bench" / "ansible_env.sh")],
         env={**os.environ, "ANSIBLE_VENV": str(venv)},
