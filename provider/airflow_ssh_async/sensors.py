@@ -36,8 +36,8 @@ from airflow_ssh_async.job import (
     job_event,
 )
 from airflow_ssh_async.outcome import settle
-from airflow_ssh_async.streams import LineDecoder, Tail
 from airflow_ssh_async.triggers import SSHAsyncJobTrigger
+from airflow_ssh_async.watch import OutputFollower
 
 
 class SSHAsyncJobSensor(BaseSensorOperator):
@@ -196,14 +196,12 @@ class SSHAsyncJobSensor(BaseSensorOperator):
         if not status.state.finished:
             self.log.info("Ansible job %s on %s is %s: %s", ref.job_id, ref.host, status.state.value, status.reason)
             return PokeReturnValue(is_done=False)
-        tails = {}
+        # The same delivery as the trigger's: lines to the log, tails kept.
+        follower = OutputFollower(ref.job_dir, self.log, {}, 4096, self.stream_output)
         for stream, raw in zip(("stdout", "stderr"), ansible_output(data), strict=True):
-            decoder, tail = LineDecoder(), Tail(4096)
-            tail.feed(raw)
-            tails[stream] = tail.text()
-            if self.stream_output:
-                for line in decoder.feed(raw) + decoder.finish():
-                    (self.log.warning if stream == "stderr" else self.log.info)("%s", line)
+            follower.deliver(stream, raw)
+        follower.finish()
+        tails = {s: follower.tails[s].text() for s in ("stdout", "stderr")}
         result = build_result(ref, status, stdout_tail=tails["stdout"], stderr_tail=tails["stderr"])
         return PokeReturnValue(
             is_done=True, xcom_value=settle(job_event("finished", "", ref, result), self.skip_on_exit_code)

@@ -122,8 +122,7 @@ def test_liveness_rules(kw: dict, boot: str, state: JobState, why: str) -> None:
 
 def test_half_written_json_is_an_error_that_names_the_file_for_that_job_only() -> None:
     data = (
-        b'protocol 1\n1\nnow 2\n10\nboot_id 0\n\njob 2\n/j\nexists 1\n1\nresult.json 5\n{"rea\n'
-        b"job 2\n/k\nexists 1\n0\n"
+        b'protocol 1\n1\nnow 2\n10\nboot_id 0\n\njob 2\n/j\nexists 1\n1\nresult.json 5\n{"rea\njob 2\n/k\nexists 1\n0\n'
     )
     report = parse_status(data)  # the batch reads; the damage stays with /j
     with pytest.raises(ProtocolError, match=r"/j/result.json is not valid JSON"):
