@@ -448,7 +448,7 @@ def test_12_bad_input_fails_at_once_saying_what_to_fix(
     assert not problems, "\n".join(problems)
 
 
-# Last in the file: it fails (bug 1 of docs/reliability.md), and `-x` should not hide the others.
+# Last in the file: it failed before bug 1 of docs/reliability.md was fixed; `-x` should not hide the others.
 @pytest.mark.timeout(240)
 def test_05_clear_while_running_reattaches_and_runs_the_job_once(
     airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
