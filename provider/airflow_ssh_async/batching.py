@@ -10,9 +10,10 @@ a thousand triggers on one host make one call per tick, not a thousand.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from typing import Any, Generic, TypeVar
 
 from airflow_ssh_async.client import RemoteHost
@@ -99,34 +100,36 @@ class HostBatcher:
         self._job_json.pop(job_dir, None)
 
 
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[HostBatcher, int]]] = (
-    weakref.WeakKeyDictionary()
-)
+class SharedPerLoop(Generic[V]):
+    """One object per key (a host's pool key) per event loop, shared by every
+    watcher that borrows it and dropped when the last one leaves."""
+
+    def __init__(self) -> None:
+        self._tables: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[V, int]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @contextlib.asynccontextmanager
+    async def borrow(self, key: str, make: Callable[[], V]) -> AsyncIterator[V]:
+        table = self._tables.setdefault(asyncio.get_running_loop(), {})
+        value, users = table[key] if key in table else (make(), 0)
+        table[key] = (value, users + 1)
+        try:
+            yield value
+        finally:
+            value, users = table[key]
+            if users <= 1:
+                del table[key]
+            else:
+                table[key] = (value, users - 1)
 
 
-class batcher_for:  # noqa: N801 - used like a function: `async with batcher_for(...)`
-    """Borrow the loop's batcher for a host; the last one out drops it."""
+_host_batchers: SharedPerLoop[HostBatcher] = SharedPerLoop()
 
-    def __init__(self, hook: SSHAsyncJobHook, host: RemoteHost) -> None:
-        self._hook, self._host = hook, host
-        self._key = host.options.pool_key
 
-    async def __aenter__(self) -> HostBatcher:
-        loop = asyncio.get_running_loop()
-        table = _batchers.setdefault(loop, {})
-        batcher, users = table.get(self._key, (None, 0))
-        if batcher is None:
-            batcher = HostBatcher(self._hook, self._host)
-        table[self._key] = (batcher, users + 1)
-        return batcher
-
-    async def __aexit__(self, *exc: object) -> None:
-        table = _batchers.get(asyncio.get_running_loop(), {})
-        batcher, users = table[self._key]
-        if users <= 1:
-            del table[self._key]
-        else:
-            table[self._key] = (batcher, users - 1)
+def batcher_for(hook: SSHAsyncJobHook, host: RemoteHost) -> contextlib.AbstractAsyncContextManager[HostBatcher]:
+    """Borrow the loop's batcher for a host: ``async with batcher_for(hook, host) as b``."""
+    return _host_batchers.borrow(host.options.pool_key, lambda: HostBatcher(hook, host))
 
 
 async def sleep_to_next_tick(interval: float) -> None:

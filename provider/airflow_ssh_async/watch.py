@@ -12,8 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import weakref
-from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow_ssh_async.ansible import (
@@ -29,7 +27,7 @@ from airflow_ssh_async.ansible import (
     load_ansible_result,
     validate_source,
 )
-from airflow_ssh_async.batching import Coalescer, HostBatcher, batcher_for, sleep_to_next_tick
+from airflow_ssh_async.batching import Coalescer, HostBatcher, SharedPerLoop, batcher_for, sleep_to_next_tick
 from airflow_ssh_async.client import RemoteHost, remote_host
 from airflow_ssh_async.errors import SSHAsyncJobError
 from airflow_ssh_async.hooks import DEFAULT_CHUNK, STREAMS, SSHAsyncJobHook
@@ -94,34 +92,19 @@ class OutputFollower:
             self._emit(stream, self.decoders[stream].finish())
 
 
-# One ansible_status call per host per poll, like HostBatcher for our jobs:
-# loop -> pool key -> (coalescer, users).
-_ansible_batchers: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, tuple[Coalescer[tuple[str, str], AnsibleFacts], int]]
-] = weakref.WeakKeyDictionary()
+# One ansible_status call per host per poll, like HostBatcher for our jobs.
+_ansible_coalescers: SharedPerLoop[Coalescer[tuple[str, str], AnsibleFacts]] = SharedPerLoop()
 
 
-@contextlib.asynccontextmanager
-async def ansible_batcher_for(host: RemoteHost) -> AsyncIterator[Coalescer[tuple[str, str], AnsibleFacts]]:
+def ansible_batcher_for(
+    host: RemoteHost,
+) -> contextlib.AbstractAsyncContextManager[Coalescer[tuple[str, str], AnsibleFacts]]:
     """Borrow the loop's coalescer of Ansible status reads for HOST."""
-    table = _ansible_batchers.setdefault(asyncio.get_running_loop(), {})
-    key = host.options.pool_key
 
     async def fetch(requests: list[tuple[str, str]]) -> dict[tuple[str, str], AnsibleFacts]:
         return dict(zip(requests, await aansible_status(host, requests), strict=True))
 
-    coalescer, users = table.get(key, (None, 0))
-    if coalescer is None:
-        coalescer = Coalescer[tuple[str, str], AnsibleFacts](fetch)
-    table[key] = (coalescer, users + 1)
-    try:
-        yield coalescer
-    finally:
-        coalescer, users = table[key]
-        if users <= 1:
-            del table[key]
-        else:
-            table[key] = (coalescer, users - 1)
+    return _ansible_coalescers.borrow(host.options.pool_key, lambda: Coalescer(fetch))
 
 
 async def watch_job(
