@@ -9,6 +9,7 @@ here skips.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -120,10 +121,8 @@ def job_processes(job_id: str) -> list[int]:
 
 def kill_job_processes(job_id: str) -> None:
     for pid in job_processes(job_id):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 class RemoteJobs:

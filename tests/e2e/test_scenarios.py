@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import RemoteJobs, job_processes
-from tests.harness.airflow_stack import AirflowStack, wait_until
+from tests.harness.airflow_stack import AirflowStack, AirflowStackError, wait_until
 from tests.harness.procs import live_group_members
 from tests.harness.sshd import SSHServer
 
@@ -53,16 +53,21 @@ def first_entry(entries: list[dict], pattern: str) -> dict:
 
 
 def wait_for_log(af: AirflowStack, dag_id: str, run_id: str, pattern: str, timeout: float = 30, **kw: Any) -> str:
-    def probe() -> str | None:
-        text = log_text(af, dag_id, run_id, **kw)
-        return text if re.search(pattern, text) else None
+    """The try's log once it matches PATTERN.
 
-    return wait_until(
-        probe,
-        timeout,
-        f"{pattern!r} in the task log of {dag_id}/{run_id}",
-        check=af.check_alive,
-    )
+    Also used after a run has ended: the API may mark the run done a moment
+    before the try's last lines reach the log file it serves.
+    """
+    seen = [""]
+
+    def probe() -> str | None:
+        seen[0] = log_text(af, dag_id, run_id, **kw)
+        return seen[0] if re.search(pattern, seen[0]) else None
+
+    try:
+        return wait_until(probe, timeout, f"{pattern!r} in the task log of {dag_id}/{run_id}", check=af.check_alive)
+    except AirflowStackError as e:
+        raise AssertionError(f"{e}; the log ends:\n{seen[0][-3000:]}") from None
 
 
 def held_job(jobs: RemoteJobs, job_id: str, *lines: str) -> str:
@@ -268,8 +273,7 @@ def test_06_kill_9_of_the_job_fails_killed_within_two_polls(
     metrics.update(kill_to_event_s=round(noticed, 2), kill_to_task_failed_s=round(failed_after, 1), poll_s=poll)
     assert noticed <= 2 * poll, f"the trigger noticed the kill after {noticed:.1f}s (> 2 polls of {poll}s)"
     assert failed_after < 30, f"the task failed {failed_after:.0f}s after the kill: that is a timeout, not detection"
-    text = log_text(af, dag_id, run_id)
-    assert "killed: killed by signal 9" in text, text[-3000:]
+    wait_for_log(af, dag_id, run_id, re.escape("killed: killed by signal 9"))
     result = af.xcom(dag_id, run_id, "job", key="result")
     assert (result["state"], result["signal"], result["exit_code"]) == ("killed", 9, None)
 
@@ -293,11 +297,10 @@ def test_07_sshd_outage_longer_than_a_poll_is_survived(
         sshd.start()
     release(jobs, job_id)
     finish(af, JOB_DAG, run_id, "success")
-    text = log_text(af, JOB_DAG, run_id)
+    text = wait_for_log(af, JOB_DAG, run_id, r"reached \S+ again; watching job")
     retries = re.findall(r"cannot poll job \S+ \(.*\); retrying in", text)
     metrics["logged_retries"] = len(retries)
     assert len(retries) >= 2, f"expected the retries in the log:\n{text[-4000:]}"
-    assert re.search(r"reached \S+ again; watching job", text), text[-4000:]
     assert af.xcom(JOB_DAG, run_id, "job")["stdout_tail"] == "before outage\nfinished\n"
     assert starts(jobs, job_id) == 1
 
@@ -317,7 +320,7 @@ def test_08_job_timeout_fails_timed_out_and_leaves_no_process(
     assert (result["state"], result["signal"]) == ("timed_out", 9), result
     metrics["job_duration_s"] = result["duration"]
     assert 3 <= result["duration"] <= 3 + 1 + 3, result
-    assert "timed_out: time limit of 3 s reached" in log_text(af, dag_id, run_id)
+    wait_for_log(af, dag_id, run_id, re.escape("timed_out: time limit of 3 s reached"))
     assert live_group_members(info["pgid"]) == []
     deadline = time.monotonic() + 5  # the supervisor exits just after writing result.json
     while job_processes(job_id) and time.monotonic() < deadline:
@@ -342,9 +345,9 @@ def test_09_retry_after_a_failed_job_starts_a_fresh_attempt(
     first = jobs.async_dir / ".archive" / job_id / "1"
     assert json.loads((first / "result.json").read_text())["exit_code"] == 3, "the first attempt's files are kept"
     assert (first / "stdout").read_text() == "first try\n"
-    assert "failed: exited with code 3" in log_text(af, dag_id, run_id, try_number=1)
-    assert re.search(r"archived its folder to \S+/\.archive/\S+/1 and starting a new attempt",
-                     log_text(af, dag_id, run_id, try_number=2))  # fmt: skip
+    wait_for_log(af, dag_id, run_id, re.escape("failed: exited with code 3"), try_number=1)
+    archived = r"archived its folder to \S+/\.archive/\S+/1 and starting a new attempt"
+    wait_for_log(af, dag_id, run_id, archived, try_number=2)
 
 
 @pytest.mark.timeout(180)
@@ -372,7 +375,7 @@ def test_10_reboot_edited_boot_id_fails_lost_within_two_polls(
     assert noticed <= 2 * poll, f"lost noticed {noticed:.1f}s after the trigger started (> 2 polls of {poll}s)"
     result = af.xcom(dag_id, run_id, "job", key="result")
     assert result["state"] == "lost" and "boot id differs" in result["reason"], result
-    assert "lost: the host rebooted since launch" in log_text(af, dag_id, run_id)
+    wait_for_log(af, dag_id, run_id, re.escape("lost: the host rebooted since launch"))
     assert result["pid"] == info["pid"]
 
 
@@ -430,7 +433,7 @@ def test_12_bad_input_fails_at_once_saying_what_to_fix(
     problems = []
     for task_id, (suffix, patterns) in BAD_INPUTS.items():
         ti = af.task_instance(dag_id, run_id, task_id)
-        text = log_text(af, dag_id, run_id, task_id=task_id)
+        text = wait_for_log(af, dag_id, run_id, r"Task failed with exception", task_id=task_id)
         if (ti["state"], ti["try_number"]) != ("failed", 1):
             problems.append(f"{task_id}: {ti['state']} on try {ti['try_number']}, expected failed on try 1")
         metrics[f"{task_id}_task_s"] = ti["duration"]
@@ -467,7 +470,7 @@ def test_05_clear_while_running_reattaches_and_runs_the_job_once(
         "the cleared task's second try to defer",
         check=af.check_alive,
     )
-    try2 = log_text(af, JOB_DAG, run_id, try_number=2)
+    try2 = wait_for_log(af, JOB_DAG, run_id, r"Pausing task as DEFERRED", try_number=2)
     reattached = "re-attaching instead of starting it again" in try2
     # Airflow drops the first try's trigger about a second after the clear
     # (Trigger.clean_unused) and calls its on_kill; hold the job past that.
