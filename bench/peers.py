@@ -154,10 +154,8 @@ def with_descendants(roots: set[int], procs: dict[int, Proc]) -> set[int]:
 def kill_pids(pids: set[int]) -> None:
     """SIGKILL exactly these pids (ones a launch of ours created)."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def wait_gone(pids: set[int], timeout: float = 15.0) -> set[int]:

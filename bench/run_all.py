@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -94,10 +95,8 @@ def kill_and_remove(jobs: list[dict[str, Any]]) -> None:
     """Bench clean-up on this very host: SIGKILL each job's own process group
     (by the pgid its launch reported), wait for the results, remove the folders."""
     for j in jobs:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(int(j["pid"]), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
     deadline = time.monotonic() + 30
     for j in jobs:
         while not Path(j["job_dir"], "result.json").exists() and time.monotonic() < deadline:
@@ -178,7 +177,7 @@ def section_status(server: SSHServer, counts: list[int], poll: float, ticks: int
             t = out["ticks"]
             # Skip the first poll (connect, job.json fetched once): steady state.
             steady = t[1:]
-            cpu_per_poll = [(b["cpu"] - a["cpu"]) for a, b in zip(steady, steady[1:])]
+            cpu_per_poll = [(b["cpu"] - a["cpu"]) for a, b in zip(steady, steady[1:], strict=False)]
             status_calls = [c for c in out["calls"] if c["name"] == "status"]
             walls = [c["wall"] for c in status_calls[1:]] or [c["wall"] for c in status_calls]
             dirs = [j["job_dir"] for j in subset]

@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -146,10 +146,8 @@ class Component:
     def signal_group(self, sig: int) -> None:
         if self.proc is None:
             return
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def wait(self, timeout: float) -> bool:
         """Reap the main process; True if it exited within ``timeout``."""
@@ -375,10 +373,8 @@ class AirflowStack:
         deadline = time.monotonic() + timeout
         while pids := self.stack_processes():
             for pid in pids:
-                try:
+                with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             if time.monotonic() > deadline:
                 return pids
             time.sleep(0.2)

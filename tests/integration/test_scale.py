@@ -112,7 +112,7 @@ def test_fifty_triggers_share_one_connection_and_one_status_call_per_tick(sshd, 
     statuses = calls.of("status")
     # Watchers align to the wall clock: one status call per 1 s tick, each for
     # all the jobs still watched (never two calls within one tick).
-    gaps = [b[0] - a[0] for a, b in zip(statuses, statuses[1:])]
+    gaps = [b[0] - a[0] for a, b in zip(statuses, statuses[1:], strict=False)]
     assert all(g > 0.5 for g in gaps), gaps
     assert len(statuses) <= 8, [len(s[3]) for s in statuses]
     assert max(len(s[3]) for s in statuses) == 50

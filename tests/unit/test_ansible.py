@@ -32,10 +32,16 @@ SUCCEEDED = (
     b'{"changed": true, "stdout": "hi", "stderr": "err", "rc": 0, "cmd": ["sh", "-c", "echo hi"], '
     b'"start": "2026-11-27 01:04:05.897838", "end": "2026-11-27 01:04:08.906633", "delta": "0:00:03.008795", "msg": ""}'
 )
-FAILED = b'{"changed": true, "stdout": "bad", "stderr": "", "rc": 3, "delta": "0:00:00.003374", "failed": true, "msg": "non-zero return code"}'
+FAILED = (
+    b'{"changed": true, "stdout": "bad", "stderr": "", "rc": 3, "delta": "0:00:00.003374", '
+    b'"failed": true, "msg": "non-zero return code"}'
+)
 KILLED = b'{"stdout": "", "stderr": "", "rc": -9, "failed": true, "msg": "non-zero return code"}'
 TIMED_OUT = b'{"msg": "Timeout exceeded", "failed": true, "child_pid": 807}'
-NOT_FOUND = b'{"rc": 2, "stdout": "", "stderr": "", "cmd": "/nonexistent/cmd", "failed": true, "msg": "Error executing command."}'
+NOT_FOUND = (
+    b'{"rc": 2, "stdout": "", "stderr": "", "cmd": "/nonexistent/cmd", "failed": true, '
+    b'"msg": "Error executing command."}'
+)
 PATH = f"/home/u/.ansible_async/{JID}"
 
 
