@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -158,8 +159,22 @@ def run_rounds(cases: list[Case], repeat: int, after_round: Callable[[], None]) 
 # --- footprint ----------------------------------------------------------------------------
 
 
+def bare_pair() -> subprocess.Popen[bytes]:
+    """The least any supervisor with a time limit can be beside the job: a
+    bare /bin/sh (empty environment) parent of the job plus one bare sleep as
+    its timer, the very processes ours uses, with nothing of ours in them."""
+    script = f"sleep 3600 & {FOOTPRINT_CMD}; wait"
+    return subprocess.Popen(["env", "-i", "/bin/sh", "-c", script], user=DASH, cwd="/", start_new_session=True)
+
+
+def stop_pair(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def footprints(p: Peers) -> list[Footprint]:
     return [
+        measure_footprint("floor: bare sh + bare sleep timer", DASH, bare_pair, stop_pair),
         measure_footprint("ours", DASH, lambda: p.ours.launch(FOOTPRINT_CMD), lambda job: p.ours.cleanup([job])),
         measure_footprint(
             "ours, job_timeout=3600",
@@ -218,9 +233,13 @@ def table(rows: list[dict[str, Any]]) -> str:
 def footprint_table(fps: list[Footprint]) -> str:
     lines = []
     for fp in fps:
-        lines.append(f"{fp.method} ({fp.user}): {fp.count} helper processes beside the job, {fp.rss_kb} kB RSS")
+        lines.append(
+            f"{fp.method} ({fp.user}): {fp.count} helper process{'' if fp.count == 1 else 'es'} beside the job, "
+            f"{fp.rss_kb} kB RSS ({fp.pss_kb} kB PSS)"
+        )
         lines += [
-            f"    {p.rss_kb:>6} kB  {p.cmdline[:150]}" + ("" if p in fp.helpers else "   (the job's own shell)")
+            f"    {p.rss_kb:>6} kB ({p.pss_kb:>5} PSS)  {p.cmdline[:150]}"
+            + ("" if p in fp.helpers else "   (the job's own shell)")
             for p in fp.processes
         ]
         if fp.leftover:

@@ -100,6 +100,7 @@ class Proc:
     sid: int
     state: str
     rss_kb: int
+    pss_kb: int  # shared pages (libc) split among the processes that map them
     cmdline: str
 
 
@@ -108,6 +109,7 @@ def _read_proc(pid: int) -> Proc | None:
         status = Path(f"/proc/{pid}/status").read_text()
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
         stat = Path(f"/proc/{pid}/stat").read_text()
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
         return None  # gone between listing and reading
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
@@ -119,6 +121,7 @@ def _read_proc(pid: int) -> Proc | None:
         sid=int(stat.rsplit(")", 1)[1].split()[3]),  # after "pid (comm)": state ppid pgrp session
         state=fields["State"].split()[0],
         rss_kb=int(rss),
+        pss_kb=int(next((line.split()[1] for line in rollup.splitlines() if line.startswith("Pss:")), 0)),
         cmdline=cmdline or f"[{fields['Name'].strip()}]",
     )
 
@@ -201,6 +204,10 @@ class Footprint:
         return sum(p.rss_kb for p in self.helpers)
 
     @property
+    def pss_kb(self) -> int:
+        return sum(p.pss_kb for p in self.helpers)
+
+    @property
     def job_shell_kb(self) -> int:
         return sum(p.rss_kb for p in self.processes if JOB_SHELL.match(p.cmdline))
 
@@ -210,6 +217,7 @@ class Footprint:
             "user": self.user,
             "processes": self.count,
             "rss_kb": self.rss_kb,
+            "pss_kb": self.pss_kb,
             "job_shell_kb": self.job_shell_kb,
             "cmdlines": [f"{p.rss_kb} kB  {p.cmdline[:200]}" for p in self.processes],
             "leftover_after_cleanup": self.leftover,
