@@ -18,7 +18,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # the hook imports airflow.sdk: only load it when a command r
 
 PROG = "airflow-ssh-async"
 STATUS_BATCH = 200  # job dirs per status.sh call: stays far below ARG_MAX
+ARCHIVE = ".archive"  # under async_dir: ARCHIVE/ID/N is attempt N of ID, moved aside by a new attempt
 READ_CHUNK = 1024 * 1024
 KILL_WAIT_EXTRA = 30  # seconds beyond the grace period that `kill --wait` waits
 
@@ -217,17 +218,28 @@ def error_line(message: str) -> None:
 
 @dataclass(frozen=True)
 class Listing:
-    """What list.sh reported: the host's clock, the resolved async_dir, the job names."""
+    """What list.sh reported: the host's clock, the resolved async_dir, the
+    job names and the archived attempts (``.archive/ID/N``)."""
 
     now: int
     async_dir: str
     exists: bool
     names: list[str]
+    attempts: list[str]
+
+    def job_folders(self, hook: SSHAsyncJobHook) -> dict[str, str]:
+        """Job name -> its folder."""
+        return {name: hook.job_dir(name) for name in self.names}
+
+    def attempt_folders(self) -> dict[str, str]:
+        """``.archive/ID/N`` -> its folder: what a new attempt moved aside."""
+        return {name: f"{self.async_dir}/{name}" for name in self.attempts}
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One listed job with its state, or the reason its state could not be read."""
+    """One listed job (or archived attempt) with its state, or the reason its
+    state could not be read. ``job_id`` is the name it was listed by."""
 
     job_id: str
     job_dir: str
@@ -242,6 +254,7 @@ async def list_jobs(hook: SSHAsyncJobHook, host: RemoteHost) -> Listing:
     async_dir = hook.async_dir
     exists = False
     names: list[str] = []
+    attempts: list[str] = []
     for name, value in parse_frames(await host.run("list", [hook.async_dir])):
         if name == "now":
             now = int(value)
@@ -253,20 +266,25 @@ async def list_jobs(hook: SSHAsyncJobHook, host: RemoteHost) -> Listing:
             job = value.decode("utf-8", "replace")
             if JOB_ID_RE.fullmatch(job):  # anything else is not ours to show or delete
                 names.append(job)
+        elif name == "attempt":
+            job, _, n = value.decode("utf-8", "replace").partition("/")
+            if JOB_ID_RE.fullmatch(job) and n.isdigit():
+                attempts.append(f"{ARCHIVE}/{job}/{n}")
         elif name == "protocol" and value != b"1":
             raise ProtocolError(f"list protocol {value!r}, expected 1")
-    return Listing(now, async_dir, exists, sorted(names))
+    return Listing(now, async_dir, exists, sorted(names), sorted(attempts))
 
 
-async def states_of(hook: SSHAsyncJobHook, host: RemoteHost, job_ids: Sequence[str]) -> list[Entry]:
-    """States of many jobs, a batch per status.sh call.
+async def states_of(hook: SSHAsyncJobHook, host: RemoteHost, folders: Mapping[str, str]) -> list[Entry]:
+    """States of many jobs (name -> folder), a batch per status.sh call.
 
     A damaged job file fails a whole batch (the hook never guesses); then each
     job of that batch is asked alone, so one bad folder does not hide the rest.
     """
     entries: list[Entry] = []
-    for i in range(0, len(job_ids), STATUS_BATCH):
-        batch = {hook.job_dir(j): j for j in job_ids[i : i + STATUS_BATCH]}
+    names = list(folders)
+    for i in range(0, len(names), STATUS_BATCH):
+        batch = {folders[j]: j for j in names[i : i + STATUS_BATCH]}
         try:
             found = await hook.astatus(list(batch), host=host)
         except ProtocolError:
@@ -310,7 +328,7 @@ def _sort_key(e: Entry) -> tuple[int, str]:
 async def cmd_jobs(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:
     """List every job of the async_dir with state, age, pid and exit code."""
     listing = await list_jobs(hook, host)
-    entries = sorted(await states_of(hook, host, listing.names), key=_sort_key)
+    entries = sorted(await states_of(hook, host, listing.job_folders(hook)), key=_sort_key)
     if args.state:
         entries = [e for e in entries if (e.status.state.value if e.status else "error") in args.state]
     if args.json:
@@ -508,19 +526,20 @@ def gc_candidate(entry: Entry, cutoff: int) -> bool:
 
 
 async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:
-    """Remove finished job folders whose end is older than --older-than."""
+    """Remove finished job folders, and archived attempts, whose end is older than --older-than."""
     listing = await list_jobs(hook, host)
     cutoff = listing.now - args.older_than
-    candidates = [e for e in await states_of(hook, host, listing.names) if gc_candidate(e, cutoff)]
+    folders = listing.job_folders(hook) | listing.attempt_folders()
+    candidates = [(e, st) for e in await states_of(hook, host, folders) if (st := e.status) and gc_candidate(e, cutoff)]
     removed: list[str] = []
     skipped: dict[str, str] = {}
     if not args.dry_run and candidates:
         # Ask again right before deleting: a job relaunched under the same id
         # since the listing is a new attempt, and must be left alone.
-        again = {e.job_id: e for e in await states_of(hook, host, [e.job_id for e in candidates])}
-        for e in candidates:
+        again = {e.job_id: e for e in await states_of(hook, host, {e.job_id: e.job_dir for e, _ in candidates})}
+        for e, status in candidates:
             fresh = again.get(e.job_id)
-            if fresh is None or not gc_candidate(fresh, cutoff) or fresh.status.start_time != e.status.start_time:
+            if fresh is None or not gc_candidate(fresh, cutoff) or _started(fresh) != status.start_time:
                 skipped[e.job_id] = "changed since the listing"
                 continue
             try:
@@ -537,16 +556,16 @@ async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHo
                 "async_dir": listing.async_dir,
                 "older_than": args.older_than,
                 "dry_run": args.dry_run,
-                "candidates": [job_record(e.job_id, e.job_dir, e.status, listing.now) for e in candidates],
+                "candidates": [job_record(e.job_id, e.job_dir, status, listing.now) for e, status in candidates],
                 "removed": removed,
                 "skipped": skipped,
             }
         )
     else:
         verb = "would remove" if args.dry_run else "removed"
-        for e in candidates:
+        for e, status in candidates:
             if args.dry_run or e.job_id in removed:
-                print(f"{verb} {e.job_id} ({e.status.state.value}, ended {fmt_span(_ended_ago(e, listing.now))} ago)")
+                print(f"{verb} {e.job_id} ({status.state.value}, ended {fmt_span(_ended_ago(e, listing.now))} ago)")
         for job_id, why in skipped.items():
             print(f"skipped {job_id}: {why}")
         count = len(candidates) if args.dry_run else len(removed)
@@ -555,6 +574,10 @@ async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHo
             f"on {host.options.label}"
         )
     return Exit.ERROR if any(why != "changed since the listing" for why in skipped.values()) else Exit.OK
+
+
+def _started(e: Entry) -> int | None:
+    return e.status.start_time if e.status else None
 
 
 def _ended_ago(e: Entry, now: int) -> int | None:
@@ -641,7 +664,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=int, default=10, metavar="SECONDS", help="SIGTERM to SIGKILL delay (default 10)")
     p.add_argument("--wait", action="store_true", help="wait until the job has ended and show its final state")
     p = add(
-        "gc", cmd_gc, "remove finished job folders whose end is older than --older-than (never a running one)", [common]
+        "gc",
+        cmd_gc,
+        "remove finished job folders and archived attempts whose end is older than --older-than (never a running one)",
+        [common],
     )
     p.add_argument(
         "--older-than",

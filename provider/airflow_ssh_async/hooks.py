@@ -57,9 +57,17 @@ class Chunk:
     missing: bool = False
 
 
+def _folder_id(job_dir: str) -> str:
+    """The job id a folder is named by; ASYNC_DIR/.archive/ID/N is an earlier attempt of ID."""
+    parts = job_dir.rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-3] == ".archive":
+        return f"{parts[-2]} (archived attempt {parts[-1]})"
+    return parts[-1]
+
+
 def _ids(job_dirs: Iterable[str]) -> str:
-    """The job ids that errors about these folders name (a folder is named by its id)."""
-    return ", ".join(dict.fromkeys(d.rstrip("/").rsplit("/", 1)[-1] for d in job_dirs))
+    """The job ids that errors about these folders name."""
+    return ", ".join(dict.fromkeys(_folder_id(d) for d in job_dirs))
 
 
 class SSHAsyncJobHook(BaseHook):

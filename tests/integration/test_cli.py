@@ -400,6 +400,12 @@ def test_gc_removes_only_old_finished_jobs(server, capsysbinary) -> None:
     hook = SSHAsyncJobHook(DASH, async_dir=async_dir)
     week = 7 * 86400
     try:
+        # Two attempts of "retried" moved aside by new attempts: an old one and a recent one.
+        for command in ("exit 1", "exit 2", "true"):
+            if command != "exit 1":
+                hook.archive(hook.job_dir("retried"))
+            hook.launch("retried", command)
+            wait_for_states(hook, {"retried": "failed" if command.startswith("exit") else "succeeded"})
         hook.launch("old-ok", "true")
         hook.launch("old-bad", "exit 1")
         hook.launch("fresh", "true")
@@ -407,24 +413,31 @@ def test_gc_removes_only_old_finished_jobs(server, capsysbinary) -> None:
         wait_for_states(hook, {"old-ok": "succeeded", "old-bad": "failed", "fresh": "succeeded", "busy": "running"})
         age_result(user, async_dir, "old-ok", week + 60)
         age_result(user, async_dir, "old-bad", week + 3600)
+        age_result(user, async_dir, ".archive/retried/1", week + 60)
+        old = ["old-bad", "old-ok", ".archive/retried/1"]
 
         code, out, err = run_cli(capsysbinary, "gc", DASH, "--older-than", "7d", "--dry-run", "--async-dir", async_dir)
         assert code == 0, err
-        assert sorted(re.findall(r"^would remove (\S+) \(", out, re.M)) == ["old-bad", "old-ok"]
-        assert "would remove 2 job folder(s) older than 7d00h" in out
+        assert sorted(re.findall(r"^would remove (\S+) \(", out, re.M)) == sorted(old)
+        assert "would remove 3 job folder(s) older than 7d00h" in out
         code, out, _ = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--json")
-        assert len(json.loads(out)["jobs"]) == 4  # the dry run removed nothing
+        assert len(json.loads(out)["jobs"]) == 5  # the dry run removed nothing
 
         code, out, err = run_cli(capsysbinary, "gc", DASH, "--older-than", "7d", "--async-dir", async_dir, "--json")
         assert code == 0, err
         report = json.loads(out)
-        assert sorted(report["removed"]) == ["old-bad", "old-ok"] and report["skipped"] == {}
+        assert sorted(report["removed"]) == sorted(old) and report["skipped"] == {}
         code, out, _ = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--json")
-        assert sorted(j["job_id"] for j in json.loads(out)["jobs"]) == ["busy", "fresh"]
+        assert sorted(j["job_id"] for j in json.loads(out)["jobs"]) == ["busy", "fresh", "retried"]
+        archive = run_as(user, f"cd {async_dir.replace('~', '$HOME', 1)}/.archive && echo */*").stdout.split()
+        assert archive == ["retried/2"], "the recent attempt is kept, the old one removed"
 
         # Even "older than nothing" never touches a running job.
         code, out, _ = run_cli(capsysbinary, "gc", DASH, "--older-than", "0s", "--async-dir", async_dir)
         assert code == 0 and "removed fresh (succeeded" in out and "busy" not in out
+        assert "removed .archive/retried/2 (failed" in out
+        gone = run_as(user, f"test -e {async_dir.replace('~', '$HOME', 1)}/.archive/retried || echo gone").stdout
+        assert gone == "gone\n", "the folder of an id whose last archived attempt was removed is removed too"
         assert hook.status([hook.job_dir("busy")])[hook.job_dir("busy")][0].state.value == "running"
     finally:
         remove_async_dir(user, async_dir)

@@ -32,6 +32,8 @@ main() {
     case $2 in
         remove)
             rm -rf "$_d" || err "$E_WRITE" "cannot remove '$_d'"
+            # An archived attempt: drop .archive/ID too once its last attempt is gone.
+            case $_d in */.archive/*/*) rmdir "${_d%/*}" 2>/dev/null ;; esac
             field removed "$_d"
             ;;
         archive)

@@ -4,19 +4,30 @@
 # Usage: list ASYNC_DIR
 # Stdout: framed fields; `protocol`, `now`, `async_dir` (the absolute path,
 # or ASYNC_DIR as given when it does not exist), `exists` (0 or 1), then one
-# `job` per job folder (its name). The caller asks status.sh about them, so
-# the state rules stay in one place (job.py).
+# `job` per job folder (its name), then one `attempt` per archived attempt
+# (ID/N, its folder under .archive/). The caller asks status.sh about them,
+# so the state rules stay in one place (job.py).
 #
-# Entries whose names start with '.' are skipped: .archive/ and the
-# .incoming.PID payloads of launches in progress (no job id starts with '.').
-# Symlinks and plain files are skipped too: launch only makes directories.
+# Other entries whose names start with '.' are skipped (no job id starts
+# with '.'). Symlinks and plain files are skipped too: launch and archive
+# only make directories.
 
-list_jobs() {
+# list_dirs DIR NAME PREFIX: a NAME field (PREFIX + name) per real directory in DIR.
+list_dirs() {
     for _e in "$1"/*; do
         [ -d "$_e" ] || continue
         [ -L "$_e" ] && continue
-        field job "${_e##*/}"
+        field "$2" "$3${_e##*/}"
     done
+}
+
+list_jobs() {
+    list_dirs "$1" job ""
+    [ -d "$1/.archive" ] && [ ! -L "$1/.archive" ] || return 0
+    for _a in "$1/.archive"/*; do
+        [ -d "$_a" ] && [ ! -L "$_a" ] && list_dirs "$_a" attempt "${_a##*/}/"
+    done
+    return 0
 }
 
 main() {
