@@ -7,17 +7,21 @@ reads task states and task logs through that API, and checks the host itself
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import signal
 import time
+import warnings
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import RemoteJobs, job_processes
+from tests.e2e.dags.ssh_async_e2e import TIME_LIMIT_S
 from tests.harness.airflow_stack import AirflowStack, AirflowStackError, wait_until
 from tests.harness.procs import live_group_members
 from tests.harness.sshd import SSHServer
@@ -118,8 +122,40 @@ def defer_and_hold(af: AirflowStack, dag_id: str, run_id: str, task_id: str = "j
     return ti
 
 
+# Airflow 3.3's scheduler can fail a deferred task whose trigger fired before it
+# processed the executor's "success" for the defer exit (apache/airflow#66374,
+# #72716); seen here only with the machine saturated. Say so, not "no result".
+STALE_DEFER_EXIT = "finished with state success, but the task instance's state attribute is"
+
+
+class StaleDeferExit(AssertionError):
+    """Airflow's scheduler, not the job, decided the run (see STALE_DEFER_EXIT)."""
+
+
+def rerun_on_stale_defer_exit(test: Callable[..., None]) -> Callable[..., None]:
+    """Run a scenario once more when that Airflow race decided it; every other failure stands.
+
+    For the scenarios whose trigger fires within seconds of the deferral,
+    which a starved scheduler can lose to the race (docs/reliability.md).
+    """
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            test(*args, **kwargs)
+        except StaleDeferExit as race:
+            warnings.warn(f"{test.__name__} runs again: {race}", stacklevel=1)
+            kwargs["metrics"]["reran_after_airflow_race"] = True  # shown in the suite's metrics report
+            test(*args, **kwargs)
+
+    return run
+
+
 def finish(af: AirflowStack, dag_id: str, run_id: str, expected: str, timeout: float = 90) -> None:
     state = af.wait_for_dag_run(dag_id, run_id, timeout=timeout)
+    stale = [line for line in af.component_log("scheduler").splitlines() if STALE_DEFER_EXIT in line and run_id in line]
+    if stale:
+        raise StaleDeferExit(f"Airflow's scheduler failed {run_id} on a stale executor event:\n{stale[0]}")
     assert state == expected, f"run {run_id} ended {state}, expected {expected}\n{af.diagnostics(30)}"
 
 
@@ -252,6 +288,7 @@ def test_04_mark_failed_cancels_the_whole_process_group(
 
 
 @pytest.mark.timeout(180)
+@rerun_on_stale_defer_exit
 def test_06_kill_9_of_the_job_fails_killed_within_two_polls(
     airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
 ) -> None:
@@ -306,6 +343,7 @@ def test_07_sshd_outage_longer_than_a_poll_is_survived(
 
 
 @pytest.mark.timeout(180)
+@rerun_on_stale_defer_exit
 def test_08_job_timeout_fails_timed_out_and_leaves_no_process(
     airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
 ) -> None:
@@ -319,8 +357,8 @@ def test_08_job_timeout_fails_timed_out_and_leaves_no_process(
     result = af.xcom(dag_id, run_id, "job", key="result")
     assert (result["state"], result["signal"]) == ("timed_out", 9), result
     metrics["job_duration_s"] = result["duration"]
-    assert 3 <= result["duration"] <= 3 + 1 + 3, result
-    wait_for_log(af, dag_id, run_id, re.escape("timed_out: time limit of 3 s reached"))
+    assert TIME_LIMIT_S <= result["duration"] <= TIME_LIMIT_S + 1 + 3, result
+    wait_for_log(af, dag_id, run_id, re.escape(f"timed_out: time limit of {TIME_LIMIT_S} s reached"))
     assert live_group_members(info["pgid"]) == []
     deadline = time.monotonic() + 5  # the supervisor exits just after writing result.json
     while job_processes(job_id) and time.monotonic() < deadline:
@@ -329,6 +367,7 @@ def test_08_job_timeout_fails_timed_out_and_leaves_no_process(
 
 
 @pytest.mark.timeout(240)
+@rerun_on_stale_defer_exit
 def test_09_retry_after_a_failed_job_starts_a_fresh_attempt(
     airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
 ) -> None:
@@ -351,6 +390,7 @@ def test_09_retry_after_a_failed_job_starts_a_fresh_attempt(
 
 
 @pytest.mark.timeout(180)
+@rerun_on_stale_defer_exit
 def test_10_reboot_edited_boot_id_fails_lost_within_two_polls(
     airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
 ) -> None:
