@@ -33,6 +33,7 @@ from airflow_ssh_async.errors import (
     SSHConnectError,
 )
 from airflow_ssh_async.job import (
+    ARCHIVE_DIR,
     DEFAULT_ASYNC_DIR,
     JOB_ID_RE,
     JobFacts,
@@ -49,7 +50,6 @@ if TYPE_CHECKING:  # the hook imports airflow.sdk: only load it when a command r
 
 PROG = "airflow-ssh-async"
 STATUS_BATCH = 200  # job dirs per status.sh call: stays far below ARG_MAX
-ARCHIVE = ".archive"  # under async_dir: ARCHIVE/ID/N is attempt N of ID, moved aside by a new attempt
 READ_CHUNK = 1024 * 1024
 KILL_WAIT_EXTRA = 30  # seconds beyond the grace period that `kill --wait` waits
 
@@ -269,7 +269,7 @@ async def list_jobs(hook: SSHAsyncJobHook, host: RemoteHost) -> Listing:
         elif name == "attempt":
             job, _, n = value.decode("utf-8", "replace").partition("/")
             if JOB_ID_RE.fullmatch(job) and n.isdigit():
-                attempts.append(f"{ARCHIVE}/{job}/{n}")
+                attempts.append(f"{ARCHIVE_DIR}/{job}/{n}")
         elif name == "protocol" and value != b"1":
             raise ProtocolError(f"list protocol {value!r}, expected 1")
     return Listing(now, async_dir, exists, sorted(names), sorted(attempts))
@@ -530,7 +530,8 @@ async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHo
     listing = await list_jobs(hook, host)
     cutoff = listing.now - args.older_than
     folders = listing.job_folders(hook) | listing.attempt_folders()
-    candidates = [(e, st) for e in await states_of(hook, host, folders) if (st := e.status) and gc_candidate(e, cutoff)]
+    entries = await states_of(hook, host, folders)
+    candidates = [(e, st) for e in entries if (st := e.status) is not None and gc_candidate(e, cutoff)]
     removed: list[str] = []
     skipped: dict[str, str] = {}
     if not args.dry_run and candidates:

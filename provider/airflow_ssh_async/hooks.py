@@ -17,6 +17,7 @@ from airflow_ssh_async.client import RemoteHost, remote_host, script
 from airflow_ssh_async.connection import SSHOptions, options_from_connection
 from airflow_ssh_async.errors import ConnectionNotFoundError, RemoteWriteError, SSHAsyncJobError
 from airflow_ssh_async.job import (
+    ARCHIVE_DIR,
     DEFAULT_ASYNC_DIR,
     JobFacts,
     JobRef,
@@ -60,7 +61,7 @@ class Chunk:
 def _folder_id(job_dir: str) -> str:
     """The job id a folder is named by; ASYNC_DIR/.archive/ID/N is an earlier attempt of ID."""
     parts = job_dir.rstrip("/").split("/")
-    if len(parts) >= 3 and parts[-3] == ".archive":
+    if len(parts) >= 3 and parts[-3] == ARCHIVE_DIR:
         return f"{parts[-2]} (archived attempt {parts[-1]})"
     return parts[-1]
 

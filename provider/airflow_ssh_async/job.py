@@ -17,6 +17,7 @@ from typing import Any
 
 PROTOCOL = 1
 DEFAULT_ASYNC_DIR = "~/.airflow_async"
+ARCHIVE_DIR = ".archive"  # ASYNC_DIR/.archive/ID/N: attempt N of ID, moved aside (archive.sh); no id starts with "."
 JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
