@@ -147,11 +147,18 @@ def env_exports(environment: dict[str, str]) -> bytes:
 
 
 def launch_payload(command: str, environment: dict[str, str], cwd: str, supervisor: bytes) -> bytes:
-    """What the launcher reads on stdin: a header of lengths, then the parts."""
+    """What the launcher reads on stdin: a header of lengths, then the parts.
+
+    The header ends with the supervisor's content hash: the host keeps one
+    copy of each supervisor per async_dir under that name, so a launch
+    writes it only the first time (every process there is launch latency).
+    """
     cwd_b = cwd.encode()
     env_b = env_exports(environment)
     cmd_b = command.encode()  # verbatim: the command file is exactly what the user wrote
-    header = f"airflow-ssh-async-payload {PROTOCOL} {len(cwd_b)} {len(env_b)} {len(supervisor)} {len(cmd_b)}\n"
+    sup_id = hashlib.sha256(supervisor).hexdigest()[:16]
+    lengths = f"{len(cwd_b)} {len(env_b)} {len(supervisor)} {len(cmd_b)}"
+    header = f"airflow-ssh-async-payload {PROTOCOL} {lengths} {sup_id}\n"
     return header.encode() + cwd_b + env_b + supervisor + cmd_b
 
 

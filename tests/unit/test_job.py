@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from airflow_ssh_async.job import (
@@ -65,10 +67,13 @@ def test_env_exports_quote_every_value_once() -> None:
 def test_payload_header_counts_bytes_of_each_part() -> None:
     payload = launch_payload("echo é", {"K": "v"}, "/tmp", b"SUP")
     header, rest = payload.split(b"\n", 1)
-    magic, version, ncwd, nsup, nenv, ncmd = header.split()
+    magic, version, ncwd, nenv, nsup, ncmd, sup_id = header.split()
     assert (magic, version) == (b"airflow-ssh-async-payload", b"1")
     assert int(ncwd) + int(nsup) + int(nenv) + int(ncmd) == len(rest)
     assert rest.endswith("echo é".encode()), "the command is sent verbatim"
+    # The supervisor is named by its content: another supervisor, another name.
+    assert sup_id == hashlib.sha256(b"SUP").hexdigest()[:16].encode()
+    assert launch_payload("true", {}, "", b"SUP2").split()[6] != sup_id
 
 
 def facts(**kw: object) -> JobFacts:

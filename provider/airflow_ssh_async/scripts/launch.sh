@@ -3,9 +3,11 @@
 #
 # Usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN
 #        ORIGIN: who launched it (the Airflow task instance), kept in job.json.
-# Stdin: "airflow-ssh-async-payload 1 CWD_LEN ENV_LEN SUPERVISOR_LEN COMMAND_LEN\n"
+# Stdin: "airflow-ssh-async-payload 1 CWD_LEN ENV_LEN SUPERVISOR_LEN COMMAND_LEN SUPERVISOR_ID\n"
 #        then the cwd, the env exports, the supervisor program and the
-#        command, back to back.
+#        command, back to back. SUPERVISOR_ID (hex) names the supervisor's
+#        content: ASYNC_DIR/.supervisor/ID/supervise.sh is written by the
+#        first launch that brings it and run by every later one.
 # Stdout: framed fields protocol, job_dir, pid, pgid, supervisor_pid, start_time.
 #
 # AIRFLOW_ASYNC_SH, when set in the SSH user's environment, names the shell
@@ -28,6 +30,18 @@ refuse() {
 abandon() {
     rm -rf "$_dir"
     err "${2:-$E_WRITE}" "$1"
+}
+
+# install_supervisor OFFSET COUNT: the shared copy of this supervisor, unless
+# an earlier launch wrote it (whole: it is moved into place when complete).
+install_supervisor() {
+    [ -f "$_sup" ] && return 0
+    mkdir -p "${_sup%/*}" 2>/dev/null
+    if extract "$1" "$2" "$_sup.$$" && mv -f "$_sup.$$" "$_sup"; then
+        return 0
+    fi
+    rm -f "$_sup.$$"
+    return 1
 }
 
 # extract OFFSET COUNT FILE: COUNT bytes of the payload from OFFSET (1-based).
@@ -88,13 +102,17 @@ launch() {
     # shellcheck disable=SC2086 # the header is split on purpose
     set -- $_header
     set +f
-    if [ $# -ne 6 ] || [ "$1" != airflow-ssh-async-payload ] || [ "$2" != "$PROTOCOL" ]; then
+    if [ $# -ne 7 ] || [ "$1" != airflow-ssh-async-payload ] || [ "$2" != "$PROTOCOL" ]; then
         abandon "unknown payload header (protocol $PROTOCOL expected)" "$E_USAGE"
     fi
     _ncwd=$3
     _nenv=$4
     _nsup=$5
     _ncmd=$6
+    case $7 in
+        '' | *[!0-9a-f]*) abandon "bad supervisor id in the payload header" "$E_USAGE" ;;
+    esac
+    _sup=$_base/.supervisor/$7/supervise.sh
     # tail -c +N counts from 1: the first byte after the header line.
     _off=$((${#_header} + 2))
     _total=$(wc -c <"$_tmp")
@@ -116,7 +134,7 @@ launch() {
     if ! {
         extract "$_off" "$_nenv" "$_dir/env" &&
             session_settings >>"$_dir/env" &&
-            extract $((_off + _nenv)) "$_nsup" "$_dir/supervise.sh" &&
+            install_supervisor $((_off + _nenv)) "$_nsup" &&
             tail -c +$((_off + _nenv + _nsup)) "$_tmp" >"$_dir/command"
     }; then
         abandon "cannot write the job files under '$_dir' (disk full?); nothing was started"
@@ -126,7 +144,7 @@ launch() {
     # then closes it; the channel ends when the last writer is gone, so the
     # client reads the report without this shell waiting for it. No report
     # means the supervisor did not start: supervisor.log says why.
-    setsid "${AIRFLOW_ASYNC_SH:-/bin/sh}" "$_dir/supervise.sh" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" \
+    setsid "${AIRFLOW_ASYNC_SH:-/bin/sh}" "$_sup" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" \
         "$_origin" </dev/null 2>>"$_dir/supervisor.log" &
 }
 

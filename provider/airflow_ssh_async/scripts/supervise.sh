@@ -4,7 +4,7 @@
 # Usage: supervise JOB_DIR JOB_ID TIMEOUT GRACE CWD ORIGIN   (started by launch under setsid)
 #
 # Starts the job (`/bin/sh command`) in its own session and process group,
-# writes job.json, prints the launch report on stdout and closes it, then
+# prints the launch report on stdout and closes it, writes job.json, then
 # waits. It enforces the time limit (SIGTERM to the job's process group,
 # SIGKILL after GRACE seconds), escalates a cancel the same way, and writes
 # result.json atomically when the job ends.
@@ -270,20 +270,22 @@ supervise() {
         exec setsid /bin/sh "$_dir/command"
     ) </dev/null >stdout 2>stderr &
     _pid=$!
-    write_job_json || say "cannot write $_dir/job.json"
-    (
-        LC_ALL=C
-        field protocol "$PROTOCOL"
-        field job_dir "$_dir"
-        field pid "$_pid"
-        field start_time "$_start"
-    )
+    # Report first: the launch (and the task) waits for it, and job.json is
+    # not needed for it. A status read in between sees the job `starting`.
+    field protocol "$PROTOCOL"
+    field job_dir "$_dir"
+    field pid "$_pid"
+    field start_time "$_start"
     exec >/dev/null
+    write_job_json || say "cannot write $_dir/job.json"
     watch
     finish "$_st"
 }
 
 main() {
+    # Byte counts in the report; the job gets the session's LC_ALL back (env).
+    LC_ALL=C
+    export LC_ALL
     supervise "$@"
 }
 
