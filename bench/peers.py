@@ -332,23 +332,26 @@ class Ours:
         return asyncio.run(self._poll_warm(job_dir))
 
     def cleanup(self, launched: list[Launched], timeout: float = 20.0) -> None:
-        """Cancel, wait for the supervisor's result, then remove the job folders."""
-        if not launched:
-            return
-        hook = SSHAsyncJobHook(self.conn_id)
-        dirs = [job.job_dir for job in launched]
-        for d in dirs:
-            with contextlib.suppress(JobNotFoundError):  # removed by an earlier, cut-short cleanup
-                hook.cancel(d, grace=1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            states = hook.status(dirs)
-            if all(status.state.finished for status, _ in states.values()):
-                break
-            time.sleep(0.3)
-        for d, (status, _) in hook.status(dirs).items():
-            if status.state != JobState.MISSING:
-                hook.archive(d, remove=True)
+        cleanup_jobs(self.conn_id, [job.job_dir for job in launched], timeout)
+
+
+def cleanup_jobs(conn_id: str, dirs: list[str], timeout: float = 20.0) -> None:
+    """Cancel, wait for the supervisor's result, then remove the job folders."""
+    if not dirs:
+        return
+    hook = SSHAsyncJobHook(conn_id)
+    for d in dirs:
+        with contextlib.suppress(JobNotFoundError):  # removed by an earlier, cut-short cleanup
+            hook.cancel(d, grace=1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = hook.status(dirs)
+        if all(status.state.finished for status, _ in states.values()):
+            break
+        time.sleep(0.3)
+    for d, (status, _) in hook.status(dirs).items():
+        if status.state != JobState.MISSING:
+            hook.archive(d, remove=True)
 
 
 # --- the floor --------------------------------------------------------------------------
