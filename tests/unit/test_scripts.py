@@ -134,6 +134,24 @@ def test_missing_cwd_is_refused_and_leaves_nothing(shell: list[str], tmp_path: P
     assert sorted(os.listdir(tmp_path / ".airflow_async")) == []
 
 
+def test_the_supervisor_copy_is_shared_and_only_ours_is_run(shell: list[str], tmp_path: Path) -> None:
+    launch(shell, tmp_path, "j6", "true")
+    [copy] = (tmp_path / ".airflow_async" / ".supervisor").glob("*/supervise.sh")
+    assert copy.read_bytes() == script("lib") + b"\n" + script("supervise")
+    inode = copy.stat().st_ino
+    wait_state(shell, tmp_path, launch(shell, tmp_path, "j7", "true")["job_dir"].decode(), JobState.SUCCEEDED)
+    assert copy.stat().st_ino == inode, "a later launch runs the shared copy, it does not write it again"
+
+    # A copy someone else owns (an async_dir others can write to) is replaced, never run.
+    planted = tmp_path / "planted-ran"
+    copy.write_text(f": > {planted}\n")
+    os.chown(copy, 65534, 65534)
+    rep = launch(shell, tmp_path, "j8", "echo fine")
+    wait_state(shell, tmp_path, rep["job_dir"].decode(), JobState.SUCCEEDED)
+    assert not planted.exists(), "a supervisor copy of another owner was run"
+    assert copy.stat().st_uid == os.getuid() and copy.read_bytes() == script("lib") + b"\n" + script("supervise")
+
+
 # --- the supervisor waits without a tick -------------------------------------------------
 
 

@@ -34,8 +34,11 @@ abandon() {
 
 # install_supervisor OFFSET COUNT: the shared copy of this supervisor, unless
 # an earlier launch wrote it (whole: it is moved into place when complete).
+# Only a copy the SSH user owns is run: in an async_dir others can write to,
+# theirs is replaced (or the launch fails), never executed. A shell without
+# `test -O` writes a fresh copy every time.
 install_supervisor() {
-    [ -f "$_sup" ] && return 0
+    [ -f "$_sup" ] && [ -O "$_sup" ] && return 0
     mkdir -p "${_sup%/*}" 2>/dev/null
     if extract "$1" "$2" "$_sup.$$" && mv -f "$_sup.$$" "$_sup"; then
         return 0
