@@ -41,12 +41,17 @@ DEFAULT_CHUNK = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Launched:
-    """What a successful launch tells: where the job lives and its pid."""
+    """What a successful launch tells: where the job lives and its pids.
+
+    The supervisor reports before it writes job.json (launch latency), so
+    this is what a caller may rely on at once; job.json follows shortly.
+    """
 
     job_id: str
     job_dir: str
     pid: int
     start_time: int
+    supervisor_pid: int
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,7 @@ class SSHAsyncJobHook(BaseHook):
                 job_dir=out["job_dir"].decode(),
                 pid=int(out["pid"]),
                 start_time=int(out["start_time"]),
+                supervisor_pid=int(out["supervisor_pid"]),
             )
 
         return await (go(host) if host else self._with_host(go))

@@ -89,8 +89,10 @@ def wait_for_states(hook: SSHAsyncJobHook, wanted: dict[str, str], timeout: floa
 
 
 def job_json(user: str, async_dir: str, job_id: str) -> dict:
+    """job.json, waited for: the launch reports before the supervisor writes it."""
     path = async_dir.replace("~", "$HOME", 1)
-    return json.loads(run_as(user, f"cat {path}/{job_id}/job.json").stdout)
+    f = f"{path}/{job_id}/job.json"
+    return json.loads(run_as(user, f"i=0; until [ -s {f} ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; cat {f}").stdout)
 
 
 def assert_one_line_error(err: str, *needles: str) -> None:

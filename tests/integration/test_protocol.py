@@ -43,8 +43,13 @@ def wait_state(hook: SSHAsyncJobHook, job_dir: str, *states: JobState, limit: fl
         time.sleep(0.2)
 
 
-def job_json(job_dir: str) -> dict:
-    return json.loads(Path(job_dir, "job.json").read_text())
+def job_json(job_dir: str, limit: float = 10) -> dict:
+    """job.json, waited for: the launch reports before the supervisor writes it."""
+    path, deadline = Path(job_dir, "job.json"), time.monotonic() + limit
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path} {limit}s after the launch"
+        time.sleep(0.05)
+    return json.loads(path.read_text())
 
 
 @pytest.mark.parametrize("user", SHELL_USERS)
@@ -136,7 +141,7 @@ def test_every_terminal_state_for_real(make_hook) -> None:
     status = wait_state(hook, kill9.job_dir, JobState.KILLED)
     assert status.signal == 9
 
-    os.kill(job_json(sup9.job_dir)["supervisor_pid"], signal.SIGKILL)
+    os.kill(sup9.supervisor_pid, signal.SIGKILL)
     status = wait_state(hook, sup9.job_dir, JobState.LOST)
     assert "supervisor is gone" in status.reason
     os.killpg(sup9.pid, signal.SIGKILL)
@@ -146,7 +151,7 @@ def test_every_terminal_state_for_real(make_hook) -> None:
         (reuse, "supervisor_start", "1"),
     ):
         path = Path(launched.job_dir, "job.json")
-        info = json.loads(path.read_text())
+        info = job_json(launched.job_dir)
         info[key] = value
         path.write_text(json.dumps(info, indent=2))
     assert "rebooted" in wait_state(hook, boot.job_dir, JobState.LOST).reason
@@ -179,7 +184,7 @@ def test_100mb_output_readable_by_offset_with_flat_supervisor_memory(make_hook, 
     hook = make_hook()
     size = 100 * 1024 * 1024
     launched = hook.launch(job_id, f"yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c {size}; sleep 1")
-    supervisor = job_json(launched.job_dir)["supervisor_pid"]
+    supervisor = launched.supervisor_pid
     peak = 0
     while Path(f"/proc/{supervisor}").exists():
         peak = max(peak, rss_kb(supervisor))

@@ -275,6 +275,7 @@ supervise() {
     field protocol "$PROTOCOL"
     field job_dir "$_dir"
     field pid "$_pid"
+    field supervisor_pid "$$"
     field start_time "$_start"
     exec >/dev/null
     write_job_json || say "cannot write $_dir/job.json"
