@@ -16,6 +16,7 @@ import os
 import shlex
 import weakref
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
@@ -90,8 +91,7 @@ def _known_hosts(options: SSHOptions) -> object:
       host not in it is refused.
     """
     if options.host_key:
-        pattern = options.host if options.port == 22 else f"[{options.host}]:{options.port}"
-        return asyncssh.import_known_hosts(f"{pattern} {options.host_key}\n")
+        return asyncssh.import_known_hosts(known_hosts_line(options, options.host_key) + "\n")
     if options.allow_host_key_change:
         return None
     if options.no_host_key_check:
@@ -118,18 +118,46 @@ def host_key_source(options: SSHOptions) -> str:
     return "~/.ssh/known_hosts of the user running Airflow"
 
 
-def _expected_keys(options: SSHOptions) -> str:
-    """What the trusted source holds for the host, by fingerprint."""
+def _trusted_keys(options: SSHOptions) -> list[asyncssh.SSHKey] | None:
+    """The keys the trusted source holds for the host; None if it cannot be read."""
     try:
         if options.host_key:
-            keys = [asyncssh.import_public_key(options.host_key)]
-        else:
-            keys = _listed(options, _default_known_hosts(options))
+            return [asyncssh.import_public_key(options.host_key)]
+        return _listed(options, _default_known_hosts(options))
     except (OSError, ValueError, asyncssh.Error):
-        return ""
-    if not keys:
-        return f"which has no entry for {options.host}:{options.port}"
-    return "which has " + ", ".join(f"{k.get_algorithm()} {k.get_fingerprint()}" for k in keys)
+        return None
+
+
+def known_hosts_line(options: SSHOptions, key: str) -> str:
+    """KEY ("<type> <base64>") as a known_hosts line for the host, as ssh writes it."""
+    pattern = options.host if options.port == 22 else f"[{options.host}]:{options.port}"
+    return f"{pattern} {key}"
+
+
+def _host_key_error(
+    options: SSHOptions, label: str, key_source: str, reason: str, key: asyncssh.SSHKey | None
+) -> HostKeyError:
+    """Unknown host (first contact) and changed key are different stories: tell which."""
+    shown = f"{key.get_algorithm()} key {key.get_fingerprint()}" if key is not None else "key"
+    source = key_source or host_key_source(options)
+    trusted = _trusted_keys(options)
+    if trusted == []:
+        where = options.known_hosts or "~/.ssh/known_hosts"
+        return HostKeyError(
+            f"host key unknown: the host presented the {shown}, and {source} has no entry for "
+            f"{options.host}:{options.port}",
+            host=label,
+            hint=f"Check that fingerprint with the host's administrator (`ssh-keygen -lf "
+            f"/etc/ssh/ssh_host_*_key.pub` on the host), then add the host to {where} or pin its key in the "
+            f"connection's host_key extra; `airflow-ssh-async host-key {options.conn_id}` prints both.",
+        )
+    expected = "which has " + ", ".join(f"{k.get_algorithm()} {k.get_fingerprint()}" for k in trusted or [])
+    return HostKeyError(
+        f"host key not trusted ({reason}): the host presented the {shown}, which is not the key in "
+        f"{source}" + (f" ({expected})" if trusted else ""),
+        host=label,
+        hint="If the host was reinstalled, update that entry; otherwise do not connect: someone may be in between.",
+    )
 
 
 class _HostKeyWitness(asyncssh.SSHClient):
@@ -216,27 +244,83 @@ async def _connect(
             "the user's authorized_keys on the host.",
         ) from None
     except asyncssh.HostKeyNotVerifiable as exc:
-        key = witness.presented
-        shown = f"{key.get_algorithm()} key {key.get_fingerprint()}" if key is not None else "key"
-        expected = _expected_keys(options)
-        raise HostKeyError(
-            f"host key not trusted ({exc.reason}): the host presented the {shown}, which is not the key in "
-            f"{key_source or host_key_source(options)}" + (f" ({expected})" if expected else ""),
-            host=label,
-            hint="If the host was reinstalled, update that entry; otherwise do not connect: someone may be in between.",
-        ) from None
+        raise _host_key_error(options, label, key_source, exc.reason, witness.presented) from None
     except asyncssh.KeyImportError as exc:
         raise SSHAuthError(
-            f"cannot read the private key ({exc})",
+            f"cannot read the private key {options.key_file or 'in the private_key extra'} ({exc})",
             host=label,
             hint="Check the key file or private_key extra and its private_key_passphrase.",
         ) from None
+    except OSError as exc:
+        if options.key_file and exc.filename == options.key_file:
+            raise _key_file_error(options, label, exc) from None
+        raise _connect_error(label, exc) from None
+    except (asyncio.TimeoutError, asyncssh.Error) as exc:
+        raise _connect_error(label, exc) from None
+
+
+def _key_file_error(options: SSHOptions, label: str, exc: OSError) -> SSHAuthError:
+    """A key file that is not there or not readable: no retry will fix it."""
+    return SSHAuthError(
+        f"cannot read the private key {options.key_file} ({exc.strerror or exc})",
+        host=label,
+        hint="The key_file extra must name a private key file that the Airflow user (on every worker "
+        "and triggerer) can read.",
+    )
+
+
+def _connect_error(label: str, exc: BaseException) -> SSHConnectError:
+    return SSHConnectError(
+        f"cannot connect ({type(exc).__name__}: {exc})",
+        host=label,
+        hint="Check that the host is up and sshd listens on that port.",
+    )
+
+
+@dataclass(frozen=True)
+class PresentedKey:
+    """A host key as the host presented it, not trusted: what `host-key` prints."""
+
+    algorithm: str
+    host_key: str  # "<type> <base64>": the host_key extra's value
+    fingerprint: str  # "SHA256:...", as ssh-keygen -l shows it
+    known_hosts_line: str
+
+
+async def presented_host_key(options: SSHOptions) -> PresentedKey:
+    """Fetch the key the host presents, trusting nothing.
+
+    The key exchange runs and the connection is closed before any
+    authentication: no credential is sent to the host and nothing is
+    written. A jump host is connected to as usual (its own key is checked).
+
+    :raises SSHConnectError: the host (or jump host) could not be reached.
+    :raises HostKeyError: the jump host's key is not trusted.
+    """
+    jump = jump_options(options)
+    tunnel = None
+    if jump is not None:
+        tunnel = await _connect(jump, f"jump host {jump.address} of connection {options.conn_id!r}")
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(
+                options.host,
+                options.port,
+                tunnel=tunnel if tunnel is not None else (),
+                proxy_command=options.proxy_command or (),
+                config=None,
+            ),
+            options.conn_timeout or 30,
+        )
     except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
-        raise SSHConnectError(
-            f"cannot connect ({type(exc).__name__}: {exc})",
-            host=label,
-            hint="Check that the host is up and sshd listens on that port.",
-        ) from None
+        raise _connect_error(options.label, exc) from None
+    finally:
+        if tunnel is not None:
+            tunnel.close()
+    if key is None:
+        raise SSHConnectError("the host presented no host key", host=options.label)
+    value = " ".join(key.export_public_key("openssh").decode().split()[:2])
+    return PresentedKey(key.get_algorithm(), value, key.get_fingerprint("sha256"), known_hosts_line(options, value))
 
 
 class _Shared:

@@ -24,9 +24,12 @@ Extras of our own, on top of SSHHook's:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 import re
+import struct
 from dataclasses import dataclass, field, replace
 from getpass import getuser
 from typing import Any
@@ -38,6 +41,53 @@ SSH_PORT = 22
 
 class ConnectionConfigError(SSHAsyncJobError, ValueError):
     """A connection that cannot be used as given; the message says what to change."""
+
+
+def _key_type_in(blob_b64: str) -> str | None:
+    """The key type an SSH public key blob names (its first string), or None."""
+    try:
+        blob = base64.b64decode(blob_b64, validate=True)
+        (size,) = struct.unpack(">I", blob[:4])
+        name = blob[4 : 4 + size].decode("ascii")
+    except (binascii.Error, struct.error, UnicodeDecodeError, ValueError):
+        return None
+    return name if size and len(blob) > 4 + size and re.fullmatch(r"[a-z0-9@.-]+", name) else None
+
+
+def normalize_host_key(value: Any, conn_id: str, extra: str = "host_key") -> str:
+    """A host key extra in any form SSHHook takes, as ``<type> <base64>``.
+
+    - ``ssh-ed25519 AAAA...`` (``<type> <base64>``, a trailing comment ignored);
+    - a bare ``AAAA...`` (SSHHook reads it as ssh-rsa; the blob names its type,
+      so any type works);
+    - a whole known_hosts or ``ssh-keyscan`` line, ``[host]:port ssh-ed25519
+      AAAA...``: the host names are dropped, the key kept.
+    Anything else is refused saying what the extra must look like.
+    """
+    fields = str(value).split()
+    wanted = (
+        f"connection {conn_id!r}: {extra} must be '<type> <base64 key>' (the second and third fields of a "
+        "known_hosts line, e.g. 'ssh-ed25519 AAAAC3Nza...'), a bare base64 key, or a whole known_hosts line"
+    )
+    if fields and fields[0].startswith("@"):
+        raise ConnectionConfigError(
+            f"connection {conn_id!r}: {extra} is a known_hosts {fields[0]} line; give the host's own key instead"
+        )
+    if len(fields) >= 3 and _key_type_in(fields[2]) == fields[1]:
+        fields = fields[1:]  # a known_hosts line: drop the host names
+    if len(fields) == 1:
+        kind = _key_type_in(fields[0])
+        if kind is None:
+            raise ConnectionConfigError(f"{wanted}; {fields[0][:20]!r}... is not a base64 SSH public key")
+        return f"{kind} {fields[0]}"
+    if len(fields) < 2:
+        raise ConnectionConfigError(wanted)
+    kind = _key_type_in(fields[1])
+    if kind is None:
+        raise ConnectionConfigError(f"{wanted}; the part after {fields[0]!r} is not a base64 SSH public key")
+    if kind != fields[0]:
+        raise ConnectionConfigError(f"{wanted}; it says {fields[0]!r} but the key is a {kind} key")
+    return f"{fields[0]} {fields[1]}"
 
 
 def _true(value: Any) -> bool:
@@ -138,28 +188,18 @@ def options_from_connection(conn: Any) -> SSHOptions:
     no_check_raw = extra.get("no_host_key_check", extra.get("ignore_hostkey_verification"))
     no_host_key_check = _true(no_check_raw) if no_check_raw is not None else False
     if host_key:
-        host_key = " ".join(str(host_key).strip().split()[:2])
         if no_host_key_check:
             raise ConnectionConfigError(
                 f"connection {conn_id!r} sets host_key and no_host_key_check: a given host key "
                 "must be checked; drop one of them"
             )
-        if len(host_key.split()) < 2:
-            raise ConnectionConfigError(
-                f"connection {conn_id!r}: host_key must be '<type> <base64 key>', such as the "
-                "second and third fields of a known_hosts line"
-            )
+        host_key = normalize_host_key(host_key, conn_id)
     ssh_config = _ssh_config_lookup(conn.host)
     if not (conn.password or key_file or private_key) and ssh_config.get("identityfile"):
         key_file = ssh_config["identityfile"][0]
     jump_host_host_key = extra.get("jump_host_host_key")
     if jump_host_host_key:
-        jump_host_host_key = " ".join(str(jump_host_host_key).strip().split()[:2])
-        if len(jump_host_host_key.split()) < 2:
-            raise ConnectionConfigError(
-                f"connection {conn_id!r}: jump_host_host_key must be '<type> <base64 key>', such as the "
-                "second and third fields of a known_hosts line"
-            )
+        jump_host_host_key = normalize_host_key(jump_host_host_key, conn_id, "jump_host_host_key")
     jump_host_key_file = extra.get("jump_host_key_file")
     conn_timeout = extra.get("conn_timeout")
     ciphers = extra.get("ciphers")

@@ -293,3 +293,120 @@ def test_proxy_command_expands_host_and_port() -> None:
         extra=json.dumps({"proxy_command": "ssh -W %h:%p -l %r bastion # 100%%"}),
     )  # fmt: skip
     assert options_from_connection(conn).proxy_command == "ssh -W 10.0.0.5:2022 -l u bastion # 100%"
+
+
+# --- host key forms, first contact, key files -------------------------------------------
+
+
+def key_forms(sshd: SSHServer) -> dict[str, str]:
+    kind, blob = sshd.host_key_line.split()
+    return {
+        "type_base64": f"{kind} {blob}",
+        "type_base64_comment": f"{kind} {blob} root@db1",
+        "bare_base64": blob,
+        "known_hosts_line": f"[127.0.0.1]:{sshd.port} {kind} {blob}",
+        "keyscan_line_other_name": f"db1.example.com,10.0.0.5 {kind} {blob}",
+    }
+
+
+@pytest.mark.parametrize(
+    "form", ["type_base64", "type_base64_comment", "bare_base64", "known_hosts_line", "keyscan_line_other_name"]
+)
+def test_a_host_key_extra_in_every_form_sshhook_takes_or_a_pasted_known_hosts_line_connects(
+    form, sshd, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no known_hosts: only the pin can let us in
+    conn = f"test_form_{form}"
+    set_plain_connection(sshd, conn, host_key=key_forms(sshd)[form])
+    status, _ = SSHAsyncJobHook(conn).status(["~/.airflow_async/x"])["~/.airflow_async/x"]
+    assert status.state.value == "missing"
+
+
+def test_a_bare_base64_host_key_is_read_as_the_type_its_blob_names_as_sshhook_reads_rsa(tmp_path) -> None:
+    from airflow_ssh_async.connection import normalize_host_key
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    kind, blob = (tmp_path / "k.pub").read_text().split()[:2]
+    assert kind == "ssh-rsa"
+    assert normalize_host_key(blob, "c") == f"ssh-rsa {blob}"
+    assert normalize_host_key(f"  {kind}   {blob}  comment words ", "c") == f"ssh-rsa {blob}"
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("AAAA", "is not a base64 SSH public key"),
+        ("ssh-ed25519", "is not a base64 SSH public key"),
+        ("ssh-ed25519 not*base64", "is not a base64 SSH public key"),
+        ("@revoked * ssh-ed25519 {blob}", "known_hosts @revoked line"),
+        ("ssh-rsa {blob}", "says 'ssh-rsa' but the key is a ssh-ed25519 key"),
+        ("x" * 100_000, "is not a base64 SSH public key"),
+        ("'\"$(reboot)` ;\n\x00", "must be '<type> <base64 key>'"),
+    ],
+)
+def test_a_host_key_extra_that_is_no_key_is_refused_saying_what_it_must_be(value, says, sshd) -> None:
+    from airflow_ssh_async.connection import ConnectionConfigError
+
+    blob = sshd.host_key_line.split()[1]
+    conn = "test_bad_pin"
+    set_plain_connection(sshd, conn, host_key=value.replace("{blob}", blob))
+    with pytest.raises(ConnectionConfigError) as err:
+        SSHAsyncJobHook(conn).get_options()
+    message = str(err.value)
+    assert says in message and "connection 'test_bad_pin'" in message
+    assert "mismatch" not in message and len(message) < 600
+
+
+def test_first_contact_with_an_unknown_host_says_how_to_trust_it_not_that_someone_is_in_between(
+    sshd, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/known_hosts
+    set_plain_connection(sshd, "test_first_contact")
+    with pytest.raises(HostKeyError) as err:
+        SSHAsyncJobHook("test_first_contact").status(["~/.airflow_async/x"])
+    message = str(err.value)
+    assert "host key unknown" in message
+    assert f"has no entry for 127.0.0.1:{sshd.port}" in message
+    assert fingerprint(sshd.host_key_line) in message
+    assert "add the host to ~/.ssh/known_hosts or pin its key in the connection's host_key extra" in message
+    assert "airflow-ssh-async host-key test_first_contact" in message
+    assert "in between" not in message and "update that entry" not in message
+
+
+def test_a_changed_key_in_known_hosts_still_warns_that_someone_may_be_in_between(
+    sshd, bastion, tmp_path, monkeypatch
+) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {bastion.host_key_line}\n")
+    set_plain_connection(sshd, "test_changed_known", known_hosts=str(known))
+    with pytest.raises(HostKeyError) as err:
+        SSHAsyncJobHook("test_changed_known").status(["~/.airflow_async/x"])
+    assert "someone may be in between" in str(err.value)
+    assert f"which has ssh-ed25519 {fingerprint(bastion.host_key_line)}" in str(err.value)
+
+
+# "unreadable": root (the tests' user) reads it anyway, and finds no key in it.
+@pytest.mark.parametrize("path", ["/nonexistent/id_ed25519", "{tmp}/unreadable", "{tmp}"])
+def test_a_key_file_that_cannot_be_read_is_a_permanent_credential_error_naming_it(
+    path, sshd, tmp_path, monkeypatch
+) -> None:
+    from airflow_ssh_async.errors import SSHAuthError
+
+    unreadable = tmp_path / "unreadable"
+    unreadable.write_text("x")
+    unreadable.chmod(0)
+    key = path.replace("{tmp}", str(tmp_path))
+    os.environ["AIRFLOW_CONN_TEST_NO_KEY"] = json.dumps(
+        {
+            "conn_type": "ssh",
+            "host": "127.0.0.1",
+            "port": sshd.port,
+            "login": USER,
+            "extra": {"key_file": key, "host_key": sshd.host_key_line},
+        }
+    )
+    with pytest.raises(SSHAuthError) as err:
+        SSHAsyncJobHook("test_no_key").status(["~/.airflow_async/x"])
+    assert err.value.permanent
+    assert f"cannot read the private key {key}" in str(err.value)
+    assert "check that the host is up" not in str(err.value).lower()
