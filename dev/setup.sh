@@ -12,7 +12,7 @@ say() { printf 'setup: %s\n' "$*"; }
 # command:Debian package that provides it
 missing=
 for need in sshd:openssh-server ssh-keygen:openssh-client shellcheck:shellcheck busybox:busybox \
-    dash:dash pgrep:procps runuser:util-linux setsid:util-linux; do
+    dash:dash mawk:mawk pgrep:procps runuser:util-linux setsid:util-linux; do
     cmd=${need%%:*}
     if [ ! -x "/usr/sbin/$cmd" ] && ! command -v "$cmd" >/dev/null 2>&1; then
         missing="$missing ${need#*:}"

@@ -120,22 +120,142 @@ json_str() {
 
 # json_str_v VALUE: as json_str, into $_js. Plain printable ASCII without
 # quotes or backslashes (ids, paths, pids: nearly everything) takes no fork.
+# Anything else goes through json_escape_v: shell builtins only, no awk
+# (mawk, gawk and busybox awk each escape differently, and a host may have
+# none).
 json_str_v() {
     case $1 in
-        *[\\\"]* | *[![:print:]]*) _js=$(json_str_awk "$1") ;;
+        *[\\\"]* | *[![:print:]]*) json_escape_v "$1" ;;
         *) _js="\"$1\"" ;;
     esac
 }
 
-json_str_awk() {
-    printf '%s' "$1" | awk '
-        BEGIN { ORS = ""; printf "\"" }
-        {
-            gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); gsub(/\t/, "\\t"); gsub(/\r/, "\\r")
-            if (NR > 1) printf "\\n"
-            printf "%s", $0
-        }
-        END { printf "\"" }'
+# json_escape_v VALUE: VALUE as a JSON string into $_js, whatever its bytes
+# (callers run with LC_ALL=C: the patterns see bytes). '"' and '\' are
+# escaped; control bytes become \n, \t, ... or \u00XX; valid UTF-8 passes as
+# it is; a byte that is not part of valid UTF-8 becomes \udcXX (Python's
+# surrogateescape: os.fsencode(json.loads(TEXT)) gives the bytes back).
+json_escape_v() {
+    [ -n "${_jtab-}" ] || json_table
+    _js=\"
+    _jr=$1
+    while :; do
+        # The longest run of bytes that need nothing, in one step.
+        _jp=${_jr%%[![:print:]]*}
+        _jp=${_jp%%[\\\"]*}
+        _js=$_js$_jp
+        _jr=${_jr#"$_jp"}
+        [ -n "$_jr" ] || break
+        _jc=${_jr%"${_jr#?}"}
+        _jr=${_jr#?}
+        case $_jc in
+            \\) _js="$_js\\\\" ;;
+            \") _js="$_js\\\"" ;;
+            *)
+                json_byte_v "$_jc"
+                if [ "$_jb" -lt 128 ]; then
+                    json_control "$_jb"
+                else
+                    json_utf8 "$_jc" "$_jb"
+                fi
+                ;;
+        esac
+    done
+    _js=$_js\"
+}
+
+# json_table: $_jtab holds every byte that is not printable ASCII (1-31,
+# 127, 128-255), in order, so where a byte sits in it gives its value.
+json_table() {
+    _jtab=$(
+        printf '\1\2\3\4\5\6\7\10\11\12\13\14\15\16\17\20\21\22\23\24\25\26\27\30\31\32\33\34\35\36\37\177'
+        printf '\200\201\202\203\204\205\206\207\210\211\212\213\214\215\216\217\220\221\222\223\224\225\226\227'
+        printf '\230\231\232\233\234\235\236\237\240\241\242\243\244\245\246\247\250\251\252\253\254\255\256\257'
+        printf '\260\261\262\263\264\265\266\267\270\271\272\273\274\275\276\277\300\301\302\303\304\305\306\307'
+        printf '\310\311\312\313\314\315\316\317\320\321\322\323\324\325\326\327\330\331\332\333\334\335\336\337'
+        printf '\340\341\342\343\344\345\346\347\350\351\352\353\354\355\356\357\360\361\362\363\364\365\366\367'
+        printf '\370\371\372\373\374\375\376\377'
+    )
+}
+
+# json_byte_v BYTE: the value of one byte that is not printable ASCII, into $_jb.
+json_byte_v() {
+    _jb=${_jtab%%"$1"*}
+    _jb=${#_jb}
+    if [ "$_jb" -lt 31 ]; then
+        _jb=$((_jb + 1))
+    elif [ "$_jb" -eq 31 ]; then
+        _jb=127
+    else
+        _jb=$((_jb + 96))
+    fi
+}
+
+# json_hex_v N: N (0-255) as two hex digits, into $_jh.
+json_hex_v() {
+    _jh=
+    for _jd in $(($1 / 16)) $(($1 % 16)); do
+        case $_jd in 10) _jd=a ;; 11) _jd=b ;; 12) _jd=c ;; 13) _jd=d ;; 14) _jd=e ;; 15) _jd=f ;; esac
+        _jh=$_jh$_jd
+    done
+}
+
+# json_control N: the escape of control byte N, appended to $_js.
+json_control() {
+    case $1 in
+        8) _js="$_js\\b" ;;
+        9) _js="$_js\\t" ;;
+        10) _js="$_js\\n" ;;
+        12) _js="$_js\\f" ;;
+        13) _js="$_js\\r" ;;
+        *)
+            json_hex_v "$1"
+            _js="$_js\\u00$_jh"
+            ;;
+    esac
+}
+
+# json_utf8 BYTE N: lead byte BYTE (value N >= 128) and, when they make a
+# valid UTF-8 sequence (no overlong form, no surrogate, at most U+10FFFF),
+# the continuation bytes taken from $_jr, appended to $_js as they are;
+# else \udcXX for BYTE alone.
+json_utf8() {
+    # _jk continuation bytes; the first in _jlo.._jhi, the others 128..191.
+    _jlo=128
+    _jhi=191
+    if [ "$2" -ge 194 ] && [ "$2" -le 223 ]; then
+        _jk=1
+    elif [ "$2" -ge 224 ] && [ "$2" -le 239 ]; then
+        _jk=2
+        [ "$2" -eq 224 ] && _jlo=160
+        [ "$2" -eq 237 ] && _jhi=159
+    elif [ "$2" -ge 240 ] && [ "$2" -le 244 ]; then
+        _jk=3
+        [ "$2" -eq 240 ] && _jlo=144
+        [ "$2" -eq 244 ] && _jhi=143
+    else
+        _jk=0
+    fi
+    _jseq=$1
+    _jrest=$_jr
+    while [ "$_jk" -gt 0 ]; do
+        _jx=${_jrest%"${_jrest#?}"}
+        case $_jx in '' | [[:print:]]) break ;; esac
+        json_byte_v "$_jx"
+        if [ "$_jb" -lt "$_jlo" ] || [ "$_jb" -gt "$_jhi" ]; then break; fi
+        _jseq=$_jseq$_jx
+        _jrest=${_jrest#?}
+        _jlo=128
+        _jhi=191
+        _jk=$((_jk - 1))
+    done
+    if [ "$_jk" -eq 0 ] && [ "$2" -ge 194 ] && [ "$2" -le 244 ]; then
+        _js=$_js$_jseq
+        _jr=$_jrest
+    else
+        json_hex_v "$2"
+        _js="$_js\\udc$_jh"
+    fi
 }
 
 # json_int KEY FILE: an integer field of a job.json that we wrote (one key a line).
