@@ -64,7 +64,13 @@ def launch(
         extra_env=extra_env,
     )
     assert out.returncode == 0, out.stderr
-    return dict(parse_frames(out.stdout))
+    report = dict(parse_frames(out.stdout))
+    # The supervisor reports before it writes job.json; the tests read it.
+    path, deadline = Path(report["job_dir"].decode(), "job.json"), time.monotonic() + 10
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path} 10 s after the launch"
+        time.sleep(0.02)
+    return report
 
 
 def status(shell: list[str], home: Path, job_dir: str) -> JobState:
