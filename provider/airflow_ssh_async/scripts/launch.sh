@@ -125,7 +125,12 @@ launch() {
     _cwd=
     [ "$_ncwd" -gt 0 ] && _cwd=$(tail -c +"$_off" "$_tmp" | head -c "$_ncwd")
     expand_home_v "${_cwd:-$HOME}"
-    _cwd=$_path
+    # A relative cwd is relative to the login directory, as in an SSH
+    # session, not to async_dir (where this shell stands now).
+    case $_path in
+        /*) _cwd=$_path ;;
+        *) _cwd=$HOME/$_path ;;
+    esac
     cd -P "$_cwd" 2>/dev/null ||
         abandon "cwd '$_cwd' does not exist or is not a directory the SSH user can enter" "$E_CWD"
     _cwd_abs=$PWD

@@ -1,0 +1,62 @@
+"""Hard edges of the job's process over a real sshd (issue 9, items 1-4).
+
+The whole process group ends on a time limit or a cancel; the job's
+environment cannot break the launcher; a relative cwd means the login
+directory; the job starts with default signal dispositions.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from airflow_ssh_async.hooks import SSHAsyncJobHook
+from airflow_ssh_async.job import JobState
+from tests.conftest import SHELL_USERS
+from tests.harness.sshd import home, run_as
+
+pytestmark = pytest.mark.timeout(120)
+
+# A child that ignores SIGTERM, beside a leader that dies of it.
+TERM_IGNORING_CHILD = "(trap '' TERM; exec sleep 30) & sleep 30"
+
+
+def wait_state(hook: SSHAsyncJobHook, job_dir: str, *states: JobState, limit: float = 30):
+    deadline = time.monotonic() + limit
+    while True:
+        status = hook.status([job_dir])[job_dir][0]
+        if status.state in states or time.monotonic() > deadline:
+            assert status.state in states, f"{job_dir}: {status}"
+            return status
+        time.sleep(0.2)
+
+
+def stdout_of(hook: SSHAsyncJobHook, job_dir: str) -> bytes:
+    [out] = hook.read([(job_dir, "stdout", 0)])
+    return out.data
+
+
+def wait_file(path: Path, limit: float = 15) -> None:
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path} after {limit}s"
+        time.sleep(0.05)
+
+
+# --- 3. a relative cwd is relative to the login directory --------------------------
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+def test_relative_cwd_is_relative_to_the_ssh_users_home(make_hook, job_id: str, user: str) -> None:
+    name = f"proj-{uuid.uuid4().hex[:8]}"
+    assert run_as(user, f"mkdir ~/{name}").returncode == 0
+    try:
+        hook = make_hook(user)
+        launched = hook.launch(job_id, "pwd", cwd=name)
+        wait_state(hook, launched.job_dir, JobState.SUCCEEDED)
+        assert stdout_of(hook, launched.job_dir) == f"{home(user)}/{name}\n".encode()
+    finally:
+        run_as(user, f"rmdir ~/{name}")
