@@ -493,7 +493,8 @@ async def cmd_kill(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remote
         print_json({"host": host.options.label, "job_id": args.job, "outcome": outcome, **record})
     else:
         text = {
-            "cancelled": "cancel requested (SIGTERM sent to its process group)",
+            "cancelled": f"cancel requested (SIGTERM sent to its process group, SIGKILL after {args.grace} s "
+            "if it still runs)",
             "finished": "had already finished; nothing to kill",
             "gone": "is lost: its process is gone or no longer ours; nothing to kill",
         }.get(outcome, outcome)

@@ -278,8 +278,10 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
         if reason == "signal":
             return replace(ended, state=JobState.KILLED, reason=f"killed by signal {sig}", exit_code=None)
         if reason == "exited" and isinstance(code, int):
+            # The exit status wins over a cancel: exit 0 after one is a job that did its work.
             state = JobState.SUCCEEDED if code == 0 else JobState.FAILED
-            return replace(ended, state=state, reason=f"exited with code {code}", signal=None)
+            why = f"exited with code {code}" + (", although a cancel was requested" if facts.cancel_requested else "")
+            return replace(ended, state=state, reason=why, signal=None)
         raise ProtocolError(f"{facts.job}/result.json has unknown reason {reason!r}")
     recorded_boot = info.get("boot_id") or ""
     if recorded_boot and boot_id and recorded_boot != boot_id:
@@ -289,6 +291,8 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
     recorded_sup_start = info.get("supervisor_start") or ""
     if recorded_sup_start and facts.supervisor_start is not None and facts.supervisor_start != recorded_sup_start:
         return replace(base, state=JobState.LOST, reason="the supervisor's pid now belongs to another process")
+    if facts.cancel_requested:
+        return replace(base, reason="running, cancel requested: SIGTERM sent, SIGKILL after the grace period")
     return base
 
 

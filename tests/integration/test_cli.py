@@ -92,7 +92,9 @@ def job_json(user: str, async_dir: str, job_id: str) -> dict:
     """job.json, waited for: the launch reports before the supervisor writes it."""
     path = async_dir.replace("~", "$HOME", 1)
     f = f"{path}/{job_id}/job.json"
-    return json.loads(run_as(user, f"i=0; until [ -s {f} ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; cat {f}").stdout)
+    return json.loads(
+        run_as(user, f"i=0; until [ -s {f} ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; cat {f}").stdout
+    )
 
 
 def assert_one_line_error(err: str, *needles: str) -> None:
@@ -378,6 +380,51 @@ def test_kill_cancels_a_running_job(server, capsysbinary) -> None:
         code, _, err = run_cli(capsysbinary, "kill", "cli_asyncash", "nope", "--async-dir", async_dir)
         assert code == 9
         assert_one_line_error(err, "job 'nope'", "asyncash@127.0.0.1", "airflow-ssh-async jobs")
+    finally:
+        remove_async_dir(user, async_dir)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("user", sorted(USERS))
+def test_kill_grace_wins_over_the_launch_grace_and_status_shows_the_cancel_pending(user, server, capsysbinary) -> None:
+    """Launched with a 60 s grace, a job that ignores SIGTERM: `kill --grace
+    100` leaves it running with the cancel shown; `kill --grace 1 --wait`
+    ends it within seconds, not a minute."""
+    conn, async_dir = f"cli_{user}", new_async_dir(user)
+    hook = SSHAsyncJobHook(conn, async_dir=async_dir)
+    try:
+        hook.launch("stubborn", "trap '' TERM; while :; do sleep 1; done", grace=60)
+        wait_for_states(hook, {"stubborn": "running"})
+        code, out, err = run_cli(capsysbinary, "kill", conn, "stubborn", "--grace", "100", "--async-dir", async_dir)
+        assert code == 0, err
+        code, out, _ = run_cli(capsysbinary, "status", conn, "stubborn", "--async-dir", async_dir)
+        assert code == 0 and "state:    running (running, cancel requested" in out, out
+        code, out, _ = run_cli(capsysbinary, "jobs", conn, "--async-dir", async_dir, "--json")
+        assert "cancel requested" in json.loads(out)["jobs"][0]["reason"]
+        started = time.monotonic()
+        code, out, err = run_cli(
+            capsysbinary, "kill", conn, "stubborn", "--grace", "1", "--wait", "--async-dir", async_dir
+        )
+        took = time.monotonic() - started
+        assert code == 0, err
+        assert "job 'stubborn': cancelled (cancelled on request)" in out
+        assert took < 30, f"kill --grace 1 took {took:.0f}s (the launch grace was 60 s)"
+    finally:
+        remove_async_dir(user, async_dir)
+
+
+@pytest.mark.timeout(120)
+def test_a_job_that_exits_0_after_a_kill_reads_succeeded_with_the_cancel_in_the_reason(server, capsysbinary) -> None:
+    user, async_dir = "asyncdash", new_async_dir("asyncdash")
+    hook = SSHAsyncJobHook(DASH, async_dir=async_dir)
+    try:
+        hook.launch("tidy", "trap 'echo done; exit 0' TERM\nwhile :; do sleep 1; done")
+        wait_for_states(hook, {"tidy": "running"})
+        code, out, err = run_cli(capsysbinary, "kill", DASH, "tidy", "--wait", "--async-dir", async_dir)
+        assert code == 0, err
+        assert "job 'tidy': succeeded (exited with code 0, although a cancel was requested)" in out
+        code, _, _ = run_cli(capsysbinary, "status", DASH, "tidy", "--async-dir", async_dir)
+        assert code == 0
     finally:
         remove_async_dir(user, async_dir)
 

@@ -285,3 +285,62 @@ def test_a_supervisor_that_cannot_start_sends_no_report_and_says_why(shell: list
     )  # fmt: skip
     assert "pid" not in dict(parse_frames(out.stdout)), "the client takes a missing pid as a failed launch"
     assert "/no/such/shell" in (tmp_path / ".airflow_async" / "nosup" / "supervisor.log").read_text()
+
+
+def _classified(shell: list[str], home: Path, job_dir: str):
+    out = run(shell, "status", job_dir, home=home)
+    assert out.returncode == 0, out.stderr
+    report = parse_status(out.stdout)
+    return classify(report.jobs[job_dir], report.boot_id, report.now)
+
+
+def test_the_grace_given_at_cancel_time_wins_over_the_launch_grace(shell: list[str], tmp_path: Path) -> None:
+    """Launched with a 60 s grace, killed with --grace 1: SIGKILL a second
+    after the SIGTERM, not a minute."""
+    rep = launch(shell, tmp_path, "stubborn", "trap '' TERM; sleep 300", grace=60)
+    job_dir = rep["job_dir"].decode()
+    wait_state(shell, tmp_path, job_dir, JobState.RUNNING)
+    time.sleep(0.3)
+    started = time.monotonic()
+    out = run(shell, "signal", job_dir, "1", home=tmp_path)
+    assert dict(parse_frames(out.stdout))["outcome"] == b"cancelled", out.stderr
+    took, result = _result_after(job_dir, started, limit=30)
+    assert (result["reason"], result["signal"]) == ("cancelled", 9)
+    assert took < 20, f"the cancel's grace of 1 s took {took:.1f}s (the launch's was 60 s)"
+    assert live_group_members(int(rep["pid"])) == []
+
+
+def test_a_later_kill_with_a_shorter_grace_shortens_a_pending_cancel(shell: list[str], tmp_path: Path) -> None:
+    rep = launch(shell, tmp_path, "stubborn2", "trap '' TERM; sleep 300", grace=60)
+    job_dir = rep["job_dir"].decode()
+    wait_state(shell, tmp_path, job_dir, JobState.RUNNING)
+    run(shell, "signal", job_dir, "120", home=tmp_path)
+    time.sleep(0.5)
+    pending = _classified(shell, tmp_path, job_dir)
+    assert pending.state is JobState.RUNNING and "cancel requested" in pending.reason
+    started = time.monotonic()
+    run(shell, "signal", job_dir, "0", home=tmp_path)
+    took, result = _result_after(job_dir, started, limit=30)
+    assert (result["reason"], result["signal"]) == ("cancelled", 9) and took < 20
+
+
+@pytest.mark.parametrize(
+    ("on_term", "state", "reason"),
+    [
+        ("exit 0", JobState.SUCCEEDED, "exited with code 0, although a cancel was requested"),
+        ("exit 3", JobState.CANCELLED, "cancelled on request"),
+        ("kill -9 $$", JobState.CANCELLED, "cancelled on request"),
+    ],
+)
+def test_a_cancelled_job_that_exits_0_on_its_own_reads_succeeded(
+    on_term: str, state: JobState, reason: str, shell: list[str], tmp_path: Path
+) -> None:
+    """The exit status wins over the cancel: exit 0 is a job that did its work."""
+    rep = launch(shell, tmp_path, "polite", f"trap '{on_term}' TERM\nwhile :; do sleep 1; done", grace=30)
+    job_dir = rep["job_dir"].decode()
+    wait_state(shell, tmp_path, job_dir, JobState.RUNNING)
+    time.sleep(0.3)
+    run(shell, "signal", job_dir, "30", home=tmp_path)
+    _result_after(job_dir, time.monotonic(), limit=30)
+    got = _classified(shell, tmp_path, job_dir)
+    assert (got.state, got.reason) == (state, reason)

@@ -6,9 +6,11 @@
 # Stdout: framed `outcome`: cancelled, finished (it had ended already) or
 # gone (no result, and its process is no longer the one we started).
 #
-# The `cancel` file records who asked and when, so the result says
-# `cancelled`. While the supervisor lives it escalates to SIGKILL; when it is
-# gone, this script does so itself.
+# The `cancel` file records when it was asked and the grace period asked
+# for (`TIME GRACE`): the supervisor escalates to SIGKILL that many seconds
+# after the SIGTERM, whatever grace the launch gave; when it is gone, this
+# script does so itself. A job that then exits 0 on its own reads
+# `succeeded` (its exit status wins); any other end reads `cancelled`.
 
 cancel() {
     _d=$(expand_home "$1")
@@ -29,7 +31,8 @@ cancel() {
         field outcome gone
         return 0
     fi
-    now >"$_d/cancel"
+    case $_grace in '' | *[!0-9]*) err "$E_USAGE" "grace must be a number of seconds, not '$_grace'" ;; esac
+    printf '%s %s\n' "$(now)" "$_grace" >"$_d/cancel"
     kill_group TERM "$_pid"
     # Wake the supervisor so that it escalates at once rather than at its
     # next timer: only one that says it takes the signal (older ones would

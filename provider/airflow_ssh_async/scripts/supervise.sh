@@ -72,7 +72,8 @@ write_result() {
 }
 
 # When the job ends: the reason a person or the time limit gave, else what
-# the exit status says (128+N from the shell is signal N).
+# the exit status says (128+N from the shell is signal N). Exit 0 after a
+# cancel is `exited`: the exit status wins.
 finish() {
     _status=$1
     # 128+N is the shell's "killed by signal N" for N up to 64 (SIGRTMAX on
@@ -84,7 +85,10 @@ finish() {
         _code=$_status
         _sig=null
     fi
-    if [ -e "$_dir/cancel" ]; then
+    # A cancel explains any end but exit 0: a job that finished its work
+    # although asked to stop reports what it did (the cancel file, which
+    # stays, says that a cancel was asked).
+    if [ -e "$_dir/cancel" ] && [ "$_status" -ne 0 ]; then
         _reason=cancelled
     elif [ -e "$_dir/timed_out" ]; then
         _reason=timed_out
@@ -115,6 +119,14 @@ wait_mode() {
 # SIGKILL after the grace period); set _due to when the next thing is due
 # (0: nothing), always later than NOW.
 act() {
+    # The grace asked for at cancel time wins over the launch's: the cancel
+    # file says `TIME GRACE`, rewritten by each kill (each wakes us), so the
+    # latest kill's grace counts, from the first SIGTERM.
+    if [ "$_killed" -eq 0 ] && [ -e cancel ]; then
+        _c_grace=
+        { read -r _c_at _c_grace || :; } <cancel 2>/dev/null
+        case $_c_grace in '' | *[!0-9]*) ;; *) _grace=$_c_grace ;; esac
+    fi
     if [ "$_term_at" -eq 0 ]; then
         if [ -e cancel ]; then
             # signal.sh has sent SIGTERM already; send it again in case
