@@ -7,6 +7,7 @@ directory; the job starts with default signal dispositions.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -44,6 +45,31 @@ def wait_file(path: Path, limit: float = 15) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"no {path} after {limit}s"
         time.sleep(0.05)
+
+
+# --- 2. the job's environment cannot break the launcher ----------------------------
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+def test_environment_reaches_only_the_job_and_cannot_break_the_launcher(make_hook, job_id: str, user: str) -> None:
+    hook = make_hook(user)
+    env = {"PATH": "/nonexistent/bin", "_cwd": "/", "_dir": "/tmp", "_id": "x", "_sup": "/bin/false"}
+    launched = hook.launch(job_id, '/bin/echo "pwd=$(/bin/pwd) path=$PATH"', environment=env, cwd="/tmp")
+    status = wait_state(hook, launched.job_dir, JobState.SUCCEEDED, JobState.FAILED)
+    assert stdout_of(hook, launched.job_dir) == b"pwd=/tmp path=/nonexistent/bin\n", status
+    assert status.state is JobState.SUCCEEDED
+    info = json.loads(Path(launched.job_dir, "job.json").read_text())
+    assert (info["id"], info["job_dir"], info["cwd"]) == (job_id, launched.job_dir, "/tmp")
+    assert not Path(launched.job_dir, "env").exists()
+    assert not Path(launched.job_dir, "payload").exists()
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+def test_a_users_lc_all_reaches_the_job_as_given(make_hook, job_id: str, user: str) -> None:
+    hook = make_hook(user)
+    launched = hook.launch(job_id, 'printf "%s" "$LC_ALL"', environment={"LC_ALL": "C.UTF-8"})
+    wait_state(hook, launched.job_dir, JobState.SUCCEEDED)
+    assert stdout_of(hook, launched.job_dir) == b"C.UTF-8"
 
 
 # --- 3. a relative cwd is relative to the login directory --------------------------

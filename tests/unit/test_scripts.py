@@ -277,14 +277,50 @@ def test_exit_codes_beyond_the_signal_range_stay_exit_codes(shell: list[str], tm
     assert (result["reason"], result["exit_code"], result["signal"]) == ("exited", 200, None)
 
 
-def test_a_supervisor_that_cannot_start_sends_no_report_and_says_why(shell: list[str], tmp_path: Path) -> None:
-    payload = launch_payload("true", {}, "", script("lib") + b"\n" + script("supervise"))
+def test_a_supervisor_shell_that_is_missing_fails_the_launch_and_leaves_no_secret(
+    shell: list[str], tmp_path: Path
+) -> None:
+    payload = launch_payload("true", {"SECRET": "s"}, "", script("lib") + b"\n" + script("supervise"))
     out = run(
         shell, "launch", "~/.airflow_async", "nosup", "0", "1", "test",
         stdin=payload, home=tmp_path, extra_env={"AIRFLOW_ASYNC_SH": "/no/such/shell"},
     )  # fmt: skip
+    assert out.returncode == 71, out.stderr
+    assert b"/no/such/shell" in out.stderr
     assert "pid" not in dict(parse_frames(out.stdout)), "the client takes a missing pid as a failed launch"
-    assert "/no/such/shell" in (tmp_path / ".airflow_async" / "nosup" / "supervisor.log").read_text()
+    assert not (tmp_path / ".airflow_async" / "nosup").exists(), "the folder (env, payload) must be gone"
+
+
+def test_a_supervisor_that_cannot_start_sends_no_report_and_says_why(shell: list[str], tmp_path: Path) -> None:
+    broken = tmp_path / "broken-sh"
+    broken.write_text("#!/bin/sh\necho 'broken shell' >&2; exit 1\n")
+    broken.chmod(0o755)
+    payload = launch_payload("true", {}, "", script("lib") + b"\n" + script("supervise"))
+    out = run(
+        shell, "launch", "~/.airflow_async", "nosup", "0", "1", "test",
+        stdin=payload, home=tmp_path, extra_env={"AIRFLOW_ASYNC_SH": str(broken)},
+    )  # fmt: skip
+    assert "pid" not in dict(parse_frames(out.stdout)), "the client takes a missing pid as a failed launch"
+    assert "broken shell" in (tmp_path / ".airflow_async" / "nosup" / "supervisor.log").read_text()
+
+
+def test_env_and_payload_are_removed_when_the_job_cannot_start(shell: list[str], tmp_path: Path) -> None:
+    """The cwd vanished between the launcher's check and the job's start."""
+    job_dir = tmp_path / "j-nocwd"
+    job_dir.mkdir()
+    (job_dir / "env").write_text("export SECRET='s'\n")
+    (job_dir / "payload").write_text("SECRET\n")
+    (job_dir / "command").write_text("true\n")
+    sup = tmp_path / "supervise.sh"
+    sup.write_bytes(script("lib") + b"\n" + script("supervise"))
+    done = subprocess.run(
+        [*shell, str(sup), str(job_dir), "j-nocwd", "0", "1", str(tmp_path / "gone"), "test"],
+        capture_output=True, timeout=30, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads((job_dir / "result.json").read_text())
+    assert (result["reason"], result["exit_code"]) == ("exited", 126)
+    assert not (job_dir / "env").exists() and not (job_dir / "payload").exists()
 
 
 def _classified(shell: list[str], home: Path, job_dir: str):

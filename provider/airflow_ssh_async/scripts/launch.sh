@@ -40,25 +40,22 @@ abandon() {
 install_supervisor() {
     [ -f "$_sup" ] && [ -O "$_sup" ] && return 0
     mkdir -p "${_sup%/*}" 2>/dev/null
-    if extract "$1" "$2" "$_sup.$$" && mv -f "$_sup.$$" "$_sup"; then
+    if extract "$1" "$2" >"$_sup.$$" && mv -f "$_sup.$$" "$_sup"; then
         return 0
     fi
     rm -f "$_sup.$$"
     return 1
 }
 
-# extract OFFSET COUNT FILE: COUNT bytes of the payload from OFFSET (1-based).
+# extract OFFSET COUNT: COUNT bytes of the payload from OFFSET (1-based), on stdout.
 extract() {
-    if [ "$2" -eq 0 ]; then
-        : >"$3"
-    else
-        tail -c +"$1" "$_tmp" | head -c "$2" >"$3"
-    fi
+    [ "$2" -eq 0 ] || tail -c +"$1" "$_tmp" | head -c "$2"
 }
 
 # session_settings: shell lines that give the job the SSH session's own umask
 # and LC_ALL back: the launcher runs with umask 077 (private job files) and
-# LC_ALL=C (byte counts), which are ours, not the job's.
+# LC_ALL=C (byte counts), which are ours, not the job's. They come first in
+# the env file: the task's own exports follow and win (a task's LC_ALL).
 session_settings() {
     printf 'umask %s\n' "$_session_umask"
     if [ -n "$_session_lc_all_set" ]; then
@@ -140,8 +137,7 @@ launch() {
     # The total size was checked: each part is whole unless a write fails.
     _off=$((_off + _ncwd))
     if ! {
-        extract "$_off" "$_nenv" "$_dir/env" &&
-            session_settings >>"$_dir/env" &&
+        { session_settings && extract "$_off" "$_nenv"; } >"$_dir/env" &&
             install_supervisor $((_off + _nenv)) "$_nsup" &&
             tail -c +$((_off + _nenv + _nsup)) "$_tmp" >"$_dir/command"
     }; then
@@ -151,7 +147,10 @@ launch() {
     # The supervisor writes its report on our stdout (the SSH channel) and
     # then closes it; the channel ends when the last writer is gone, so the
     # client reads the report without this shell waiting for it. No report
-    # means the supervisor did not start: supervisor.log says why.
+    # means the supervisor did not start: supervisor.log says why. A shell
+    # that is not there is caught here, so that no env file is left behind.
+    command -v "${AIRFLOW_ASYNC_SH:-/bin/sh}" >/dev/null 2>&1 ||
+        abandon "the supervisor's shell '${AIRFLOW_ASYNC_SH:-/bin/sh}' (AIRFLOW_ASYNC_SH) is not an executable; nothing was started" "$E_NEED"
     setsid "${AIRFLOW_ASYNC_SH:-/bin/sh}" "$_sup" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" \
         "$_origin" </dev/null 2>>"$_dir/supervisor.log" &
 }

@@ -23,6 +23,24 @@
 #       most one second, then look again.
 #   Beside the job: this shell and one `sleep`.
 
+# JOB_START: the job's first steps, in its own process (`/bin/sh -c`, $1 the
+# job folder), which then becomes the command's shell. The env file holds the
+# task's environment (secrets included): it is read, removed with `payload`
+# while PATH is still the session's, then applied, and the command runs by
+# an absolute path, so the environment (PATH too) cannot break the start.
+# Positional parameters only: no name of ours can collide with a variable
+# the environment sets. The env file's first lines give the session's umask
+# and LC_ALL back; the task's exports follow and win.
+# shellcheck disable=SC2016 # expanded by the job's shell, not here
+JOB_START='[ -r "$1/env" ] || {
+    printf "airflow-ssh-async: %s/env is missing: the job cannot start\n" "$1" >&2
+    exit 126
+}
+set -- "$1" "$(cat "$1/env")"
+rm -f "$1/env" "$1/payload"
+eval "$2"
+exec /bin/sh "$1/command"'
+
 write_job_json() {
     _host=
     { IFS= read -r _host || :; } 2>/dev/null </proc/sys/kernel/hostname
@@ -266,20 +284,17 @@ supervise() {
     : >stdout
     : >stderr
     _start=$(now)
-    # The env file holds the task's environment (secrets included): sourced
-    # by the job's own shell and removed before the command runs, so it never
-    # reaches argv and lives on disk only as long as the launch.
+    # The task's environment is applied by the job's own process only
+    # (JOB_START), after all of ours is done: it cannot change what this
+    # shell or the job's start-up run.
     (
         trap - USR1
-        # shellcheck source=/dev/null # written by launch at run time
-        . ./env
-        rm -f ./env ./payload
         AIRFLOW_ASYNC_JOB_ID=$_id
         AIRFLOW_ASYNC_JOB_DIR=$_dir
         AIRFLOW_ASYNC_PROGRESS=$_dir/progress
         export AIRFLOW_ASYNC_JOB_ID AIRFLOW_ASYNC_JOB_DIR AIRFLOW_ASYNC_PROGRESS
         cd "$_cwd" || exit 126
-        exec setsid /bin/sh "$_dir/command"
+        exec setsid /bin/sh -c "$JOB_START" airflow-ssh-async-job "$_dir"
     ) </dev/null >stdout 2>stderr &
     _pid=$!
     # Report first: the launch (and the task) waits for it, and job.json is
@@ -292,6 +307,8 @@ supervise() {
     exec >/dev/null
     write_job_json || say "cannot write $_dir/job.json"
     watch
+    # Whatever became of the job, no copy of its environment stays on disk.
+    if [ -e env ] || [ -e payload ]; then rm -f env payload; fi
     finish "$_st"
 }
 
