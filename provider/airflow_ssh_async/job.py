@@ -134,15 +134,21 @@ def fields_dict(records: list[tuple[str, bytes]]) -> dict[str, bytes]:
 # --- the launch payload ----------------------------------------------------------
 
 
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def validate_env_name(name: object) -> str:
+    """Refuse a variable name that `export` would not take (or would run as code)."""
+    if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"invalid environment variable name {name!r}: use letters, digits and '_', not starting with a digit"
+        )
+    return name
+
+
 def env_exports(environment: dict[str, str]) -> bytes:
     """The env file: one `export NAME='value'` a variable, one quoting layer."""
-    lines = []
-    for name, value in environment.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
-            raise ValueError(
-                f"invalid environment variable name {name!r}: use letters, digits and '_', not starting with a digit"
-            )
-        lines.append(f"export {name}={shlex.quote(str(value))}\n")
+    lines = [f"export {validate_env_name(name)}={shlex.quote(str(value))}\n" for name, value in environment.items()]
     return "".join(lines).encode()
 
 

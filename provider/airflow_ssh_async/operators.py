@@ -26,6 +26,7 @@ from airflow_ssh_async.job import (
     derive_job_id,
     iso_time,
     job_event,
+    validate_env_name,
     validate_job_id,
 )
 from airflow_ssh_async.outcome import settle
@@ -36,6 +37,11 @@ CLEANUP_CHOICES = ("never", "on_success", "always")
 # The deferral timeout is the remote limit plus this much, so the remote
 # limit fires first and the task reports timed_out with the job stopped.
 DEFERRAL_MARGIN = 120
+
+
+def _templated(value: Any) -> bool:
+    """A string Jinja will render (checked once rendered, not at parse time)."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 class SSHAsyncJobOperator(BaseOperator):
@@ -50,7 +56,7 @@ class SSHAsyncJobOperator(BaseOperator):
     :param command: shell text run with ``/bin/sh`` on the host, verbatim
         (multi-line scripts, heredocs, ``exit N`` all work). Templated. A
         value ending in ``.sh`` is a command, not a template file.
-    :param ssh_conn_id: Airflow connection of type ``ssh``.
+    :param ssh_conn_id: Airflow connection of type ``ssh``. Templated.
     :param environment: variables for the job; sent on stdin, never in argv,
         so secrets do not show in ``ps``. Templated.
     :param cwd: working directory on the host (default: the SSH user's home). Templated.
@@ -76,7 +82,7 @@ class SSHAsyncJobOperator(BaseOperator):
         lines while it runs (the result keeps the tails either way).
     """
 
-    template_fields = ("command", "environment", "cwd", "job_id", "async_dir")
+    template_fields = ("command", "ssh_conn_id", "environment", "cwd", "job_id", "async_dir")
     template_fields_renderers = {"command": "bash", "environment": "json"}
     template_ext = ()  # a command ending in .sh is run, not loaded as a template
     ui_color = "#e3f1f8"
@@ -105,14 +111,7 @@ class SSHAsyncJobOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if cleanup not in CLEANUP_CHOICES:
-            raise ValueError(f"{self.task_id}: cleanup must be one of {CLEANUP_CHOICES}, not {cleanup!r}")
-        try:
-            self.on_existing = OnExisting(on_existing)
-        except ValueError:
-            raise ValueError(
-                f"{self.task_id}: on_existing must be one of {[o.value for o in OnExisting]}, not {on_existing!r}"
-            ) from None
+        self.on_existing = self._check_arguments(command, environment, job_id, cleanup, on_existing)
         self.command = command
         self.ssh_conn_id = ssh_conn_id
         self.environment = environment
@@ -133,6 +132,35 @@ class SSHAsyncJobOperator(BaseOperator):
         self.grace = grace
         self.stream_output = stream_output
         self._watching: JobRef | None = None
+
+    def _check_arguments(
+        self, command: Any, environment: Any, job_id: Any, cleanup: str, on_existing: str
+    ) -> OnExisting:
+        """Refuse at DAG parse time what is wrong whatever the host: a DAG
+        import error beats a failed task at 2 a.m. Templated values are
+        checked once rendered (execute)."""
+        where = f"{self.task_id}:"
+        if command is None or (isinstance(command, str) and not command.strip()):
+            raise ValueError(f"{where} command must be non-empty shell text, not {command!r}")
+        if isinstance(environment, dict):
+            for name in environment:  # Airflow renders the values of a dict, never its keys
+                try:
+                    validate_env_name(name)
+                except ValueError as exc:
+                    raise ValueError(f"{where} {exc}") from None
+        if isinstance(job_id, str) and not _templated(job_id):
+            try:
+                validate_job_id(job_id)
+            except JobIdError as exc:
+                raise ValueError(f"{where} {exc}") from None
+        if cleanup not in CLEANUP_CHOICES:
+            raise ValueError(f"{where} cleanup must be one of {CLEANUP_CHOICES}, not {cleanup!r}")
+        try:
+            return OnExisting(on_existing)
+        except ValueError:
+            raise ValueError(
+                f"{where} on_existing must be one of {[o.value for o in OnExisting]}, not {on_existing!r}"
+            ) from None
 
     # --- launch or re-attach -----------------------------------------------------------
 
@@ -224,6 +252,8 @@ class SSHAsyncJobOperator(BaseOperator):
     # --- execute ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        if not str(self.command).strip():
+            raise AirflowFailException(f"{self.task_id}: the command rendered empty: nothing to run")
         job_id = self._resolve_job_id(context)
         hook = self._hook()
         try:

@@ -113,3 +113,12 @@ with dag("ssh_async_sensor_from_trigger"):
         timeout=60,
         start_from_trigger=True,
     )
+
+with dag("ssh_async_templated_conn"):
+    SSHAsyncJobOperator(
+        task_id="job",
+        ssh_conn_id="{{ dag_run.conf['conn'] }}",
+        job_id=CONF_JOB,
+        command='echo "as $(id -un)"',
+        poll_interval=0.5,
+    )

@@ -16,8 +16,10 @@ Fenced blocks by info string:
 - ``yaml``: Ansible playbooks of the migration guide: must parse.
 - ``text``: prose layouts, not code.
 
-Besides: the troubleshooting messages must occur in the code, and the
-reference's parameter tables must name every parameter the classes take.
+Besides: the troubleshooting messages must occur in the code, the
+reference's parameter tables must name every parameter the classes take, and
+no table row anywhere in the docs may say a parameter is (or is not)
+templated against the class's ``template_fields``.
 """
 
 from __future__ import annotations
@@ -361,3 +363,84 @@ def test_reference_names_every_parameter(heading: str, cls: str) -> None:
     if hasattr(klass, "template_fields"):
         templated = section("reference.md", heading).split("**Templated:**", 1)[1].split("\n\n", 1)[0]
         assert set(re.findall(r"`(\w+)`", templated)) == set(klass.template_fields), heading
+
+
+# --- claims about templating, in every doc ---------------------------------------------------------
+
+# Table column headers that name our operator's or sensor's parameters.
+CLASS_COLUMNS = {"SSHAsyncJobOperator": "SSHAsyncJobOperator", "SSHAsyncJobSensor": "SSHAsyncJobSensor"}
+
+
+def templating_claim(note: str) -> bool | None:
+    """What a table row's text says about OUR parameter being templated, or None."""
+    t = note.lower()
+    if "templat" not in t:
+        return None
+    if re.search(r"\bours is not\b|\bours isn't\b|\bnot templated\b", t):
+        return False
+    if "theirs" in t and not re.search(r"\bboth templated\b|\bours is templated\b", t):
+        return None  # a claim about the other tool only
+    return True
+
+
+def templating_claims() -> list[tuple[str, str, str, bool]]:
+    """(where, class, parameter, templated?) for every docs table row that says so."""
+    claims = []
+    for doc in DOCS:
+        heading, column, klass = "", None, None
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            if line.startswith("#"):
+                heading, column, klass = line.lstrip("# ").strip(), None, None
+                continue
+            if not line.startswith("|"):
+                column = None
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if column is None:  # a header row
+                for i, cell in enumerate(cells):
+                    if cell.strip("`") in CLASS_COLUMNS:
+                        column, klass = i, cell.strip("`")
+                    elif cell == "parameter" and heading in CLASS_COLUMNS:
+                        column, klass = i, heading
+                if column is None:
+                    column = -1
+                continue
+            if column < 0 or set(line) <= set("|-: "):
+                continue
+            name = re.match(r"`(\w+)`", cells[column]) if column < len(cells) else None
+            claim = templating_claim(" ".join(c for i, c in enumerate(cells) if i != column))
+            if name and claim is not None:
+                claims.append((f"{doc.name}:{n}", klass, name.group(1), claim))
+    return claims
+
+
+def test_templating_claims_agree_with_template_fields() -> None:
+    from airflow_ssh_async import SSHAsyncJobOperator, SSHAsyncJobSensor
+
+    fields = {
+        "SSHAsyncJobOperator": SSHAsyncJobOperator.template_fields,
+        "SSHAsyncJobSensor": SSHAsyncJobSensor.template_fields,
+    }
+    claims = templating_claims()
+    assert any(c[2] == "async_dir" for c in claims), claims  # the guide's row is seen
+    wrong = [
+        f"{where}: `{param}` of {klass} is said {'' if said else 'not '}templated"
+        for where, klass, param, said in claims
+        if (param in fields[klass]) != said
+    ]
+    assert not wrong, "docs contradict template_fields:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    ("note", "claim"),
+    [
+        ("Theirs is templated, ours is not.", False),
+        ("Both templated. Ours defaults to `~/.airflow_async`.", True),
+        ("Not templated.", False),
+        ("Templated.", True),
+        ("Theirs is templated.", None),
+        ("Ours defaults to 10.", None),
+    ],
+)
+def test_templating_claim_reads_what_a_row_says_about_ours(note: str, claim: bool | None) -> None:
+    assert templating_claim(note) is claim

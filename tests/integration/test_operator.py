@@ -287,3 +287,51 @@ def test_a_damaged_job_file_fails_only_its_own_watcher(sshd, job_id) -> None:
     good, bad = asyncio.run(scenario())
     assert good["status"] == "finished" and good["result"]["stdout_tail"] == "fine\n"
     assert bad["status"] == "error" and f"{damaged.job_dir}/result.json is not valid JSON" in bad["message"]
+
+
+def test_ssh_conn_id_is_templated(sshd, dag_bag, job_id) -> None:
+    run = run_dag(dag_bag, "ssh_async_templated_conn", conn="test_asyncbash", job_id=job_id)
+    assert ti_of(run).state == "success"
+    result = xcom(run)
+    assert result["host"].startswith("asyncbash@") and result["stdout_tail"] == "as asyncbash\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ('command=""', "command must be non-empty shell text"),
+        ('command="  \\n\\t"', "command must be non-empty shell text"),
+        ("command=None", "command must be non-empty shell text"),
+        ('environment={"BAD-NAME": "x"}', "invalid environment variable name 'BAD-NAME'"),
+        ('environment={"1X": "x"}', "invalid environment variable name '1X'"),
+        ('environment={"A; reboot": "x"}', "invalid environment variable name 'A; reboot'"),
+        ('environment={"X" * 5000 + "=": "x"}', "invalid environment variable name"),
+        ('job_id="../etc"', "invalid job id '../etc'"),
+        ('job_id="a" * 129', "invalid job id"),
+        ('job_id="-x"', "invalid job id '-x'"),
+        ('cleanup="sometimes"', "cleanup must be one of"),
+        ('on_existing="ignore"', "on_existing must be one of"),
+    ],
+)
+def test_arguments_wrong_whatever_the_host_fail_the_dag_import_naming_the_task(args, says, tmp_path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    (tmp_path / "bad_dag.py").write_text(
+        "import pendulum\n"
+        "from airflow.sdk import DAG\n"
+        "from airflow_ssh_async import SSHAsyncJobOperator\n"
+        "with DAG('bad', schedule=None, start_date=pendulum.datetime(2026, 1, 1)):\n"
+        f"    SSHAsyncJobOperator(task_id='migrate', ssh_conn_id='x', **dict(command='true') | dict({args}))\n"
+    )
+    bag = DagBag(str(tmp_path))
+    [error] = bag.import_errors.values()
+    assert "migrate: " in error and says in error, error
+
+
+def test_templated_job_ids_and_commands_are_checked_once_rendered_not_at_parse_time() -> None:
+    from airflow.sdk import DAG
+
+    from airflow_ssh_async import SSHAsyncJobOperator
+
+    with DAG("parse_ok", schedule=None):
+        SSHAsyncJobOperator(task_id="t", command="{{ params.cmd }}", job_id="{{ params.id }}/..", environment={})
