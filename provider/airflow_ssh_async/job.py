@@ -18,6 +18,9 @@ from typing import Any
 PROTOCOL = 1
 DEFAULT_ASYNC_DIR = "~/.airflow_async"
 ARCHIVE_DIR = ".archive"  # ASYNC_DIR/.archive/ID/N: attempt N of ID, moved aside (archive.sh); no id starts with "."
+# A job folder without job.json is a launch in progress until it has been left
+# untouched this long with no launching process alive (lib.sh LAUNCH_PATIENCE).
+LAUNCH_PATIENCE = 60
 JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -185,6 +188,8 @@ class JobFacts:
     supervisor_alive: bool | None = None
     supervisor_start: str | None = None
     cancel_requested: bool = False
+    launch_over: bool = False  # no job.json, and the launch provably ended (lib.sh launch_over)
+    launch_age: int | None = None  # seconds since the folder last changed, when it has no job.json
     sizes: dict[str, int] = field(default_factory=dict)
     damaged: str = ""  # why a job file could not be read; classify raises it
 
@@ -226,10 +231,12 @@ def parse_status(data: bytes) -> StatusReport:
                 current[name.replace(".", "_")] = _load_json(name, current["job"], value)
             except ProtocolError as exc:
                 current["damaged"] = str(exc)
-        elif name in ("exists", "job_alive", "supervisor_alive", "cancel_requested"):
+        elif name in ("exists", "job_alive", "supervisor_alive", "cancel_requested", "launch_over"):
             current[name] = value == b"1"
         elif name in ("pid_start", "supervisor_start", "path"):
             current[name] = value.decode()
+        elif name == "launch_age":
+            current[name] = int(value)
         else:
             raise ProtocolError(f"unknown status field {name!r} for {current['job']}")
     if head.get("protocol") != str(PROTOCOL).encode():
@@ -267,6 +274,13 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
         return JobStatus(JobState.MISSING, f"no job directory {facts.path or facts.job}")
     info = facts.job_json or job_json
     if info is None:
+        if facts.launch_over:
+            untouched = f", folder untouched for {facts.launch_age} s" if facts.launch_age is not None else ""
+            return JobStatus(
+                JobState.LOST,
+                f"the launch died before writing job.json (no launching process alive{untouched})",
+                sizes=facts.sizes,
+            )
         return JobStatus(JobState.STARTING, "job directory exists but job.json is not written yet", sizes=facts.sizes)
     # What every answer below shares; each rule fills in state and reason.
     base = JobStatus(

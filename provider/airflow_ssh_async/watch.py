@@ -31,12 +31,21 @@ from airflow_ssh_async.batching import Coalescer, HostBatcher, SharedPerLoop, ba
 from airflow_ssh_async.client import RemoteHost, remote_host
 from airflow_ssh_async.errors import SSHAsyncJobError
 from airflow_ssh_async.hooks import DEFAULT_CHUNK, STREAMS, SSHAsyncJobHook
-from airflow_ssh_async.job import JobRef, JobState, JobStatus, ProtocolError, build_result, job_event
+from airflow_ssh_async.job import (
+    LAUNCH_PATIENCE,
+    JobRef,
+    JobState,
+    JobStatus,
+    ProtocolError,
+    build_result,
+    job_event,
+)
 from airflow_ssh_async.streams import LineDecoder, Tail
 
 # A job directory without job.json this long after we first saw it is a
-# launch that died half way.
-STARTING_PATIENCE = 60.0
+# launch that died half way (the host says so itself once no launching
+# process is alive; this covers a launcher that hangs).
+STARTING_PATIENCE = float(LAUNCH_PATIENCE)
 MAX_BACKOFF = 60.0
 
 

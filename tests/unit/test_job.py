@@ -118,6 +118,9 @@ def test_unknown_result_reason_is_an_error_not_a_guess() -> None:
         ({"supervisor_start": "999"}, "b1", JobState.LOST, "another process"),
         ({"exists": False}, "b1", JobState.MISSING, "no job directory"),
         ({"job_json": None}, "b1", JobState.STARTING, "not written yet"),
+        ({"job_json": None, "launch_age": 600}, "b1", JobState.STARTING, "not written yet"),
+        ({"job_json": None, "launch_over": True, "launch_age": 600}, "b1", JobState.LOST, "untouched for 600 s"),
+        ({"job_json": None, "launch_over": True}, "b1", JobState.LOST, "the launch died before writing job.json"),
     ],
 )
 def test_liveness_rules(kw: dict, boot: str, state: JobState, why: str) -> None:

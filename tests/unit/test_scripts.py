@@ -380,3 +380,60 @@ def test_a_cancelled_job_that_exits_0_on_its_own_reads_succeeded(
     _result_after(job_dir, time.monotonic(), limit=30)
     got = _classified(shell, tmp_path, job_dir)
     assert (got.state, got.reason) == (state, reason)
+
+
+# --- a launch that died half way ----------------------------------------------------------
+
+
+def _half_made(home: Path, job: str, launching: str | None = None, age: int = 600) -> Path:
+    """A job folder as a launch that died after the mkdir leaves it: secrets, no job.json."""
+    folder = home / ".airflow_async" / job
+    folder.mkdir(parents=True)
+    (folder / "payload").write_text("airflow-ssh-async-payload 1 0 14 0 0 0\nexport S='x'\n")
+    (folder / "env").write_text("export S='secret'\n")
+    if launching is not None:
+        (folder / "launching").write_text(launching)
+    os.utime(folder, (time.time() - age, time.time() - age))
+    return folder
+
+
+def _my_start() -> str:
+    return Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
+def test_a_folder_left_by_a_dead_launch_is_lost_archived_without_its_secrets_and_relaunched(
+    shell: list[str], tmp_path: Path
+) -> None:
+    # Its launcher's pid now names another process (pid 1, another start time).
+    folder = _half_made(tmp_path, "dead", launching="1 999\n")
+    assert status(shell, tmp_path, str(folder)) is JobState.LOST
+    moved = run(shell, "archive", str(folder), "archive", home=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    archived = Path(dict(parse_frames(moved.stdout))["archived"].decode())
+    assert sorted(p.name for p in archived.iterdir()) == ["launching"], "env and payload are removed"
+    rep = launch(shell, tmp_path, "dead", "echo again")
+    wait_state(shell, tmp_path, rep["job_dir"].decode(), JobState.SUCCEEDED)
+    # A folder without a launching file (a launch that died before writing it): its age decides.
+    folder = _half_made(tmp_path, "older")
+    assert status(shell, tmp_path, str(folder)) is JobState.LOST
+    out = run(shell, "signal", str(folder), "1", home=tmp_path)
+    assert dict(parse_frames(out.stdout)).get("outcome") == b"gone", out.stderr
+    assert not (folder / "env").exists() and not (folder / "payload").exists()
+
+
+def test_a_launch_in_progress_is_starting_however_old_and_is_not_archived(shell: list[str], tmp_path: Path) -> None:
+    alive = _half_made(tmp_path, "alive", launching=f"1 999\n{os.getpid()} {_my_start()}\n")
+    fresh = _half_made(tmp_path, "fresh", age=0)
+    for folder in (alive, fresh):
+        assert status(shell, tmp_path, str(folder)) is JobState.STARTING
+        refused = run(shell, "archive", str(folder), "archive", home=tmp_path)
+        assert refused.returncode == 70 and b"its launch may still be running" in refused.stderr
+        assert run(shell, "signal", str(folder), "1", home=tmp_path).returncode == 66
+        assert (folder / "env").exists(), "a launch in progress keeps its files"
+
+
+def test_a_launch_names_its_launcher_and_supervisor(shell: list[str], tmp_path: Path) -> None:
+    rep = launch(shell, tmp_path, "named", "true")
+    lines = Path(rep["job_dir"].decode(), "launching").read_text().splitlines()
+    assert len(lines) == 2 and lines[1].split()[0] == rep["supervisor_pid"].decode()
+    wait_state(shell, tmp_path, rep["job_dir"].decode(), JobState.SUCCEEDED)

@@ -5,7 +5,9 @@
 # Stdout: framed `archived` (the new path) or `removed`.
 #
 # A job that is still running is refused (E_RUNNING): there is no result and
-# its supervisor is alive (the same process, on the same boot). Archives go to ASYNC_DIR/.archive/ID/N,
+# its supervisor is alive (the same process, on the same boot), or it has no
+# job.json and its launch is not provably over (lib.sh's launch_over). A
+# folder left by a dead launch is taken, its secrets (env, payload) removed. Archives go to ASYNC_DIR/.archive/ID/N,
 # which no job id can name (ids start with a letter or digit).
 
 # is_running DIR: no result, and its supervisor still lives on this boot:
@@ -27,8 +29,13 @@ main() {
     [ $# -eq 2 ] || err "$E_USAGE" "usage: archive JOB_DIR (archive|remove)"
     _d=$(expand_home "$1")
     [ -d "$_d" ] || err "$E_NOTFOUND" "no job directory '$_d'"
-    [ -f "$_d/job.json" ] || err "$E_RUNNING" "'$_d' has no job.json: a launch is in progress or died half way; if it is older than a minute, remove it by hand"
-    is_running "$_d" && err "$E_RUNNING" "job in '$_d' is still running"
+    if [ -f "$_d/job.json" ]; then
+        is_running "$_d" && err "$E_RUNNING" "job in '$_d' is still running"
+    elif ! launch_over "$_d"; then
+        err "$E_RUNNING" "'$_d' has no job.json and its launch may still be running; once it has been left for $LAUNCH_PATIENCE s with no launching process alive it is lost and can be archived"
+    fi
+    # A launch that died half way left the task's environment behind.
+    remove_secrets "$_d"
     case $2 in
         remove)
             rm -rf "$_d" || err "$E_WRITE" "cannot remove '$_d'"

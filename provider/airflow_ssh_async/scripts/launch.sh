@@ -92,6 +92,14 @@ launch() {
         }
         refuse "$E_DIR" "cannot create job directory '$_dir'"
     }
+    # Who is launching, so that a status read can tell a launch in progress
+    # from one that died half way (lib.sh's launch_over).
+    proc_start_v "$$"
+    # shellcheck disable=SC2154 # _pstart is set by lib.sh's helper above
+    printf '%s %s\n' "$$" "$_pstart" >"$_dir/launching" || {
+        cat >/dev/null
+        abandon "cannot write the job files under '$_dir' (disk full?); nothing was started"
+    }
     # The payload lands in the job folder: a file, not stdin piece by piece,
     # as busybox head reads past the bytes it was asked for on a pipe. The
     # job's shell removes it with env (both hold the task's environment).
@@ -153,6 +161,8 @@ launch() {
         abandon "the supervisor's shell '${AIRFLOW_ASYNC_SH:-/bin/sh}' (AIRFLOW_ASYNC_SH) is not an executable; nothing was started" "$E_NEED"
     setsid "${AIRFLOW_ASYNC_SH:-/bin/sh}" "$_sup" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" \
         "$_origin" </dev/null 2>>"$_dir/supervisor.log" &
+    proc_start_v "$!"
+    printf '%s %s\n' "$!" "$_pstart" >>"$_dir/launching"
 }
 
 main() {

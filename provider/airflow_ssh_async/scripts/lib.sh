@@ -278,6 +278,49 @@ same_process() {
     [ "$_pstart" = "$2" ]
 }
 
+# A job folder without job.json is a launch in progress until it has been
+# left untouched this many seconds with no launching process alive
+# (job.LAUNCH_PATIENCE is the same number).
+LAUNCH_PATIENCE=60
+
+# launch_over DIR: DIR has no job.json and its launch is provably over:
+# no process named in DIR/launching (the launcher, then the supervisor: "PID
+# START" lines) is alive, and DIR has not changed for LAUNCH_PATIENCE
+# seconds; or DIR/launch_died says a cancel found so before (a dead launch
+# stays dead). Sets _launch_age (seconds, empty when unknown). A folder whose
+# age cannot be read (no `date -r`, no `stat -c`) is over only when a
+# launching file names its processes and all are gone.
+launch_over() {
+    _launch_age=
+    [ -f "$1/job.json" ] && return 1
+    # Found over once already (by a cancel, which then changed the folder).
+    [ -f "$1/launch_died" ] && return 0
+    _named=0
+    if [ -f "$1/launching" ]; then
+        while read -r _lpid _lstart; do
+            case $_lpid in '' | *[!0-9]*) continue ;; esac
+            _named=1
+            same_process "$_lpid" "$_lstart" && return 1
+        done 2>/dev/null <"$1/launching"
+    fi
+    # Read after the liveness: a supervisor that started since has touched DIR.
+    _lm=$(date -r "$1" +%s 2>/dev/null || stat -c %Y "$1" 2>/dev/null) || _lm=
+    case $_lm in
+        '' | *[!0-9]*) [ "$_named" -eq 1 ] || return 1 ;;
+        *)
+            _launch_age=$((${_now:-$(now)} - _lm))
+            [ "$_launch_age" -ge "$LAUNCH_PATIENCE" ] || return 1
+            ;;
+    esac
+    [ ! -f "$1/job.json" ]
+}
+
+# remove_secrets DIR: the job's environment (env, and the payload it came
+# in), which nothing needs once the job started or its launch died.
+remove_secrets() {
+    rm -f "$1/env" "$1/payload"
+}
+
 # write_atomic PATH: stdin to PATH via a temporary file, fsync'd where the
 # host has `sync FILE`, then renamed, so readers never see half a file.
 write_atomic() {

@@ -4,7 +4,8 @@
 #
 # Usage: signal JOB_DIR GRACE
 # Stdout: framed `outcome`: cancelled, finished (it had ended already) or
-# gone (no result, and its process is no longer the one we started).
+# gone (no result, and its process is no longer the one we started, or a
+# launch that died before job.json: lib.sh's launch_over).
 #
 # The `cancel` file records when it was asked and the grace period asked
 # for (`TIME GRACE`): the supervisor escalates to SIGKILL that many seconds
@@ -16,7 +17,17 @@ cancel() {
     _d=$(expand_home "$1")
     _grace=$2
     [ -d "$_d" ] || err "$E_NOTFOUND" "no job directory '$_d'"
-    [ -f "$_d/job.json" ] || err "$E_NOTFOUND" "'$_d' has no job.json: the launch never completed"
+    if [ ! -f "$_d/job.json" ]; then
+        # A launch that died half way: nothing runs, only its secrets remain.
+        if launch_over "$_d"; then
+            # Removing them changes the folder: say that it was found over.
+            now >"$_d/launch_died"
+            remove_secrets "$_d"
+            field outcome gone
+            return 0
+        fi
+        err "$E_NOTFOUND" "'$_d' has no job.json: the launch never completed"
+    fi
     if [ -f "$_d/result.json" ]; then
         field outcome finished
         return 0

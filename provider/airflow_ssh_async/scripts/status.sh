@@ -135,6 +135,12 @@ status_one() {
     field exists 1
     read_json_file "$_d/job.json" "$_want_job_json"
     [ "$_want_job_json" -eq 1 ] && [ "$_have" -eq 1 ] && field job.json "$_body"
+    if [ "$_have" -eq 0 ] && [ "$_want_job_json" -eq 1 ]; then
+        # No job.json: a launch in progress, or one that died half way.
+        if launch_over "$_d"; then field launch_over 1; else field launch_over 0; fi
+        # shellcheck disable=SC2154 # _launch_age is set by lib.sh's helper above
+        [ -n "$_launch_age" ] && field launch_age "$_launch_age"
+    fi
     # Liveness before result.json: a supervisor seen gone has written its
     # result already, if it ever will, so "no result and no supervisor" is
     # never a supervisor that was just writing it.
@@ -176,7 +182,8 @@ main() {
     LC_ALL=C
     export LC_ALL
     field protocol "$PROTOCOL"
-    field now "$(now)"
+    _now=$(now)
+    field now "$_now"
     boot_id_v
     # shellcheck disable=SC2154 # _boot is set by lib.sh's helper above
     field boot_id "$_boot"
