@@ -32,6 +32,7 @@ from airflow_ssh_async.job import (
     parse_status,
     validate_job_id,
 )
+from airflow_ssh_async.masking import Masker
 
 T = TypeVar("T")
 STREAMS = ("stdout", "stderr", "progress")
@@ -256,23 +257,32 @@ class SSHAsyncJobHook(BaseHook):
         return await (go(host) if host else self._with_host(go))
 
     async def afinished_result(
-        self, ref: JobRef, status: JobStatus, *, tail_bytes: int = 4096, host: RemoteHost | None = None
+        self,
+        ref: JobRef,
+        status: JobStatus,
+        *,
+        tail_bytes: int = 4096,
+        host: RemoteHost | None = None,
+        masker: Masker | None = None,
     ) -> dict[str, Any]:
         """The result dict of a job found finished, with its output tails read in one call.
 
         What a trigger collects while streaming, read at once for a job that
         ended while nobody watched (a retry taking a result, a sensor's first poke).
+        With MASKER, its secrets are masked, also one cut off where a tail begins.
         """
+        masker = masker or Masker()
         streams = ("stdout", "stderr", "progress")
-        requests = [(ref.job_dir, s, max(0, status.sizes.get(s, 0) - tail_bytes)) for s in streams]
-        stdout, stderr, progress = await self.aread(requests, max_bytes=tail_bytes, host=host)
-        lines = progress.data.decode(errors="replace").splitlines()
-        return build_result(
-            ref,
-            status,
-            progress=lines[-1] if lines else "",
-            stdout_tail=stdout.data.decode(errors="ignore"),
-            stderr_tail=stderr.data.decode(errors="ignore"),
+        starts = [max(0, status.sizes.get(s, 0) - tail_bytes) for s in streams]
+        requests = [(ref.job_dir, s, start) for s, start in zip(streams, starts, strict=True)]
+        chunks = await self.aread(requests, max_bytes=tail_bytes, host=host)
+        stdout, stderr, progress = (
+            masker.text(c.data.decode(errors="replace" if s == "progress" else "ignore"), mid_stream=start > 0)
+            for s, start, c in zip(streams, starts, chunks, strict=True)
+        )
+        lines = progress.splitlines()
+        return masker.redact(  # type: ignore[no-any-return]
+            build_result(ref, status, progress=lines[-1] if lines else "", stdout_tail=stdout, stderr_tail=stderr)
         )
 
     async def acancel(self, job_dir: str, *, grace: int = DEFAULT_GRACE, host: RemoteHost | None = None) -> str:

@@ -29,6 +29,7 @@ from airflow_ssh_async.job import (
     validate_env_name,
     validate_job_id,
 )
+from airflow_ssh_async.masking import Masker, airflow_min_length, task_secrets
 from airflow_ssh_async.outcome import settle
 from airflow_ssh_async.triggers import SSHAsyncJobTrigger
 from airflow_ssh_async.watch import watch_job
@@ -58,7 +59,10 @@ class SSHAsyncJobOperator(BaseOperator):
         value ending in ``.sh`` is a command, not a template file.
     :param ssh_conn_id: Airflow connection of type ``ssh``. Templated.
     :param environment: variables for the job; sent on stdin, never in argv,
-        so secrets do not show in ``ps``. Templated.
+        so secrets do not show in ``ps``. Templated. Values whose names
+        Airflow deems sensitive are masked in the log and the result, as
+        is everything Airflow masks in this task's log (see "Secrets" in
+        docs/reference.md).
     :param cwd: working directory on the host (default: the SSH user's home). Templated.
     :param job_id: the job's name on the host (default: derived). Templated.
     :param job_timeout: remote time limit in seconds (Ansible's ``async``):
@@ -132,6 +136,8 @@ class SSHAsyncJobOperator(BaseOperator):
         self.grace = grace
         self.stream_output = stream_output
         self._watching: JobRef | None = None
+        self._secrets: list[str] = []
+        self._masker = Masker()
 
     def _check_arguments(
         self, command: Any, environment: Any, job_id: Any, cleanup: str, on_existing: str
@@ -235,7 +241,9 @@ class SSHAsyncJobOperator(BaseOperator):
                     "Job %s succeeded on %s but no earlier try took its result: taking it without running again",
                     job_id, ref.host,
                 )  # fmt: skip
-                return ref, await hook.afinished_result(ref, status, tail_bytes=self.tail_bytes, host=host)
+                return ref, await hook.afinished_result(
+                    ref, status, tail_bytes=self.tail_bytes, host=host, masker=self._masker
+                )
             if action is ExistingAction.REFUSE:
                 raise AirflowFailException(
                     f"job {job_id!r} exists on {ref.host} ({ref.job_dir}, {status.state.value}) and "
@@ -255,6 +263,9 @@ class SSHAsyncJobOperator(BaseOperator):
         if not str(self.command).strip():
             raise AirflowFailException(f"{self.task_id}: the command rendered empty: nothing to run")
         job_id = self._resolve_job_id(context)
+        # After rendering: what Airflow masks in this task's log, wherever the output is written.
+        self._secrets = task_secrets(self.environment)
+        self._masker = Masker(self._secrets, airflow_min_length())
         hook = self._hook()
         try:
             ref, taken = hook.run_sync(lambda host: self._start_or_attach(hook, host, job_id, context))
@@ -279,6 +290,7 @@ class SSHAsyncJobOperator(BaseOperator):
                 tail_bytes=self.tail_bytes,
                 connection_patience=self.connection_patience,
                 stream_output=self.stream_output,
+                masker=self._masker,
             )
         )
         return self._settle(context, event)
@@ -295,6 +307,7 @@ class SSHAsyncJobOperator(BaseOperator):
             connection_patience=self.connection_patience,
             grace=self.grace,
             stream_output=self.stream_output,
+            secrets=self._secrets,
         )
 
     def _deferral_timeout(self) -> timedelta | None:

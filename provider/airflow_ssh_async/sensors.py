@@ -35,6 +35,7 @@ from airflow_ssh_async.job import (
     job_dir,
     job_event,
 )
+from airflow_ssh_async.masking import Masker, airflow_min_length, task_secrets
 from airflow_ssh_async.outcome import settle
 from airflow_ssh_async.triggers import SSHAsyncJobTrigger
 from airflow_ssh_async.watch import OutputFollower
@@ -67,9 +68,14 @@ class SSHAsyncJobSensor(BaseSensorOperator):
         See airflow_ssh_async.ansible for what liveness Ansible's file allows.
     :param ansible_async_dir: where Ansible keeps its result files; left at
         the default, the host's ``$ANSIBLE_ASYNC_DIR`` wins, as for Ansible. Templated.
+    :param secrets: values to mask in this sensor's log and result, e.g. the
+        ``"{{ conn.db.password }}"`` the job's environment held: a sensor
+        cannot know what another task passed to the job. Templated (with
+        ``start_from_trigger``, rendered in the triggerer and kept nowhere).
+        Everything Airflow masks in this task's log is masked too.
     """
 
-    template_fields = ("job_id", "async_dir", "job_dir", "ansible_async_dir")
+    template_fields = ("job_id", "async_dir", "job_dir", "ansible_async_dir", "secrets")
     ui_color = "#e3f1f8"
     start_trigger_args = StartTriggerArgs(
         trigger_cls="airflow_ssh_async.triggers.SSHAsyncJobTrigger",
@@ -94,6 +100,7 @@ class SSHAsyncJobSensor(BaseSensorOperator):
         skip_on_exit_code: int | Iterable[int] | None = None,
         source: str = SOURCE_AIRFLOW,
         ansible_async_dir: str = DEFAULT_ANSIBLE_ASYNC_DIR,
+        secrets: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -108,6 +115,8 @@ class SSHAsyncJobSensor(BaseSensorOperator):
         self.job_id = job_id
         self.async_dir = async_dir
         self.job_dir = job_dir
+        self.secrets = [secrets] if isinstance(secrets, str) else list(secrets or [])
+        self._masker: Masker | None = None
         self.deferrable = deferrable
         self.kill_on_cancel = kill_on_cancel
         self.stream_output = stream_output
@@ -134,7 +143,14 @@ class SSHAsyncJobSensor(BaseSensorOperator):
             "stream_output": self.stream_output,
             "source": self.source,
             "ansible_async_dir": self.ansible_async_dir,
+            "secrets": self.secrets,
         }
+
+    def _task_masker(self) -> Masker:
+        """In the worker, after rendering: SECRETS and what Airflow masks in this task's log."""
+        if self._masker is None:
+            self._masker = Masker(task_secrets(extra=self.secrets), airflow_min_length())
+        return self._masker
 
     def _ref(self) -> JobRef:
         return JobRef(self.ssh_conn_id, self.job_id, self.job_dir or job_dir(self.async_dir, self.job_id))
@@ -145,13 +161,14 @@ class SSHAsyncJobSensor(BaseSensorOperator):
             return self._poke_ansible()
         hook = SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
         ref = self._ref()
+        masker = self._task_masker()
 
         async def look(host: RemoteHost) -> tuple[JobRef, JobStatus, dict[str, Any] | None]:
             status, facts = (await hook.astatus([ref.job_dir], host=host))[ref.job_dir]
             found = dataclasses.replace(ref, job_dir=facts.path or ref.job_dir, host=host.options.address)
             if not status.state.finished or status.state is JobState.MISSING:
                 return found, status, None
-            return found, status, await hook.afinished_result(found, status, host=host)
+            return found, status, await hook.afinished_result(found, status, host=host, masker=masker)
 
         ref, status, result = hook.run_sync(look)
         if status.state is JobState.MISSING:
@@ -197,12 +214,14 @@ class SSHAsyncJobSensor(BaseSensorOperator):
             self.log.info("Ansible job %s on %s is %s: %s", ref.job_id, ref.host, status.state.value, status.reason)
             return PokeReturnValue(is_done=False)
         # The same delivery as the trigger's: lines to the log, tails kept.
-        follower = OutputFollower(ref.job_dir, self.log, {}, 4096, self.stream_output)
+        follower = OutputFollower(ref.job_dir, self.log, {}, 4096, self.stream_output, self._task_masker())
         for stream, raw in zip(("stdout", "stderr"), ansible_output(data), strict=True):
             follower.deliver(stream, raw)
         follower.finish()
         tails = {s: follower.tails[s].text() for s in ("stdout", "stderr")}
-        result = build_result(ref, status, stdout_tail=tails["stdout"], stderr_tail=tails["stderr"])
+        result = self._task_masker().redact(
+            build_result(ref, status, stdout_tail=tails["stdout"], stderr_tail=tails["stderr"])
+        )
         return PokeReturnValue(
             is_done=True, xcom_value=settle(job_event("finished", "", ref, result), self.skip_on_exit_code)
         )
@@ -214,8 +233,9 @@ class SSHAsyncJobSensor(BaseSensorOperator):
         first = self.poke(context)
         if first.is_done:
             return first.xcom_value
+        kwargs = {**self._trigger_kwargs(), "secrets": list(self._task_masker().secrets)}
         self.defer(
-            trigger=SSHAsyncJobTrigger(**self._trigger_kwargs()),
+            trigger=SSHAsyncJobTrigger(**kwargs),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) if self.timeout else None,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -11,6 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_ssh_async.ansible import DEFAULT_ANSIBLE_ASYNC_DIR, SOURCE_AIRFLOW, SOURCE_ANSIBLE, validate_source
 from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef, job_dir
+from airflow_ssh_async.masking import Masker, airflow_min_length, seal, unseal
 from airflow_ssh_async.watch import watch_job
 
 # What a user's mark-failed or mark-success leaves the task in; after a clear
@@ -45,6 +46,11 @@ class SSHAsyncJobTrigger(BaseTrigger):
         left at the default, the host's ``$ANSIBLE_ASYNC_DIR`` wins, as for
         Ansible itself. An Ansible job cannot be cancelled from here
         (Ansible has no kill mode): ``on_kill`` only logs that.
+    :param secrets: values masked in every line logged and in the event:
+        a list of plain values (encrypted by ``serialize()``), or the token
+        ``serialize()`` made. Airflow 3.3 stores trigger kwargs as given, so
+        they never reach the trigger table in clear. A token this
+        triggerer cannot decrypt makes the trigger withhold all output.
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class SSHAsyncJobTrigger(BaseTrigger):
         offsets: dict[str, int] | None = None,
         source: str = SOURCE_AIRFLOW,
         ansible_async_dir: str = DEFAULT_ANSIBLE_ASYNC_DIR,
+        secrets: str | Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -77,6 +84,9 @@ class SSHAsyncJobTrigger(BaseTrigger):
         self.offsets = offsets or {}
         self.source = validate_source(source)
         self.ansible_async_dir = ansible_async_dir
+        # Kept as given: a sensor started in the triggerer renders templates
+        # here after __init__; run() reads them.
+        self.secrets = secrets if isinstance(secrets, str) else list(secrets)
         self._fired = False
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -96,8 +106,40 @@ class SSHAsyncJobTrigger(BaseTrigger):
                 "offsets": self.offsets,
                 "source": self.source,
                 "ansible_async_dir": self.ansible_async_dir,
+                "secrets": self._sealed(),
             },
         )
+
+    def _sealed(self) -> str:
+        if isinstance(self.secrets, str):
+            return self.secrets
+        token, encrypted = seal(self.secrets)
+        if not encrypted:
+            self.log.warning(
+                "no [core] fernet_key: the %d secrets masked in job %s's output are stored unencrypted in "
+                "the trigger table, as Airflow then stores connections and variables",
+                len(self.secrets),
+                self.job_id,
+            )
+        return token
+
+    def _masker(self) -> tuple[Masker, bool]:
+        """(masker, readable): a token this process cannot decrypt withholds all output."""
+        if isinstance(self.secrets, str):
+            try:
+                values = unseal(self.secrets)
+            except ValueError as exc:
+                self.log.error(
+                    "cannot read the secrets to mask in job %s's output (%s): the worker and this triggerer "
+                    "must share [core] fernet_key. The job's output is not logged and the result keeps no "
+                    "output tails.",
+                    self.job_id,
+                    exc,
+                )
+                return Masker(), False
+        else:
+            values = [str(v) for v in self.secrets if v]
+        return Masker(values, airflow_min_length()), True
 
     def _hook(self) -> SSHAsyncJobHook:
         return SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
@@ -109,18 +151,22 @@ class SSHAsyncJobTrigger(BaseTrigger):
         return JobRef(self.ssh_conn_id, self.job_id, self.job_dir or job_dir(self.async_dir, self.job_id))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        masker, readable = self._masker()
         event = await watch_job(
             self._hook(),
             self._ref(),
             log=self.log,
             poll_interval=self.poll_interval,
             offsets=self.offsets,
-            stream_output=self.stream_output,
-            tail_bytes=self.tail_bytes,
+            stream_output=self.stream_output and readable,
+            tail_bytes=self.tail_bytes if readable else 0,
+            masker=masker,
             connection_patience=self.connection_patience,
             source=self.source,
             ansible_async_dir=self.ansible_async_dir,
         )
+        if not readable and event.get("result"):
+            event["result"]["progress"] = ""
         self._fired = True
         yield TriggerEvent(event)
 

@@ -40,6 +40,7 @@ from airflow_ssh_async.job import (
     build_result,
     job_event,
 )
+from airflow_ssh_async.masking import Masker, masked_log
 from airflow_ssh_async.streams import LineDecoder, Tail
 
 # A job directory without job.json this long after we first saw it is a
@@ -53,14 +54,20 @@ class OutputFollower:
     """Offsets, decoders and tails of one job's three streams."""
 
     def __init__(
-        self, job_dir: str, log: logging.Logger | Any, offsets: dict[str, int], tail_bytes: int, stream: bool
+        self,
+        job_dir: str,
+        log: logging.Logger | Any,
+        offsets: dict[str, int],
+        tail_bytes: int,
+        stream: bool,
+        masker: Masker | None = None,
     ) -> None:
         self.job_dir = job_dir
         self.log = log
         self.stream = stream
         self.offsets = {s: int(offsets.get(s, 0)) for s in STREAMS}
-        self.decoders = {s: LineDecoder() for s in STREAMS}
         self.tails = {s: Tail(tail_bytes) for s in ("stdout", "stderr")}
+        self.decoders = {s: LineDecoder(masker, self.tails.get(s), mid_stream=self.offsets[s] > 0) for s in STREAMS}
         self.progress = ""
 
     def _emit(self, stream: str, lines: list[str]) -> None:
@@ -86,14 +93,10 @@ class OutputFollower:
                     sizes[stream] = self.offsets[stream]  # gone or shrunk: stop asking
                     continue
                 self.offsets[stream] += len(got.data)
-                if stream in self.tails:
-                    self.tails[stream].feed(got.data)
                 self._emit(stream, self.decoders[stream].feed(got.data))
 
     def deliver(self, stream: str, data: bytes) -> None:
         """Output that arrives whole at the end (an Ansible job's result)."""
-        if stream in self.tails:
-            self.tails[stream].feed(data)
         self._emit(stream, self.decoders[stream].feed(data))
 
     def finish(self) -> None:
@@ -129,8 +132,12 @@ async def watch_job(
     chunk_bytes: int = DEFAULT_CHUNK,
     source: str = SOURCE_AIRFLOW,
     ansible_async_dir: str = DEFAULT_ANSIBLE_ASYNC_DIR,
+    masker: Masker | None = None,
 ) -> dict[str, Any]:
     """Poll until the job ends; return the event (see :func:`job_event`).
+
+    With ``masker``, every line logged and every string of the event
+    (output tails, progress, messages) has the job's secrets masked.
 
     Network trouble is retried with backoff and logged; it ends the watch
     only after ``connection_patience`` seconds without one good poll.
@@ -141,6 +148,39 @@ async def watch_job(
     or empty to take ``ansible_async_dir``/``ref.job_id``), see ansible.py.
     Its output exists only in the final result: it is logged at the end.
     """
+    masker = masker or Masker()
+    event = await _watch(
+        hook,
+        ref,
+        log=masked_log(log, masker),
+        poll_interval=poll_interval,
+        offsets=offsets,
+        stream_output=stream_output,
+        tail_bytes=tail_bytes,
+        connection_patience=connection_patience,
+        chunk_bytes=chunk_bytes,
+        source=source,
+        ansible_async_dir=ansible_async_dir,
+        masker=masker,
+    )
+    return masker.redact(event)  # type: ignore[no-any-return]
+
+
+async def _watch(
+    hook: SSHAsyncJobHook,
+    ref: JobRef,
+    *,
+    log: logging.Logger | Any,
+    poll_interval: float,
+    offsets: dict[str, int] | None,
+    stream_output: bool,
+    tail_bytes: int,
+    connection_patience: float,
+    chunk_bytes: int,
+    source: str,
+    ansible_async_dir: str,
+    masker: Masker,
+) -> dict[str, Any]:
     validate_source(source)
     ansible = source == SOURCE_ANSIBLE
     options = await hook.aget_options()
@@ -150,7 +190,7 @@ async def watch_job(
         request = ansible_request(ansible_async_dir, ref.job_id, ref.job_dir)
         ref = dataclasses.replace(ref, job_dir=ansible_file(ansible_async_dir, ref.job_id, ref.job_dir))
     key = ref.job_dir  # what we poll by, as given; ref.job_dir becomes the resolved path
-    follower = OutputFollower(key, log, offsets or {}, tail_bytes, stream_output)
+    follower = OutputFollower(key, log, offsets or {}, tail_bytes, stream_output, masker)
     failing_since: float | None = None
     starting_since: float | None = None
     backoff = min(1.0, poll_interval)

@@ -32,6 +32,7 @@ DAG_IDS = (
     "e2e_launch_only",
     "e2e_sensor",
     "e2e_bad_input",
+    "e2e_secrets",
 )
 USER = "asyncdash"
 STARTUP_LIMIT = 60.0
@@ -59,6 +60,30 @@ def bad_connections(sshd: SSHServer, tmp_path_factory: pytest.TempPathFactory) -
     }
 
 
+@pytest.fixture(scope="session")
+def secret_values() -> dict[str, str]:
+    """The secrets of the e2e_secrets DAG, new each session so no other text holds them."""
+    tag = os.urandom(6).hex()
+    return {
+        "db_password": f"e2e-Db-Pa55-{tag}",
+        "api_secret": f"e2e-api-{tag}",
+        "context": f"e2e-ctx-{tag}",
+        "service_token": f"e2e-tok-{tag}",
+    }
+
+
+def _secret_env(values: dict[str, str]) -> dict[str, str]:
+    import json
+
+    db = {"conn_type": "postgres", "host": "db", "login": "app", "password": values["db_password"]}
+    return {
+        "AIRFLOW_CONN_E2E_DB": json.dumps(db),
+        "AIRFLOW_VAR_E2E_API_SECRET": values["api_secret"],
+        "E2E_CONTEXT_SECRET": values["context"],
+        "E2E_SERVICE_TOKEN": values["service_token"],
+    }
+
+
 _failed: list[str] = []
 
 
@@ -70,10 +95,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 @pytest.fixture(scope="session")
-def airflow_stack(sshd: SSHServer, bad_connections: dict[str, str]) -> Iterator[AirflowStack]:
+def airflow_stack(
+    sshd: SSHServer, bad_connections: dict[str, str], secret_values: dict[str, str]
+) -> Iterator[AirflowStack]:
     """The one stack of the suite. ``sshd`` first: its connections must be in the environment."""
     assert os.environ.get("AIRFLOW_CONN_TEST_ASYNCDASH"), "the sshd fixture did not set its connections"
-    stack = AirflowStack(DAGS, env=bad_connections, dag_ids=DAG_IDS, parallelism=5)
+    env = {**bad_connections, **_secret_env(secret_values)}
+    stack = AirflowStack(DAGS, env=env, dag_ids=DAG_IDS, parallelism=5)
     stack.start()  # raises (and cleans up) when Airflow cannot start: the tests fail, never skip
     try:
         assert stack.startup_seconds is not None and stack.startup_seconds < STARTUP_LIMIT, (

@@ -37,6 +37,7 @@ Findings about Airflow 3.3.2 this harness relies on (read from its code):
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -411,6 +412,8 @@ class AirflowStack:
             "AIRFLOW__API__BASE_URL": f"{self.base_url}/",
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            # As in a real deployment: what Airflow encrypts (connections, variables, our trigger secrets) is.
+            "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),

@@ -7,9 +7,11 @@ session sshd fixture and tests/e2e/conftest.py put in the stack's environment.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pendulum
+from airflow.providers.ssh.operators.ssh import SSHOperator
 from airflow.sdk import DAG
 
 from airflow_ssh_async import SSHAsyncJobOperator, SSHAsyncJobSensor
@@ -78,3 +80,57 @@ with dag("e2e_bad_input", default_args=NO_QUICK_RETRY):
         cwd="/nonexistent/" + CONF_JOB,
     )  # fmt: skip
     SSHAsyncJobOperator(task_id="invalid_job_id", ssh_conn_id=CONN, job_id=CONF_JOB + "/../../etc", command=BAD_COMMAND)
+
+# Secrets (issue 21): a connection password, a sensitive-named variable, a
+# mask_secret value and a literal under a sensitive env name, each echoed by the
+# job; SSHOperator with the same script and values is Airflow's own reference.
+# The values come from the stack's environment (tests/e2e/conftest.py).
+SECRET_SCRIPT = """\
+echo "dsn=postgres://app:$DB_PASSWORD@db/app"
+echo "api=$API_VALUE ctx=$RUN_CONTEXT tok=$SERVICE_TOKEN"
+echo "err $API_VALUE" >&2
+echo "step $DB_PASSWORD" >> "${AIRFLOW_ASYNC_PROGRESS:-/dev/null}"
+printf 'split=%s' "$(printf %s "$DB_PASSWORD" | cut -c1-7)"; sleep 2
+printf '%s@db\\n' "$(printf %s "$DB_PASSWORD" | cut -c8-)"
+printf '%8000s' '' | tr ' ' x; printf '%s\\n' "$DB_PASSWORD"
+echo done
+"""
+SECRET_ENV = {
+    "DB_PASSWORD": "{{ conn.e2e_db.password }}",
+    "API_VALUE": "{{ var.value.e2e_api_secret }}",
+    "RUN_CONTEXT": "{{ issued_context() }}",
+    "SERVICE_TOKEN": os.environ.get("E2E_SERVICE_TOKEN", "unset-service-token"),
+}
+
+
+def issued_context() -> str:
+    """A value the DAG registers with mask_secret while rendering, in the task's own process."""
+    from airflow.sdk.log import mask_secret
+
+    value = os.environ.get("E2E_CONTEXT_SECRET", "unset-context-secret")
+    mask_secret(value)
+    return value
+
+
+with dag("e2e_secrets", user_defined_macros={"issued_context": issued_context}):
+    SSHAsyncJobOperator(
+        task_id="ours", ssh_conn_id=CONN, job_id=CONF_JOB, command=SECRET_SCRIPT, environment=SECRET_ENV,
+        poll_interval=1,
+    )  # fmt: skip
+    SSHAsyncJobOperator(
+        task_id="ours_in_worker", ssh_conn_id=CONN, job_id=CONF_JOB + "-worker", command=SECRET_SCRIPT,
+        environment=SECRET_ENV, poll_interval=1, deferrable=False,
+    )  # fmt: skip
+    SSHOperator(
+        task_id="reference", ssh_conn_id=CONN, cmd_timeout=60,
+        # The test sshd accepts no client environment: the same values, exported in the command.
+        command="".join(f"export {k}='{v}'\n" for k, v in SECRET_ENV.items()) + SECRET_SCRIPT,
+    )  # fmt: skip
+    launched = SSHAsyncJobOperator(
+        task_id="launch", ssh_conn_id=CONN, job_id=CONF_JOB + "-sensed", command=SECRET_SCRIPT,
+        environment={k: SECRET_ENV[k] for k in ("DB_PASSWORD", "API_VALUE")}, wait_for_completion=False,
+    )  # fmt: skip
+    launched >> SSHAsyncJobSensor(
+        task_id="watch", ssh_conn_id=CONN, job_id=CONF_JOB + "-sensed", poke_interval=1, timeout=300,
+        start_from_trigger=True, secrets=["{{ conn.e2e_db.password }}", "{{ var.value.e2e_api_secret }}"],
+    )  # fmt: skip

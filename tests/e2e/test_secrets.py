@@ -1,0 +1,71 @@
+"""Secrets stay masked (issue 21), on a real Airflow: log, XCom, trigger table.
+
+One run of the ``e2e_secrets`` DAG: the job echoes a connection password, a
+sensitive-named variable, a ``mask_secret`` value and a literal under a
+sensitive env name, also across a read boundary and at the end of an 8 KB
+line; watched by the trigger, by the operator's own wait in the worker, and by
+a sensor started in the triggerer. ``SSHOperator`` with the same script is
+Airflow's own reference.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+
+import pytest
+
+from tests.e2e.conftest import RemoteJobs
+from tests.harness.airflow_stack import AirflowStack
+
+pytestmark = pytest.mark.e2e
+DAG_ID = "e2e_secrets"
+
+
+def trigger_kwargs(af: AirflowStack) -> list[str]:
+    """The kwargs column of every trigger row now, as stored."""
+    with closing(sqlite3.connect(f"file:{af.home / 'airflow.db'}?mode=ro", uri=True, timeout=5)) as db:
+        try:
+            return [str(row[0]) for row in db.execute("SELECT kwargs FROM trigger")]
+        except sqlite3.OperationalError:  # locked by a writer this instant: next round
+            return []
+
+
+@pytest.mark.timeout(300)
+def test_secrets_never_reach_the_task_log_the_result_or_the_trigger_table(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, secret_values: dict[str, str]
+) -> None:
+    af = airflow_stack
+    job_id = remote_jobs.new("secrets")
+    run_id = af.trigger_dag(DAG_ID, conf={"job_id": job_id})
+    stored: list[str] = []
+    deadline = time.monotonic() + 240
+    while af.dag_run_state(DAG_ID, run_id) in ("queued", "running") and time.monotonic() < deadline:
+        stored += trigger_kwargs(af)
+        time.sleep(0.3)
+    state = af.wait_for_dag_run(DAG_ID, run_id, timeout=30)
+    assert state == "success", f"run ended {state}\n{af.diagnostics(40)}"
+
+    secrets = list(secret_values.values())
+    # Airflow's own masking, the reference: what the worker knows is masked there.
+    reference = af.task_log(DAG_ID, run_id, "reference")
+    assert "dsn=postgres://app:***@db/app" in reference, reference[-3000:]
+    for known in ("db_password", "api_secret", "context"):
+        assert secret_values[known] not in reference, known
+
+    for task_id in ("ours", "ours_in_worker", "watch"):
+        log = af.task_log(DAG_ID, run_id, task_id)
+        assert "dsn=postgres://app:***@db/app" in log, (task_id, log[-3000:])
+        assert "split=***@db" in log, (task_id, "a secret across two reads")
+        assert "x" * 100 + "***" in log, (task_id, "a secret at the end of a long line")
+        leaked = [s for s in secrets if s in log]
+        assert not leaked, f"{task_id}'s log shows {leaked}"
+        result = af.xcom(DAG_ID, run_id, task_id)
+        assert result["state"] == "succeeded" and "***" in result["stdout_tail"], (task_id, result)
+        assert not [s for s in secrets if s in repr(result)], f"{task_id}'s result holds a secret: {result}"
+    ours = af.task_log(DAG_ID, run_id, "ours")
+    assert "api=*** ctx=*** tok=***" in ours and "err ***" in ours and "progress: step ***" in ours, ours[-3000:]
+
+    assert any('"secrets"' in row for row in stored), f"no trigger row was seen: {stored[:3]}"
+    assert not [s for s in secrets if any(s in row for row in stored)], "a trigger row holds a secret in clear"
