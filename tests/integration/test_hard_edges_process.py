@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from airflow_ssh_async.errors import JobRunningError
 from airflow_ssh_async.hooks import SSHAsyncJobHook
 from airflow_ssh_async.job import JobState
 from tests.conftest import SHELL_USERS
+from tests.harness.procs import live_group_members
 from tests.harness.sshd import home, run_as
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,6 +47,46 @@ def wait_file(path: Path, limit: float = 15) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"no {path} after {limit}s"
         time.sleep(0.05)
+
+
+# --- 1. the whole process group ends ------------------------------------------------
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+def test_time_limit_ends_the_whole_process_group_before_the_result(make_hook, job_id: str, user: str) -> None:
+    hook = make_hook(user)
+    launched = hook.launch(job_id, TERM_IGNORING_CHILD, timeout=2, grace=1)
+    status = wait_state(hook, launched.job_dir, JobState.TIMED_OUT)
+    # The result is written only once the group is empty: nothing may be
+    # left the moment the job reads timed_out (no time to die given).
+    assert live_group_members(launched.pid, limit=0) == [], "a TERM-ignoring child outlived the result"
+    assert status.signal == 15
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+def test_cancel_ends_the_whole_process_group_before_the_result(make_hook, job_id: str, user: str) -> None:
+    hook = make_hook(user)
+    launched = hook.launch(job_id, TERM_IGNORING_CHILD, grace=1)
+    wait_file(Path(launched.job_dir, "job.json"))
+    wait_state(hook, launched.job_dir, JobState.RUNNING)
+    hook.cancel(launched.job_dir, grace=1)
+    wait_state(hook, launched.job_dir, JobState.CANCELLED)
+    assert live_group_members(launched.pid, limit=0) == [], "a TERM-ignoring child outlived the result"
+
+
+def test_a_retry_never_starts_next_to_an_orphan_of_the_first(make_hook, job_id: str) -> None:
+    """A job that ended but left a child in its group: archiving (what a
+    retry does before it launches again) is refused until the group is gone,
+    and a cancel of the ended job ends the group."""
+    hook = make_hook("asyncdash")
+    launched = hook.launch(job_id, "sleep 60 & exit 3", grace=1)
+    wait_state(hook, launched.job_dir, JobState.FAILED)
+    assert live_group_members(launched.pid, limit=0), "the background child should still run"
+    with pytest.raises(JobRunningError, match="process group"):
+        hook.archive(launched.job_dir)
+    hook.cancel(launched.job_dir, grace=1)
+    assert live_group_members(launched.pid) == []
+    assert hook.archive(launched.job_dir)
 
 
 # --- 2. the job's environment cannot break the launcher ----------------------------

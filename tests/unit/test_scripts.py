@@ -437,3 +437,21 @@ def test_a_launch_names_its_launcher_and_supervisor(shell: list[str], tmp_path: 
     lines = Path(rep["job_dir"].decode(), "launching").read_text().splitlines()
     assert len(lines) == 2 and lines[1].split()[0] == rep["supervisor_pid"].decode()
     wait_state(shell, tmp_path, rep["job_dir"].decode(), JobState.SUCCEEDED)
+
+@pytest.mark.parametrize("how", ["time limit", "cancel"])
+def test_a_term_ignoring_child_is_killed_before_the_result_under_each_shell(
+    shell: list[str], tmp_path: Path, how: str
+) -> None:
+    command = "(trap '' TERM; exec sleep 30) & sleep 30"
+    rep = launch(shell, tmp_path, "drain", command, timeout=2 if how == "time limit" else 0, grace=1)
+    job_dir, pid = rep["job_dir"].decode(), int(rep["pid"])
+    if how == "cancel":
+        wait_state(shell, tmp_path, job_dir, JobState.RUNNING)
+        run(shell, "signal", job_dir, "1", home=tmp_path)
+    result = Path(job_dir, "result.json")
+    deadline = time.monotonic() + 30
+    while not result.exists():
+        assert time.monotonic() < deadline, "no result"
+        time.sleep(0.1)
+    assert live_group_members(pid, limit=0) == [], "the result came while the group still ran"
+    assert "group_left" not in json.loads(result.read_text())

@@ -23,6 +23,17 @@ is_running() {
     same_process "$(json_int supervisor_pid "$1/job.json")" "$(json_text supervisor_start "$1/job.json")"
 }
 
+# group_runs DIR: the job has ended (or is lost) but processes of its process
+# group still run on this boot (it left them in the background, or its
+# supervisor died): a retry must not start a second copy beside them.
+group_runs() {
+    _boot_then=$(json_text boot_id "$1/job.json")
+    boot_id_v
+    [ -z "$_boot_then" ] || [ -z "$_boot" ] || [ "$_boot_then" = "$_boot" ] || return 1
+    _pgid=$(json_int pid "$1/job.json")
+    group_alive "$_pgid" "$(json_text pid_start "$1/job.json")"
+}
+
 main() {
     LC_ALL=C
     export LC_ALL
@@ -31,6 +42,7 @@ main() {
     [ -d "$_d" ] || err "$E_NOTFOUND" "no job directory '$_d'"
     if [ -f "$_d/job.json" ]; then
         is_running "$_d" && err "$E_RUNNING" "job in '$_d' is still running"
+        group_runs "$_d" && err "$E_RUNNING" "job in '$_d' has ended, but processes of its process group $_pgid still run: stop them with \`airflow-ssh-async kill\` (or wait for them), then try again"
     elif ! launch_over "$_d"; then
         err "$E_RUNNING" "'$_d' has no job.json and its launch may still be running; once it has been left for $LAUNCH_PATIENCE s with no launching process alive it is lost and can be archived"
     fi

@@ -336,6 +336,28 @@ kill_group() {
     kill "-$1" "-$2" 2>/dev/null
 }
 
+# group_alive PGID [START]: the job's process group still has a member that
+# is not a zombie. Its leader (pid PGID) may be gone while children it
+# started live on; the number stays theirs while any of them lives (Linux
+# hands out no pid that is still a group id). A live process PGID that is
+# not the leader we started (START, from /proc) means the group is someone
+# else's. Zombies do not count: where pid 1 does not reap (some
+# containers) an orphan's zombie stays in the group for ever. `kill -0`
+# first, so that the /proc scan (one cat, one awk) runs only for a live group.
+group_alive() {
+    [ -n "$1" ] && kill -0 "-$1" 2>/dev/null || return 1
+    if [ -n "${2:-}" ]; then
+        proc_start_v "$1"
+        [ -z "$_pstart" ] || [ "$_pstart" = "$2" ] || return 1
+    fi
+    [ -r /proc/self/stat ] || return 0
+    # After the comm (which may hold ") "): state, ppid, pgrp.
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$1" '
+        { sub(/.*\) /, "") }
+        $3 == g && $1 != "Z" && $1 != "X" { found = 1; exit }
+        END { exit !found }'
+}
+
 now() {
     date +%s
 }

@@ -13,9 +13,22 @@
 # script does so itself. A job that then exits 0 on its own reads
 # `succeeded` (its exit status wins); any other end reads `cancelled`.
 
+# end_group PGID GRACE: SIGTERM to the group, then SIGKILL once GRACE
+# seconds passed with any member of it (not only its leader) alive.
+end_group() {
+    kill_group TERM "$1"
+    _i=0
+    while kill -0 "-$1" 2>/dev/null && [ "$_i" -lt "$2" ]; do
+        sleep 1
+        _i=$((_i + 1))
+    done
+    kill_group KILL "$1"
+}
+
 cancel() {
     _d=$(expand_home "$1")
     _grace=$2
+    case $_grace in '' | *[!0-9]*) err "$E_USAGE" "grace must be a number of seconds, not '$_grace'" ;; esac
     [ -d "$_d" ] || err "$E_NOTFOUND" "no job directory '$_d'"
     if [ ! -f "$_d/job.json" ]; then
         # A launch that died half way: nothing runs, only its secrets remain.
@@ -28,21 +41,26 @@ cancel() {
         fi
         err "$E_NOTFOUND" "'$_d' has no job.json: the launch never completed"
     fi
+    _pid=$(json_int pid "$_d/job.json")
+    _pid_start=$(json_text pid_start "$_d/job.json")
     if [ -f "$_d/result.json" ]; then
+        # Ended, but what it left in the background of its process group
+        # still runs: end that (a retry never starts beside it).
+        if [ "$(json_text boot_id "$_d/job.json")" = "$(boot_id)" ] && group_alive "$_pid" "$_pid_start"; then
+            end_group "$_pid" "$_grace"
+        fi
         field outcome finished
         return 0
     fi
-    _pid=$(json_int pid "$_d/job.json")
     _sup=$(json_int supervisor_pid "$_d/job.json")
     _sup_start=$(json_text supervisor_start "$_d/job.json")
     # Never signal a process group that is not ours: after a reboot or pid
     # reuse the number belongs to someone else.
     if [ "$(json_text boot_id "$_d/job.json")" != "$(boot_id)" ] ||
-        ! same_process "$_pid" "$(json_text pid_start "$_d/job.json")"; then
+        ! group_alive "$_pid" "$_pid_start"; then
         field outcome gone
         return 0
     fi
-    case $_grace in '' | *[!0-9]*) err "$E_USAGE" "grace must be a number of seconds, not '$_grace'" ;; esac
     printf '%s %s\n' "$(now)" "$_grace" >"$_d/cancel"
     kill_group TERM "$_pid"
     # Wake the supervisor so that it escalates at once rather than at its
@@ -52,12 +70,7 @@ cancel() {
         kill -USR1 "$_sup" 2>/dev/null
     fi
     if ! same_process "$_sup" "$_sup_start"; then
-        _i=0
-        while kill -0 "$_pid" 2>/dev/null && [ "$_i" -lt "$_grace" ]; do
-            sleep 1
-            _i=$((_i + 1))
-        done
-        kill_group KILL "$_pid"
+        end_group "$_pid" "$_grace"
     fi
     field outcome cancelled
 }

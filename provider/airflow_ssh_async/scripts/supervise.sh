@@ -83,10 +83,13 @@ write_job_json() {
     } >job.json.tmp && mv -f job.json.tmp job.json
 }
 
-# write_result REASON EXIT_CODE SIGNAL
+# write_result REASON EXIT_CODE SIGNAL: with "group_left": true when drain
+# gave up on processes of the job's group that outlived SIGKILL.
 write_result() {
-    printf '{"protocol": %s, "reason": "%s", "exit_code": %s, "signal": %s, "end_time": %s}\n' \
-        "$PROTOCOL" "$1" "$2" "$3" "$(now)" | write_atomic "$_dir/result.json"
+    _extra=
+    [ -n "$_group_left" ] && _extra=', "group_left": true'
+    printf '{"protocol": %s, "reason": "%s", "exit_code": %s, "signal": %s, "end_time": %s%s}\n' \
+        "$PROTOCOL" "$1" "$2" "$3" "$(now)" "$_extra" | write_atomic "$_dir/result.json"
 }
 
 # When the job ends: the reason a person or the time limit gave, else what
@@ -168,6 +171,38 @@ act() {
     else
         _due=0
     fi
+}
+
+# drain: the job's leader has ended. After a SIGTERM (a cancel, the time
+# limit) the rest of its process group may live on (a child that ignores
+# SIGTERM): it gets what is left of the grace, then SIGKILL, and the result
+# waits until the group is empty. The members are not our children, so
+# there is no `wait` for them: short naps, then one a second, only while
+# such a group lives. After a normal end whatever the job left running in
+# the background is its own (a later cancel or archive sees it).
+# Bounded: a process stuck in the kernel may outlive SIGKILL; after
+# DRAIN_AFTER_KILL seconds the result is written with "group_left".
+DRAIN_AFTER_KILL=10
+drain() {
+    _group_left=
+    group_alive "$_pid" || return 0
+    [ "$_term_at" -gt 0 ] || [ -e cancel ] || return 0
+    _kill_at=0
+    _naps=0
+    while :; do
+        _now=$(now)
+        act "$_now"
+        [ "$_killed" -eq 1 ] && [ "$_kill_at" -eq 0 ] && _kill_at=$_now
+        group_alive "$_pid" || return 0
+        if [ "$_kill_at" -gt 0 ] && [ "$_now" -ge $((_kill_at + DRAIN_AFTER_KILL)) ]; then
+            _group_left=1
+            say "processes of group $_pid outlived SIGKILL for ${DRAIN_AFTER_KILL}s; writing the result anyway"
+            return 0
+        fi
+        case $_naps in 0) _nap=0.1 ;; 1) _nap=0.3 ;; *) _nap=1 ;; esac
+        _naps=$((_naps + 1))
+        sleep "$_nap" 2>/dev/null || sleep 1
+    done
 }
 
 stop_timer() {
@@ -307,6 +342,7 @@ supervise() {
     exec >/dev/null
     write_job_json || say "cannot write $_dir/job.json"
     watch
+    drain
     # Whatever became of the job, no copy of its environment stays on disk.
     if [ -e env ] || [ -e payload ]; then rm -f env payload; fi
     finish "$_st"
