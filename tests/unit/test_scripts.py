@@ -263,11 +263,15 @@ def test_archive_refuses_a_running_job_but_takes_a_lost_one(shell: list[str], tm
     info["supervisor_start"] = "1"
     Path(lost, "job.json").write_text(json.dumps(info, indent=2) + "\n")
     assert status(shell, tmp_path, lost) is JobState.LOST
+    # Lost, but its job still runs: a retry must not start beside it.
+    refused = run(shell, "archive", lost, "archive", home=tmp_path)
+    assert refused.returncode == 70 and b"process group" in refused.stderr, refused.stderr
+    os.killpg(info["pid"], signal.SIGKILL)
+    assert live_group_members(info["pid"]) == []
     moved = run(shell, "archive", lost, "archive", home=tmp_path)
     assert moved.returncode == 0, moved.stderr
     assert dict(parse_frames(moved.stdout))["archived"] == f"{tmp_path}/.airflow_async/.archive/lost/1".encode()
-    for pid in (info["pid"], json.loads(Path(running, "job.json").read_text())["pid"]):
-        os.killpg(pid, signal.SIGKILL)
+    os.killpg(json.loads(Path(running, "job.json").read_text())["pid"], signal.SIGKILL)
 
 
 def test_exit_codes_beyond_the_signal_range_stay_exit_codes(shell: list[str], tmp_path: Path) -> None:
