@@ -442,6 +442,7 @@ def test_a_launch_names_its_launcher_and_supervisor(shell: list[str], tmp_path: 
     assert len(lines) == 2 and lines[1].split()[0] == rep["supervisor_pid"].decode()
     wait_state(shell, tmp_path, rep["job_dir"].decode(), JobState.SUCCEEDED)
 
+
 @pytest.mark.parametrize("how", ["time limit", "cancel"])
 def test_a_term_ignoring_child_is_killed_before_the_result_under_each_shell(
     shell: list[str], tmp_path: Path, how: str
