@@ -271,9 +271,10 @@ def test_errors_name_host_job_and_what_to_do(
 
 def test_disk_full_at_launch_fails_cleanly(make_hook, job_id: str) -> None:
     # Under /tmp, not pytest's 0700 tmp_path: the SSH user must reach it.
+    # 128k: room for one small job (payload and supervisor copy), not for 200k.
     mount = Path(tempfile.mkdtemp(prefix="ssh-async-full-"))
     mount.chmod(0o755)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0777", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k,mode=0777", "tmpfs", str(mount)], check=True)
     try:
         hook = make_hook(async_dir=str(mount / "jobs"))
         with pytest.raises(RemoteWriteError, match="disk full") as exc:
