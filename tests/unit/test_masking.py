@@ -167,3 +167,39 @@ def test_without_a_fernet_key_secrets_travel_plain_and_are_still_read(monkeypatc
         assert not encrypted and unseal(token) == ["hunter2-pw"]
     finally:
         get_fernet.cache_clear()
+
+
+def test_trigger_kwargs_hold_the_secrets_encrypted_and_the_triggerer_masks_with_them(fernet_key: None) -> None:
+    from airflow_ssh_async.triggers import SSHAsyncJobTrigger
+
+    path, kwargs = SSHAsyncJobTrigger("conn", "job", secrets=HOSTILE).serialize()
+    assert isinstance(kwargs["secrets"], str) and not [s for s in HOSTILE if s in repr(kwargs)]
+    again = SSHAsyncJobTrigger(**kwargs)
+    assert again.serialize() == (path, kwargs)  # a restarted triggerer serializes the same token
+    masker, readable = again._masker()
+    assert readable and masker.mask(f"x {HOSTILE[0]} {HOSTILE[4]}") == "x *** ***"
+
+
+def test_a_trigger_that_cannot_decrypt_its_secrets_withholds_the_output(
+    fernet_key: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk.crypto import get_fernet
+    from cryptography.fernet import Fernet
+
+    from airflow_ssh_async.triggers import SSHAsyncJobTrigger
+
+    _, kwargs = SSHAsyncJobTrigger("conn", "job", secrets=["hunter2-pw"]).serialize()
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())  # another triggerer's key
+    get_fernet.cache_clear()
+    masker, readable = SSHAsyncJobTrigger(**kwargs)._masker()
+    assert not readable and not masker
+
+
+def test_sensor_secrets_are_templated_and_reach_the_trigger_unrendered_for_start_from_trigger() -> None:
+    from airflow_ssh_async.sensors import SSHAsyncJobSensor
+
+    sensor = SSHAsyncJobSensor(
+        task_id="watch", ssh_conn_id="c", job_id="j", start_from_trigger=True, secrets="{{ conn.db.password }}"
+    )
+    assert "secrets" in sensor.template_fields
+    assert sensor.start_trigger_args.trigger_kwargs["secrets"] == ["{{ conn.db.password }}"]
