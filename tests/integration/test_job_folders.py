@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
+import re
 import shutil
 import subprocess
 import time
@@ -15,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from airflow_ssh_async.errors import AsyncDirError
 from airflow_ssh_async.hooks import SSHAsyncJobHook
 from airflow_ssh_async.job import JobRef, JobState, JobStatus
 from airflow_ssh_async.watch import watch_job
 from tests.conftest import SHELL_USERS
 from tests.harness.logs import ListLog
-from tests.harness.sshd import home
+from tests.harness.sshd import home, run_as
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -112,3 +116,93 @@ def test_an_operator_retry_relaunches_over_a_dead_launch_within_seconds(sshd, da
     [attempt] = (home(user) / ".airflow_async" / ".archive" / job_id).iterdir()
     assert not (attempt / "env").exists() and not (attempt / "payload").exists()
     assert (folder / "stdout").read_text() == "fresh\n"
+
+
+# --- async_dir must be the SSH user's alone ------------------------------------------------
+
+
+def other_user(user: str) -> str:
+    return SHELL_USERS[(SHELL_USERS.index(user) + 1) % len(SHELL_USERS)]
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+def test_an_async_dir_another_user_owns_is_refused_before_anything_runs(make_hook, job_id: str, user: str) -> None:
+    owner = other_user(user)
+    shared = f"/tmp/h9b-shared-{uuid.uuid4().hex[:8]}"
+    made = run_as(owner, f"mkdir {shared} && chmod 1777 {shared}")
+    assert made.returncode == 0, made.stderr
+    try:
+        marker = Path(shared) / "ran"
+        with pytest.raises(AsyncDirError) as caught:
+            make_hook(user, async_dir=shared).launch(job_id, f": > {marker}")
+        message = str(caught.value)
+        assert f"folder '{shared}' (owner {owner}, mode drwxrwxrwt)" in message
+        assert "chmod 700" in message and "127.0.0.1" in message and job_id in message
+        assert os.listdir(shared) == [], "nothing may be written or run in it"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+def test_a_group_writable_async_dir_of_ones_own_is_refused(make_hook, job_id: str, user: str) -> None:
+    folder = home(user) / f".gw-{uuid.uuid4().hex[:8]}"
+    assert run_as(user, f"mkdir {folder} && chmod 770 {folder}").returncode == 0
+    try:
+        with pytest.raises(AsyncDirError, match=rf"'{folder}' \(owner {user}, mode drwxrwx---\)"):
+            make_hook(user, async_dir=str(folder)).launch(job_id, "true")
+        assert os.listdir(folder) == []
+        # Made private, it is used.
+        folder.chmod(0o700)
+        launched = make_hook(user, async_dir=str(folder)).launch(job_id, "true")
+        assert wait_state(make_hook(user), launched.job_dir, JobState.SUCCEEDED).state is JobState.SUCCEEDED
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+def test_a_planted_supervisor_symlink_is_never_run_and_a_symlinked_folder_is_refused(
+    make_hook, job_id: str, user: str
+) -> None:
+    folder = home(user) / f".sym-{uuid.uuid4().hex[:8]}"
+    hook = make_hook(user, async_dir=str(folder))
+    try:
+        first = hook.launch(f"{job_id}-1", "true")
+        wait_state(hook, first.job_dir, JobState.SUCCEEDED)
+        [copy] = folder.glob(".supervisor/*/supervise.sh")
+        good = copy.read_bytes()
+        # The user's own file, but not the supervisor: a symlink to it must not be run.
+        marker = folder / "planted-ran"
+        planted = home(user) / f"planted-{uuid.uuid4().hex[:8]}.sh"
+        planted.write_text(f": > {marker}\n")
+        shutil.chown(planted, user, user)
+        copy.unlink()
+        copy.symlink_to(planted)
+        os.lchown(copy, *(lambda p: (p.pw_uid, p.pw_gid))(pwd.getpwnam(user)))
+        second = hook.launch(f"{job_id}-2", "echo fine")
+        assert wait_state(hook, second.job_dir, JobState.SUCCEEDED).state is JobState.SUCCEEDED
+        assert not marker.exists(), "a symlinked supervisor copy was run"
+        assert not copy.is_symlink() and copy.read_bytes() == good
+        planted.unlink()
+        # A symlinked .supervisor/<id> folder: refused, naming it.
+        real = folder / "elsewhere"
+        copy.parent.rename(real)
+        copy.parent.symlink_to(real)
+        with pytest.raises(AsyncDirError, match=re.escape(f"folder '{copy.parent}' (owner root, mode lrwxrwxrwx)")):
+            hook.launch(f"{job_id}-3", "true")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+def test_an_archive_folder_others_can_write_is_refused(make_hook, job_id: str, user: str) -> None:
+    folder = home(user) / f".arch-{uuid.uuid4().hex[:8]}"
+    hook = make_hook(user, async_dir=str(folder))
+    try:
+        launched = hook.launch(job_id, "true")
+        wait_state(hook, launched.job_dir, JobState.SUCCEEDED)
+        assert run_as(user, f"mkdir -m 777 {folder}/.archive").returncode == 0
+        with pytest.raises(AsyncDirError, match=r"\.archive' \(owner .*, mode drwxrwxrwx\)"):
+            hook.archive(launched.job_dir)
+        assert Path(launched.job_dir, "result.json").exists(), "the job folder stays where it was"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -37,6 +37,7 @@ group_runs() {
 main() {
     LC_ALL=C
     export LC_ALL
+    umask 077
     [ $# -eq 2 ] || err "$E_USAGE" "usage: archive JOB_DIR (archive|remove)"
     _d=$(expand_home "$1")
     [ -d "$_d" ] || err "$E_NOTFOUND" "no job directory '$_d'"
@@ -57,6 +58,9 @@ main() {
             ;;
         archive)
             _to=${_d%/*}/.archive/${_d##*/}
+            # Archives are the SSH user's alone, like async_dir itself.
+            # shellcheck disable=SC2154 # _unsafe is set by lib.sh's private_v
+            private_v "${_d%/*}" "${_to%/*}" "$_to" || err "$E_DIR" "$_unsafe"
             mkdir -p "$_to" || err "$E_WRITE" "cannot create '$_to'"
             _n=1
             while [ -e "$_to/$_n" ]; do _n=$((_n + 1)); done

@@ -33,17 +33,18 @@ abandon() {
 }
 
 # install_supervisor OFFSET COUNT: the shared copy of this supervisor, unless
-# an earlier launch wrote it (whole: it is moved into place when complete).
-# Only a copy the SSH user owns is run: in an async_dir others can write to,
-# theirs is replaced (or the launch fails), never executed. A shell without
-# `test -O` writes a fresh copy every time.
+# an earlier launch wrote it. It is written in the job folder (new, ours,
+# 0700: no name there another user could plant) and moved into place whole.
+# A copy that is a symlink, another user's, or writable by others was removed
+# by launch's private_v check; the folders on its path were checked too, so
+# nobody else can change it between that check and its run.
 install_supervisor() {
-    [ -f "$_sup" ] && [ -O "$_sup" ] && return 0
+    [ -f "$_sup" ] && [ ! -L "$_sup" ] && return 0
     mkdir -p "${_sup%/*}" 2>/dev/null
-    if extract "$1" "$2" >"$_sup.$$" && mv -f "$_sup.$$" "$_sup"; then
+    if extract "$1" "$2" >"$_dir/supervise.sh" && mv -f "$_dir/supervise.sh" "$_sup"; then
         return 0
     fi
-    rm -f "$_sup.$$"
+    rm -f "$_dir/supervise.sh"
     return 1
 }
 
@@ -84,6 +85,11 @@ launch() {
     fi
     _base=$PWD
     _dir=$_base/$_id
+    # Before anything is written or run: async_dir and the supervisor
+    # copies under it must be the SSH user's alone (docs/protocol.md).
+    # shellcheck disable=SC2154 # _unsafe is set by lib.sh's private_v
+    private_v "$_base" "$_base/.supervisor" "$_base/.supervisor/"* "$_base/.supervisor/"*/supervise.sh ||
+        refuse "$E_DIR" "$_unsafe"
 
     mkdir "$_dir" 2>/dev/null || {
         [ -d "$_dir" ] && {

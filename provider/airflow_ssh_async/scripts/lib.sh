@@ -278,6 +278,55 @@ same_process() {
     [ "$_pstart" = "$2" ]
 }
 
+# uid_v: the effective uid into $_uid: /proc/self/status with the read
+# builtin (no fork), else `id -u`.
+uid_v() {
+    _uid=
+    while read -r _uk _ur _ue _; do
+        case $_uk in Uid:) _uid=$_ue && break ;; esac
+    done 2>/dev/null </proc/self/status
+    case $_uid in '' | *[!0-9]*) _uid=$(id -u) ;; esac
+}
+
+# private_v PATH...: 0 when none of the PATHs that exist could be changed by
+# another user; else 1, with $_unsafe naming the first that could, its owner,
+# its mode and what to do. A PATH is safe when it is no symlink, the SSH
+# user owns it and neither group nor others may write it. A shared
+# supervisor copy (.supervisor/*/supervise.sh) that is not safe is removed
+# instead, so the launch writes its own: one fork (find) for all of them.
+private_v() {
+    _unsafe=
+    _n=$#
+    while [ "$_n" -gt 0 ]; do # keep only the PATHs that exist
+        if [ -e "$1" ] || [ -L "$1" ]; then set -- "$@" "$1"; fi
+        shift
+        _n=$((_n - 1))
+    done
+    [ $# -gt 0 ] || return 0
+    command -v find >/dev/null 2>&1 || {
+        _unsafe="this host has no 'find' command, which is needed to check that nobody else can write async_dir"
+        return 1
+    }
+    uid_v
+    if _bad=$(find "$@" -prune \( -type l -o ! -user "$_uid" -o -perm -020 -o -perm -002 \) \
+        \( \( -type f -o -type l \) -path '*/.supervisor/*/supervise.sh' -exec rm -f {} \; -o -print \)); then
+        [ -z "$_bad" ] && return 0
+    fi
+    for _p do
+        [ -e "$_p" ] || [ -L "$_p" ] || continue
+        [ -n "$(find "$_p" -prune \( -type l -o ! -user "$_uid" -o -perm -020 -o -perm -002 \) -print 2>&1)" ] ||
+            continue
+        set -f
+        # shellcheck disable=SC2046 # the fields of ls -ld: mode, links, owner
+        set -- $(ls -ld "$_p" 2>/dev/null) '?' '?' '?'
+        set +f
+        _unsafe="folder '$_p' (owner $3, mode $1) could be changed by another user, who could then swap job files, plant results or replace the supervisor; nothing was run. Use a folder that the SSH user owns and that nobody else can write: chmod 700 it (after checking what is in it), or choose another async_dir (the default ~/.airflow_async)"
+        return 1
+    done
+    _unsafe="cannot check who may write under '$1' (find failed); nothing was run"
+    return 1
+}
+
 # A job folder without job.json is a launch in progress until it has been
 # left untouched this many seconds with no launching process alive
 # (job.LAUNCH_PATIENCE is the same number).
