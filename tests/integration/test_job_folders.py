@@ -19,27 +19,17 @@ from pathlib import Path
 import pytest
 
 from airflow_ssh_async.errors import AsyncDirError
-from airflow_ssh_async.hooks import SSHAsyncJobHook
-from airflow_ssh_async.job import JobRef, JobState, JobStatus
+from airflow_ssh_async.job import JobRef, JobState
 from airflow_ssh_async.watch import watch_job
 from tests.conftest import SHELL_USERS
 from tests.harness.logs import ListLog
 from tests.harness.sshd import home, run_as
+from tests.integration.test_protocol import wait_state
 
 pytestmark = pytest.mark.timeout(120)
 
 # Valid UTF-8 (a Python str): what an operator's cwd, origin and async_dir can hold.
 HOSTILE = "a\\qb \"q\" 's' \\u0041 tab\there nl\nhere \x01\x1f\x7f é中😀 $(id) *"
-
-
-def wait_state(hook: SSHAsyncJobHook, job_dir: str, want: JobState, limit: float = 30) -> JobStatus:
-    deadline = time.monotonic() + limit
-    while True:
-        status = hook.status([job_dir])[job_dir][0]
-        if status.state is want or time.monotonic() > deadline:
-            assert status.state is want, f"{job_dir}: {status}"
-            return status
-        time.sleep(0.2)
 
 
 def job_json(job_dir: str) -> dict:
