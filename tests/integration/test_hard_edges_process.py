@@ -20,21 +20,12 @@ from airflow_ssh_async.job import JobState
 from tests.conftest import SHELL_USERS
 from tests.harness.procs import live_group_members
 from tests.harness.sshd import home, run_as
+from tests.integration.test_protocol import wait_state
 
 pytestmark = pytest.mark.timeout(120)
 
 # A child that ignores SIGTERM, beside a leader that dies of it.
 TERM_IGNORING_CHILD = "(trap '' TERM; exec sleep 30) & sleep 30"
-
-
-def wait_state(hook: SSHAsyncJobHook, job_dir: str, *states: JobState, limit: float = 30):
-    deadline = time.monotonic() + limit
-    while True:
-        status = hook.status([job_dir])[job_dir][0]
-        if status.state in states or time.monotonic() > deadline:
-            assert status.state in states, f"{job_dir}: {status}"
-            return status
-        time.sleep(0.2)
 
 
 def stdout_of(hook: SSHAsyncJobHook, job_dir: str) -> bytes:
@@ -56,7 +47,7 @@ def wait_file(path: Path, limit: float = 15) -> None:
 def test_time_limit_ends_the_whole_process_group_before_the_result(make_hook, job_id: str, user: str) -> None:
     hook = make_hook(user)
     launched = hook.launch(job_id, TERM_IGNORING_CHILD, timeout=2, grace=1)
-    status = wait_state(hook, launched.job_dir, JobState.TIMED_OUT)
+    status = wait_state(hook, launched.job_dir, JobState.TIMED_OUT, limit=30)
     # The result is written only once the group is empty: nothing may be
     # left the moment the job reads timed_out (no time to die given).
     assert live_group_members(launched.pid, limit=0) == [], "a TERM-ignoring child outlived the result"
@@ -70,7 +61,7 @@ def test_cancel_ends_the_whole_process_group_before_the_result(make_hook, job_id
     wait_file(Path(launched.job_dir, "job.json"))
     wait_state(hook, launched.job_dir, JobState.RUNNING)
     hook.cancel(launched.job_dir, grace=1)
-    wait_state(hook, launched.job_dir, JobState.CANCELLED)
+    wait_state(hook, launched.job_dir, JobState.CANCELLED, limit=30)
     assert live_group_members(launched.pid, limit=0) == [], "a TERM-ignoring child outlived the result"
 
 
