@@ -2,6 +2,15 @@
 
 The sensor starts straight in the triggerer, so it never takes a worker slot
 while it waits.
+
+Connections: ``ssh_async_backup`` (type ssh). Create each once, e.g.::
+
+    airflow connections add ssh_async_backup --conn-json '{
+        "conn_type": "ssh", "host": "backup1.example.com", "login": "deploy",
+        "extra": {"key_file": "/opt/airflow/keys/id_ed25519",
+                  "host_key": "<what airflow-ssh-async host-key ssh_async_backup prints>"}}'
+
+or as ``AIRFLOW_CONN_<ID>`` variables, or in the UI: see the README's "Connections".
 """
 
 from __future__ import annotations

@@ -1,4 +1,18 @@
-"""The same command on several hosts, one mapped task per host."""
+"""The same command on several hosts, one mapped task per host.
+
+Connections: ``ssh_async_host_a``, ``ssh_async_host_b`` (type ssh). Create each once, e.g.::
+
+    airflow connections add ssh_async_host_a --conn-json '{
+        "conn_type": "ssh", "host": "host-a.example.com", "login": "deploy",
+        "extra": {"key_file": "/opt/airflow/keys/id_ed25519",
+                  "host_key": "<what airflow-ssh-async host-key ssh_async_host_a prints>"}}'
+    airflow connections add ssh_async_host_b --conn-json '{
+        "conn_type": "ssh", "host": "host-b.example.com", "login": "deploy",
+        "extra": {"key_file": "/opt/airflow/keys/id_ed25519",
+                  "host_key": "<what airflow-ssh-async host-key ssh_async_host_b prints>"}}'
+
+or as ``AIRFLOW_CONN_<ID>`` variables, or in the UI: see the README's "Connections".
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,15 @@
 The migration runs detached on the host: a worker restart, a triggerer
 restart or a dropped SSH connection does not stop it, and a retry re-attaches
 to it instead of running it twice.
+
+Connections: ``ssh_async_db`` (type ssh). Create each once, e.g.::
+
+    airflow connections add ssh_async_db --conn-json '{
+        "conn_type": "ssh", "host": "db1.example.com", "login": "deploy",
+        "extra": {"key_file": "/opt/airflow/keys/id_ed25519",
+                  "host_key": "<what airflow-ssh-async host-key ssh_async_db prints>"}}'
+
+or as ``AIRFLOW_CONN_<ID>`` variables, or in the UI: see the README's "Connections".
 """
 
 from __future__ import annotations

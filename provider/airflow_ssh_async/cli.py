@@ -22,7 +22,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_ssh_async.client import RemoteHost, remote_host
+from airflow_ssh_async import __version__
+from airflow_ssh_async.client import (
+    RemoteHost,
+    presented_host_key,
+    remote_host,
+    supervisor_program,
+)
 from airflow_ssh_async.connection import ConnectionConfigError, SSHOptions
 from airflow_ssh_async.errors import (
     ConnectionNotFoundError,
@@ -42,6 +48,7 @@ from airflow_ssh_async.job import (
     JobStatus,
     ProtocolError,
     parse_frames,
+    supervisor_id,
     validate_job_id,
 )
 
@@ -67,6 +74,7 @@ class Exit(enum.IntEnum):
     CANCELLED = 7
     LOST = 8
     MISSING = 9
+    UNTRUSTED = 10  # host-key printed a key that nothing trusts yet
     INTERRUPTED = 130
 
 
@@ -82,20 +90,35 @@ STATE_EXIT: dict[JobState, Exit] = {
     JobState.MISSING: Exit.MISSING,
 }
 
-EPILOG = f"""\
-examples:
-  {PROG} jobs ssh_batch                       list jobs, newest last
-  {PROG} jobs ssh_batch --async-dir /data/async --json
-  {PROG} status ssh_batch nightly-migrate     state, pid, exit code, times
-  {PROG} logs ssh_batch nightly-migrate --follow
-  {PROG} logs ssh_batch nightly-migrate --stderr
-  {PROG} kill ssh_batch nightly-migrate --wait
-  {PROG} gc ssh_batch --older-than 7d --dry-run
+EXAMPLES: dict[str, list[tuple[str, str]]] = {
+    "jobs": [
+        ("jobs ssh_batch", "list jobs, newest last"),
+        ("jobs ssh_batch --state running", "only the running ones"),
+        ("jobs ssh_batch --async-dir /data/async --json", ""),
+    ],
+    "status": [("status ssh_batch nightly-migrate", "state, pid, exit code, times")],
+    "logs": [
+        ("logs ssh_batch nightly-migrate --follow", "until it ends; exits with its state"),
+        ("logs ssh_batch nightly-migrate --stderr", ""),
+    ],
+    "kill": [
+        ("kill ssh_batch nightly-migrate --wait", "SIGKILL 10 s after SIGTERM"),
+        ("kill ssh_batch nightly-migrate --grace 1", "SIGKILL after 1 s, whatever the launch said"),
+    ],
+    "gc": [
+        ("gc ssh_batch --older-than 7d --dry-run", "what would go"),
+        ("gc ssh_batch --older-than 7d", ""),
+    ],
+    "host-key": [("host-key ssh_batch", "print the host's key to check and pin; trusts nothing")],
+}
 
+ABOUT = f"""\
 CONN is an Airflow connection id of type ssh, looked up like the Airflow CLI
 does (AIRFLOW_CONN_<ID>, secrets backends, the metadata DB). JOB is a job id;
 its folder is ASYNC_DIR/JOB on the host (default --async-dir {DEFAULT_ASYNC_DIR}).
+"""
 
+EXIT_CODES = """\
 exit codes:
   0  success; for status and logs --follow: the job succeeded (status: or is
      still running or starting)
@@ -110,11 +133,22 @@ exit codes:
   8  the job is lost (no result and its supervisor is gone, or the host
      rebooted)
   9  no such job (missing)
+  10 host-key: the key was printed, and nothing trusts it yet
   130 interrupted (Ctrl-C)
 jobs, logs (without --follow), kill and gc exit 0 on success; kill also when
 the job had already ended; kill --wait exits 1 if the job still runs after
 the grace period plus 30 s; gc exits 1 if a folder could not be removed.
 """
+
+
+def examples(*commands: str) -> str:
+    """The examples of COMMANDS, aligned, as the help's epilog starts."""
+    rows = [(f"{PROG} {line}", note) for c in commands for line, note in EXAMPLES[c]]
+    width = max(len(line) for line, _ in rows) + 2
+    return "examples:\n" + "".join(f"  {line:<{width}}{note}".rstrip() + "\n" for line, note in rows)
+
+
+EPILOG = f"{examples(*EXAMPLES)}\n{ABOUT}\n{EXIT_CODES}"
 
 
 # --- small pure helpers ---------------------------------------------------------------
@@ -227,9 +261,9 @@ class Listing:
     names: list[str]
     attempts: list[str]
 
-    def job_folders(self, hook: SSHAsyncJobHook) -> dict[str, str]:
-        """Job name -> its folder."""
-        return {name: hook.job_dir(name) for name in self.names}
+    def job_folders(self) -> dict[str, str]:
+        """Job name -> its folder, absolute (as the host resolved async_dir)."""
+        return {name: f"{self.async_dir}/{name}" for name in self.names}
 
     def attempt_folders(self) -> dict[str, str]:
         """``.archive/ID/N`` -> its folder: what a new attempt moved aside."""
@@ -307,6 +341,13 @@ async def one_status_facts(hook: SSHAsyncJobHook, host: RemoteHost, job_id: str)
     return (await hook.astatus([d], host=host))[d]
 
 
+def folder_of(hook: SSHAsyncJobHook, job_id: str, facts: JobFacts | None) -> str:
+    """A job's folder as an absolute path: what launch recorded, else as status.sh resolved it."""
+    if facts is not None:
+        return str((facts.job_json or {}).get("job_dir") or facts.path or hook.job_dir(job_id))
+    return hook.job_dir(job_id)
+
+
 def missing_error(hook: SSHAsyncJobHook, job_id: str, label: str) -> JobNotFoundError:
     return JobNotFoundError(
         f"no job directory {hook.job_dir(job_id)}",
@@ -328,7 +369,7 @@ def _sort_key(e: Entry) -> tuple[int, str]:
 async def cmd_jobs(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:
     """List every job of the async_dir with state, age, pid and exit code."""
     listing = await list_jobs(hook, host)
-    entries = sorted(await states_of(hook, host, listing.job_folders(hook)), key=_sort_key)
+    entries = sorted(await states_of(hook, host, listing.job_folders()), key=_sort_key)
     if args.state:
         entries = [e for e in entries if (e.status.state.value if e.status else "error") in args.state]
     if args.json:
@@ -375,7 +416,7 @@ async def cmd_status(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remo
     """One job's state; the exit code says it too."""
     status, facts = await one_status_facts(hook, host, args.job)
     # job.json has the absolute path that launch resolved; show that when there is one.
-    job_dir = str((facts.job_json or {}).get("job_dir") or facts.path or hook.job_dir(args.job))
+    job_dir = folder_of(hook, args.job, facts)
     # astatus does not return the host's clock; the local one is close enough for spans.
     rec = job_record(args.job, job_dir, status, time.time())
     if args.json:
@@ -460,7 +501,7 @@ async def cmd_logs(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remote
     while True:
         # State first, then output: once a finished state is seen, everything
         # the job wrote is on disk, so this drain is the last one needed.
-        status = await one_status(hook, host, args.job)
+        status, facts = await one_status_facts(hook, host, args.job)
         if status.state is JobState.MISSING:
             raise missing_error(hook, args.job, host.options.label)
         offset = await drain(hook, host, args, offset, sink)
@@ -470,7 +511,8 @@ async def cmd_logs(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remote
         await asyncio.sleep(args.interval)
     summary = f"job {args.job!r} {status.state.value} ({status.reason}) on {host.options.label}"
     if args.json:
-        print(json.dumps({"final": True, **job_record(args.job, hook.job_dir(args.job), status, time.time())}))
+        record = job_record(args.job, folder_of(hook, args.job, facts), status, time.time())
+        print(json.dumps({"final": True, **record}))
     else:
         print(f"{PROG}: {summary}", file=sys.stderr)
     return STATE_EXIT[status.state]
@@ -480,16 +522,17 @@ async def cmd_kill(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remote
     """Cancel a job (SIGTERM to its process group, SIGKILL after the grace period)."""
     outcome = await hook.acancel(hook.job_dir(args.job), grace=args.grace, host=host)
     status: JobStatus | None = None
+    facts: JobFacts | None = None
     if args.wait and outcome == "cancelled":
         deadline = time.monotonic() + args.grace + KILL_WAIT_EXTRA
         while True:
-            status = await one_status(hook, host, args.job)
+            status, facts = await one_status_facts(hook, host, args.job)
             if status.state.finished or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
     still_running = status is not None and not status.state.finished
     if args.json:
-        record = job_record(args.job, hook.job_dir(args.job), status, time.time()) if status else {}
+        record = job_record(args.job, folder_of(hook, args.job, facts), status, time.time()) if status else {}
         print_json({"host": host.options.label, "job_id": args.job, "outcome": outcome, **record})
     else:
         text = {
@@ -530,7 +573,7 @@ async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHo
     """Remove finished job folders, and archived attempts, whose end is older than --older-than."""
     listing = await list_jobs(hook, host)
     cutoff = listing.now - args.older_than
-    folders = listing.job_folders(hook) | listing.attempt_folders()
+    folders = listing.job_folders() | listing.attempt_folders()
     entries = await states_of(hook, host, folders)
     candidates = [(e, st) for e in entries if (st := e.status) is not None and gc_candidate(e, cutoff)]
     removed: list[str] = []
@@ -551,6 +594,7 @@ async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHo
                 raise
             except SSHAsyncJobError as exc:  # e.g. it was relaunched and runs: archive.sh refuses
                 skipped[e.job_id] = str(exc)
+    copies = await supervisor_copies(host, listing.async_dir, remove=not args.dry_run) if listing.exists else {}
     if args.json:
         print_json(
             {
@@ -561,6 +605,7 @@ async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHo
                 "candidates": [job_record(e.job_id, e.job_dir, status, listing.now) for e, status in candidates],
                 "removed": removed,
                 "skipped": skipped,
+                "supervisor_copies": copies,
             }
         )
     else:
@@ -570,12 +615,43 @@ async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHo
                 print(f"{verb} {e.job_id} ({status.state.value}, ended {fmt_span(_ended_ago(e, listing.now))} ago)")
         for job_id, why in skipped.items():
             print(f"skipped {job_id}: {why}")
+        for copy_id, state in copies.items():
+            folder = f"{listing.async_dir}/{SUPERVISOR_DIR}/{copy_id}"
+            print(f"{COPY_STATES.get(state, state)}: {folder} (the supervisor of another version)")
         count = len(candidates) if args.dry_run else len(removed)
         print(
             f"{verb} {count} job folder(s) older than {fmt_span(args.older_than)} in {listing.async_dir} "
             f"on {host.options.label}"
         )
-    return Exit.ERROR if any(why != "changed since the listing" for why in skipped.values()) else Exit.OK
+    failed = any(why != "changed since the listing" for why in skipped.values()) or "failed" in copies.values()
+    return Exit.ERROR if failed else Exit.OK
+
+
+SUPERVISOR_DIR = ".supervisor"
+COPY_STATES = {
+    "unused": "would remove",
+    "removed": "removed",
+    "in_use": "kept, a running job uses it",
+    "unknown": "kept, this host has no /proc to tell whether a job uses it",
+    "failed": "could not remove",
+}
+
+
+async def supervisor_copies(host: RemoteHost, async_dir: str, *, remove: bool) -> dict[str, str]:
+    """Shared supervisor copies of other versions (``.supervisor/<id>``) -> what
+    became of each: removed unless a running job's supervisor runs it
+    (scripts/supervisors.sh). This version's copy is always kept."""
+    keep = supervisor_id(supervisor_program())
+    copies: dict[str, str] = {}
+    current = ""
+    for name, value in parse_frames(await host.run("supervisors", [async_dir, keep, "1" if remove else "0"])):
+        if name == "copy":
+            current = value.decode("ascii", "replace")
+        elif name == "copy_state" and current:
+            copies[current] = value.decode("ascii", "replace")
+        elif name == "protocol" and value != b"1":
+            raise ProtocolError(f"supervisors protocol {value!r}, expected 1")
+    return copies
 
 
 def _started(e: Entry) -> int | None:
@@ -589,6 +665,46 @@ def _ended_ago(e: Entry, now: int) -> int | None:
     return now - ref if ref is not None else None
 
 
+async def cmd_host_key(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:
+    """Print the key the host presents, to be checked and pinned; never trust it here."""
+    options = host.options
+    key = await presented_host_key(options)
+    if args.json:
+        print_json(
+            {
+                "host": options.label,
+                "algorithm": key.algorithm,
+                "fingerprint": key.fingerprint,
+                "host_key": key.host_key,
+                "known_hosts_line": key.known_hosts_line,
+                "trusted_by": key.trusted_by or None,
+            }
+        )
+    else:
+        print(f"host:        {options.label}")
+        print(f"key:         {key.algorithm} {key.fingerprint}")
+        print(f"host_key:    {key.host_key}")
+        print(f"known_hosts: {key.known_hosts_line}")
+    if key.trusted_by:
+        note = f"{key.trusted_by} already trusts this key; this command changed nothing."
+    else:
+        where = options.known_hosts or "~/.ssh/known_hosts of the user running Airflow"
+        note = (
+            "nothing trusts this key yet, and this command wrote nothing. Check the fingerprint "
+            f"{key.fingerprint} against the host's own (run `ssh-keygen -lf /etc/ssh/ssh_host_{_key_file_type(key)}"
+            "_key.pub` on the host, or ask its administrator), then set the connection's host_key extra to the "
+            f"host_key value above, or append the known_hosts line to {where}."
+        )
+    print(f"{PROG}: {note}", file=sys.stderr)
+    return Exit.UNTRUSTED
+
+
+def _key_file_type(key: Any) -> str:
+    """ssh-ed25519 -> ed25519, ecdsa-sha2-nistp256 -> ecdsa: the host key file's name part."""
+    algorithm = str(key.algorithm)
+    return "ecdsa" if algorithm.startswith("ecdsa") else algorithm.removeprefix("ssh-")
+
+
 # --- argument parsing and the run loop -------------------------------------------------------
 
 
@@ -596,15 +712,16 @@ Command = Callable[[argparse.Namespace, "SSHAsyncJobHook", RemoteHost], Awaitabl
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("conn_id", metavar="CONN", help="Airflow connection id (type ssh)")
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument("conn_id", metavar="CONN", help="Airflow connection id (type ssh)")
+    conn.add_argument("--json", action="store_true", help="machine-readable output")
+    common = argparse.ArgumentParser(add_help=False, parents=[conn])
     common.add_argument(
         "--async-dir",
         default=DEFAULT_ASYNC_DIR,
         metavar="D",
         help=f"the job folders' parent on the host, as given to the operator (default {DEFAULT_ASYNC_DIR})",
     )
-    common.add_argument("--json", action="store_true", help="machine-readable output")
     job = argparse.ArgumentParser(add_help=False)
     job.add_argument("job", metavar="JOB", type=job_id_arg, help="job id")
 
@@ -614,6 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Command, help_text: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -622,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
             parents=parents,
             help=help_text,
             description=help_text,
-            epilog=EPILOG,
+            epilog=f"{examples(name)}\n{ABOUT}\n{EXIT_CODES}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.set_defaults(func=fn)
@@ -663,7 +781,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "kill", cmd_kill, "cancel a job: SIGTERM to its process group, SIGKILL after the grace period", [common, job]
     )
-    p.add_argument("--grace", type=int, default=10, metavar="SECONDS", help="SIGTERM to SIGKILL delay (default 10)")
+    p.add_argument(
+        "--grace",
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="SIGTERM to SIGKILL delay (default 10); wins over the grace the job was launched with",
+    )
     p.add_argument("--wait", action="store_true", help="wait until the job has ended and show its final state")
     p = add(
         "gc",
@@ -679,6 +803,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="e.g. 7d, 12h, 30m, 2w; lost jobs (no end time) count from their start",
     )
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    add(
+        "host-key",
+        cmd_host_key,
+        "print the key the host presents, its SHA256 fingerprint and the exact host_key value and known_hosts "
+        "line, without trusting it (exit 10: nothing trusts it yet)",
+        [conn],
+    )
     return parser
 
 
@@ -718,7 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     label = f"connection {args.conn_id!r}"
     try:
-        hook = make_hook(args.conn_id, args.async_dir)
+        hook = make_hook(args.conn_id, getattr(args, "async_dir", DEFAULT_ASYNC_DIR))
         options = hook.get_options()  # sync lookup, before the event loop starts
         label = options.label
         return int(asyncio.run(run_command(args.func, args, hook, options)))

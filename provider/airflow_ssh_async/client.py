@@ -70,6 +70,12 @@ def program(name: str) -> str:
     return (script("lib") + b"\n" + script(name)).decode()
 
 
+@cache
+def supervisor_program() -> bytes:
+    """What a launch ships as the supervisor: lib.sh and supervise.sh."""
+    return script("lib") + b"\n" + script("supervise")
+
+
 def remote_command(name: str, args: Sequence[str]) -> str:
     """One quoting layer: the login shell splits this back into sh's argv."""
     return shlex.join(["sh", "-c", program(name), f"airflow-ssh-async-{name}", *args])
@@ -285,6 +291,7 @@ class PresentedKey:
     host_key: str  # "<type> <base64>": the host_key extra's value
     fingerprint: str  # "SHA256:...", as ssh-keygen -l shows it
     known_hosts_line: str
+    trusted_by: str = ""  # the source that already lists this key, if one does
 
 
 async def presented_host_key(options: SSHOptions) -> PresentedKey:
@@ -320,7 +327,15 @@ async def presented_host_key(options: SSHOptions) -> PresentedKey:
     if key is None:
         raise SSHConnectError("the host presented no host key", host=options.label)
     value = " ".join(key.export_public_key("openssh").decode().split()[:2])
-    return PresentedKey(key.get_algorithm(), value, key.get_fingerprint("sha256"), known_hosts_line(options, value))
+    fingerprint = key.get_fingerprint("sha256")
+    trusted = fingerprint in {k.get_fingerprint("sha256") for k in _trusted_keys(options) or []}
+    return PresentedKey(
+        key.get_algorithm(),
+        value,
+        fingerprint,
+        known_hosts_line(options, value),
+        host_key_source(options) if trusted else "",
+    )
 
 
 class _Shared:

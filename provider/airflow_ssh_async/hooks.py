@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from airflow.sdk.bases.hook import BaseHook
 
-from airflow_ssh_async.client import RemoteHost, remote_host, script
+from airflow_ssh_async.client import RemoteHost, remote_host, supervisor_program
 from airflow_ssh_async.connection import SSHOptions, options_from_connection
 from airflow_ssh_async.errors import ConnectionNotFoundError, RemoteWriteError, SSHAsyncJobError
 from airflow_ssh_async.job import (
@@ -155,7 +155,7 @@ class SSHAsyncJobHook(BaseHook):
         if not command or not command.strip():
             raise SSHAsyncJobError("the command is empty", job_id=job_id, hint="Give the operator a command.")
         try:
-            payload = launch_payload(command, environment or {}, cwd or "", script("lib") + b"\n" + script("supervise"))
+            payload = launch_payload(command, environment or {}, cwd or "", supervisor_program())
         except ValueError as exc:  # a bad environment variable name
             raise SSHAsyncJobError(str(exc), job_id=job_id, hint="Fix the operator's environment.") from None
         args = [self.async_dir, job_id, str(int(timeout or 0)), str(int(grace)), origin]

@@ -155,6 +155,11 @@ def env_exports(environment: dict[str, str]) -> bytes:
     return "".join(lines).encode()
 
 
+def supervisor_id(supervisor: bytes) -> str:
+    """The name of a supervisor's shared copy: ASYNC_DIR/.supervisor/ID/supervise.sh."""
+    return hashlib.sha256(supervisor).hexdigest()[:16]
+
+
 def launch_payload(command: str, environment: dict[str, str], cwd: str, supervisor: bytes) -> bytes:
     """What the launcher reads on stdin: a header of lengths, then the parts.
 
@@ -165,7 +170,7 @@ def launch_payload(command: str, environment: dict[str, str], cwd: str, supervis
     cwd_b = cwd.encode()
     env_b = env_exports(environment)
     cmd_b = command.encode()  # verbatim: the command file is exactly what the user wrote
-    sup_id = hashlib.sha256(supervisor).hexdigest()[:16]
+    sup_id = supervisor_id(supervisor)
     lengths = f"{len(cwd_b)} {len(env_b)} {len(supervisor)} {len(cmd_b)}"
     header = f"airflow-ssh-async-payload {PROTOCOL} {lengths} {sup_id}\n"
     return header.encode() + cwd_b + env_b + supervisor + cmd_b

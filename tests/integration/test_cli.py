@@ -546,3 +546,160 @@ def test_a_damaged_job_is_reported_not_guessed_and_hides_no_other_job(server, ca
         assert code == 0 and json.loads(out)["removed"] == ["fine"]
     finally:
         remove_async_dir(user, async_dir)
+
+
+# --- supervisor copies, --version, help, absolute folders, host-key ---------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_gc_removes_supervisor_copies_of_other_versions_that_no_running_job_uses(
+    server, capsysbinary, monkeypatch
+) -> None:
+    from airflow_ssh_async import hooks
+    from airflow_ssh_async.job import supervisor_id
+
+    user, async_dir = "asyncbash", new_async_dir("asyncbash")
+    conn = "cli_asyncbash"
+    hook = SSHAsyncJobHook(conn, async_dir=async_dir)
+    base = async_dir.replace("~", "$HOME", 1)
+    ours = supervisor_id(client.supervisor_program())
+    try:
+        hook.launch("current", "true")
+        # Another version's supervisor (other content, other copy) runs a job.
+        older = client.supervisor_program() + b"\n# an older provider version\n"
+        monkeypatch.setattr(hooks, "supervisor_program", lambda: older)
+        hook.launch("old-version-job", "sleep 60")
+        monkeypatch.undo()
+        in_use = supervisor_id(older)
+        # A third version's copy that nothing runs any more.
+        unused = "0123456789abcdef"
+        assert (
+            run_as(
+                user, f"mkdir -p {base}/.supervisor/{unused} && : >{base}/.supervisor/{unused}/supervise.sh"
+            ).returncode
+            == 0
+        )
+        wait_for_states(hook, {"current": "succeeded", "old-version-job": "running"})
+
+        code, out, err = run_cli(capsysbinary, "gc", conn, "--older-than", "7d", "--dry-run", "--async-dir", async_dir)
+        assert code == 0, err
+        assert f"would remove: /home/{user}/" in out and f".supervisor/{unused} (the supervisor" in out
+        assert f"kept, a running job uses it: /home/{user}/" in out, out
+        code, out, err = run_cli(capsysbinary, "gc", conn, "--older-than", "7d", "--async-dir", async_dir, "--json")
+        assert code == 0, err
+        assert json.loads(out)["supervisor_copies"] == {in_use: "in_use", unused: "removed"}
+        left = run_as(user, f"cd {base}/.supervisor && echo *").stdout.split()
+        assert sorted(left) == sorted([ours, in_use])
+
+        hook.cancel(hook.job_dir("old-version-job"), grace=1)
+        wait_for_states(hook, {"old-version-job": "cancelled"})
+        code, out, _ = run_cli(capsysbinary, "gc", conn, "--older-than", "7d", "--async-dir", async_dir, "--json")
+        assert json.loads(out)["supervisor_copies"] == {in_use: "removed"}
+        assert run_as(user, f"cd {base}/.supervisor && echo *").stdout.split() == [ours]
+        hook.launch("after-gc", "true")  # this version's copy was kept and still runs jobs
+        wait_for_states(hook, {"after-gc": "succeeded"})
+    finally:
+        remove_async_dir(user, async_dir)
+
+
+@pytest.mark.timeout(60)
+def test_version_prints_the_package_version() -> None:
+    from airflow_ssh_async import __version__
+
+    proc = run_script("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"airflow-ssh-async {__version__}", proc
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", ["jobs", "status", "logs", "kill", "gc", "host-key"])
+def test_each_subcommand_help_shows_its_own_examples_only(command) -> None:
+    proc = run_script(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    examples = proc.stdout.split("examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert examples, proc.stdout
+    assert all(line.split()[:2] == ["airflow-ssh-async", command] for line in examples), examples
+    assert "exit codes:" in proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_job_folders_are_absolute_paths_in_every_json_output(server, capsysbinary) -> None:
+    user, async_dir = "asyncash", new_async_dir("asyncash")
+    conn = "cli_asyncash"
+    hook = SSHAsyncJobHook(conn, async_dir=async_dir)
+    absolute = f"/home/{user}/{async_dir[2:]}/"
+    try:
+        hook.launch("done", "echo hi")
+        hook.launch("victim", "sleep 60")
+        wait_for_states(hook, {"done": "succeeded", "victim": "running"})
+        dirs = []
+        code, out, _ = run_cli(capsysbinary, "jobs", conn, "--async-dir", async_dir, "--json")
+        dirs += [j["job_dir"] for j in json.loads(out)["jobs"]]
+        code, out, _ = run_cli(capsysbinary, "status", conn, "done", "--async-dir", async_dir, "--json")
+        dirs.append(json.loads(out)["job_dir"])
+        code, out, _ = run_cli(capsysbinary, "logs", conn, "done", "-f", "--async-dir", async_dir, "--json")
+        dirs.append(json.loads(out.splitlines()[-1])["job_dir"])
+        code, out, _ = run_cli(
+            capsysbinary, "kill", conn, "victim", "--grace", "1", "--wait", "--async-dir", async_dir, "--json"
+        )
+        dirs.append(json.loads(out)["job_dir"])
+        code, out, _ = run_cli(
+            capsysbinary, "gc", conn, "--older-than", "0s", "--dry-run", "--async-dir", async_dir, "--json"
+        )
+        dirs += [c["job_dir"] for c in json.loads(out)["candidates"]]
+        assert len(dirs) == 7 and all(d.startswith(absolute) for d in dirs), dirs
+    finally:
+        remove_async_dir(user, async_dir)
+
+
+def plain_connection(server: SSHServer, conn: str, monkeypatch: pytest.MonkeyPatch, **extra: object) -> None:
+    """A connection with no host_key extra: the host is trusted only through known_hosts."""
+    body = json.loads(server.conn_uri_json("asyncdash", **extra))
+    body["extra"].pop("host_key", None) if "host_key" not in extra else None
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn.upper()}", json.dumps(body))
+
+
+@pytest.mark.timeout(120)
+def test_host_key_prints_the_key_to_pin_and_trusts_nothing(server, capsysbinary, tmp_path, monkeypatch) -> None:
+    import asyncssh
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/known_hosts: a first contact
+    plain_connection(server, "cli_first", monkeypatch)
+    plain_connection(server, "cli_first_nokey", monkeypatch, key_file="/nonexistent/key")
+    fingerprint = asyncssh.import_public_key(server.host_key_line).get_fingerprint()
+    line = f"[127.0.0.1]:{server.port} {server.host_key_line}"
+
+    code, out, err = run_cli(capsysbinary, "host-key", "cli_first_nokey")  # it never authenticates
+    assert code == 10, err
+    assert f"key:         ssh-ed25519 {fingerprint}" in out
+    assert f"host_key:    {server.host_key_line}\n" in out and f"known_hosts: {line}\n" in out
+    assert "nothing trusts this key yet, and this command wrote nothing" in err
+    assert "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub" in err
+    assert not (tmp_path / ".ssh").exists()
+    code, _, err = run_cli(capsysbinary, "status", "cli_first", "x")
+    assert code == 3 and "host key unknown" in err and "airflow-ssh-async host-key cli_first" in err
+
+    # What it printed is what to paste: as the host_key extra, or into known_hosts.
+    code, out, _ = run_cli(capsysbinary, "host-key", "cli_first", "--json")
+    printed = json.loads(out)
+    assert code == 10 and printed["trusted_by"] is None and printed["fingerprint"] == fingerprint
+    plain_connection(server, "cli_pinned", monkeypatch, host_key=printed["host_key"])
+    code, _, err = run_cli(capsysbinary, "status", "cli_pinned", "x")
+    assert code == 9, err  # connected: no such job
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "known_hosts").write_text(printed["known_hosts_line"] + "\n")
+    plain_connection(server, "cli_known", monkeypatch)
+    code, _, err = run_cli(capsysbinary, "status", "cli_known", "x")
+    assert code == 9, err
+    code, out, err = run_cli(capsysbinary, "host-key", "cli_known")
+    assert code == 10 and "~/.ssh/known_hosts of the user running Airflow already trusts this key" in err
+
+
+@pytest.mark.timeout(60)
+def test_host_key_of_an_unreachable_host_is_a_connection_error(capsysbinary, monkeypatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLI_NOWHERE",
+        json.dumps({"conn_type": "ssh", "host": "127.0.0.1", "port": free_port(), "login": "x"}),
+    )
+    code, out, err = run_cli(capsysbinary, "host-key", "cli_nowhere")
+    assert code == 3 and out == ""
+    assert_one_line_error(err, "cannot connect", "connection 'cli_nowhere'")

@@ -444,3 +444,86 @@ def test_templating_claims_agree_with_template_fields() -> None:
 )
 def test_templating_claim_reads_what_a_row_says_about_ours(note: str, claim: bool | None) -> None:
     assert templating_claim(note) is claim
+
+
+# --- the README's Install and Connections sections, the example DAGs' docstrings -------------------
+
+
+def readme_section(heading: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def test_install_section_names_the_package_and_the_versions_setup_cfg_supports() -> None:
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    install = readme_section("Install")
+    assert f"pip install {cfg['metadata']['name']}" in install
+    assert "pip install ./airflow-provider-ssh-async" in install
+    requires = cfg["options"]["install_requires"]
+    assert "apache-airflow>=3.3,<4" in requires and "Airflow 3.3 or later, below 4" in install
+    assert cfg["options"]["python_requires"] == ">=3.10" and "Python 3.10\nor later" in install
+    for component in ("DAG processor", "workers", "triggerer"):
+        assert f"| {component} |" in install, component
+    assert "key_file" in install and "known_hosts" in install
+
+
+def connection_examples() -> dict[str, dict[str, Any]]:
+    """The README's connection, as the CLI form and as the env var form."""
+    section = readme_section("Connections")
+    cli = re.search(r"airflow connections add (\w+) --conn-json '(.*?)'\n", section, re.S)
+    env = re.search(r"export AIRFLOW_CONN_(\w+)='(.*?)'\n", section)
+    assert cli and env, "the README must show `airflow connections add --conn-json` and AIRFLOW_CONN_"
+    assert cli.group(1).upper() == env.group(1)
+    return {"cli": {"conn_id": cli.group(1), **json.loads(cli.group(2))}, "env": json.loads(env.group(2))}
+
+
+def test_readme_connection_forms_are_one_connection_that_the_provider_reads() -> None:
+    from airflow.models.connection import Connection
+
+    from airflow_ssh_async.connection import options_from_connection
+
+    forms = connection_examples()
+    conn_id = forms["cli"].pop("conn_id")
+    assert forms["cli"] == forms["env"], "the --conn-json and AIRFLOW_CONN_ forms differ"
+    body = forms["env"]
+    conn = Connection(conn_id=conn_id, **{k: json.dumps(v) if k == "extra" else v for k, v in body.items()})
+    options = options_from_connection(conn)
+    assert (options.host, options.port, options.username) == ("db1.example.com", 22, "deploy")
+    assert options.host_key == body["extra"]["host_key"] and options.key_file == body["extra"]["key_file"]
+    ui = readme_section("Connections")
+    for field in (f"Connection Id `{conn_id}`", "Connection Type `SSH`", "Host `db1.example.com`", "Login `deploy`"):
+        assert field in ui, field
+
+
+def test_readme_connection_example_connects_with_the_real_hosts_values(sshd: Any, monkeypatch: Any) -> None:
+    """The example's shape, with the test host's address and keys in it, reaches a real sshd."""
+    from airflow_ssh_async.hooks import SSHAsyncJobHook
+
+    body = connection_examples()["env"]
+    body.update(host="127.0.0.1", port=sshd.port, login=CONSOLE_USER)
+    body["extra"].update(key_file=str(sshd.client_key), host_key=sshd.host_key_line)
+    monkeypatch.setenv("AIRFLOW_CONN_SSH_ASYNC_README", json.dumps(body))
+    status, _ = SSHAsyncJobHook("ssh_async_readme").status(["~/.airflow_async/none"])["~/.airflow_async/none"]
+    assert status.state.value == "missing"
+
+
+@pytest.mark.parametrize("dag_file", sorted((REPO / "dags").glob("*.py")), ids=lambda p: p.name)
+def test_example_dags_name_their_connections_and_say_how_to_create_them(dag_file: Path) -> None:
+    import ast
+
+    tree = ast.parse(dag_file.read_text())
+    doc = ast.get_docstring(tree) or ""
+    text = dag_file.read_text()
+    ids = set(re.findall(r'ssh_conn_id="(\w+)"', text))
+    for group in re.findall(r"ssh_conn_id=\[([^\]]*)\]", text):
+        ids |= set(re.findall(r'"(\w+)"', group))
+    assert ids, f"{dag_file.name} names no connection"
+    readme = (REPO / "README.md").read_text()
+    for conn_id in ids:
+        assert f"airflow connections add {conn_id} --conn-json" in doc, (dag_file.name, conn_id)
+        assert f"``{conn_id}``" in doc and f"`{conn_id}`" in readme, conn_id

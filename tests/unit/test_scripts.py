@@ -460,3 +460,29 @@ def test_a_term_ignoring_child_is_killed_before_the_result_under_each_shell(
         time.sleep(0.1)
     assert live_group_members(pid, limit=0) == [], "the result came while the group still ran"
     assert "group_left" not in json.loads(result.read_text())
+
+
+def test_supervisors_keeps_copies_that_running_jobs_run_and_removes_the_rest(shell: list[str], tmp_path: Path) -> None:
+    from airflow_ssh_async.job import supervisor_id
+
+    running = launch(shell, tmp_path, "runs", "sleep 30")
+    wait_state(shell, tmp_path, running["job_dir"].decode(), JobState.RUNNING)
+    in_use = supervisor_id(script("lib") + b"\n" + script("supervise"))
+    unused = tmp_path / ".airflow_async" / ".supervisor" / "0123456789abcdef"
+    unused.mkdir()
+    (unused / "supervise.sh").write_text("")
+    (tmp_path / ".airflow_async" / ".supervisor" / "not-a-copy").mkdir()  # not ours to touch
+
+    def copies(remove: str) -> dict[str, str]:
+        out = run(shell, "supervisors", "~/.airflow_async", "ffffffffffffffff", remove, home=tmp_path)
+        assert out.returncode == 0, out.stderr
+        frames = parse_frames(out.stdout)
+        return {frames[i][1].decode(): frames[i + 1][1].decode() for i in range(1, len(frames), 2)}
+
+    assert copies("0") == {in_use: "in_use", "0123456789abcdef": "unused"}
+    assert unused.exists()
+    assert copies("1") == {in_use: "in_use", "0123456789abcdef": "removed"}
+    assert not unused.exists() and (tmp_path / ".airflow_async" / ".supervisor" / "not-a-copy").exists()
+    run(shell, "signal", running["job_dir"].decode(), "1", home=tmp_path)
+    wait_state(shell, tmp_path, running["job_dir"].decode(), JobState.CANCELLED)
+    assert copies("1") == {in_use: "removed"}
