@@ -335,3 +335,24 @@ def test_templated_job_ids_and_commands_are_checked_once_rendered_not_at_parse_t
 
     with DAG("parse_ok", schedule=None):
         SSHAsyncJobOperator(task_id="t", command="{{ params.cmd }}", job_id="{{ params.id }}/..", environment={})
+
+
+def test_a_missing_key_file_fails_the_task_at_once_as_a_credential_error(sshd, dag_bag, job_id, capfd) -> None:
+    import json
+
+    os.environ["AIRFLOW_CONN_TEST_OP_NO_KEY"] = json.dumps(
+        {
+            "conn_type": "ssh",
+            "host": "127.0.0.1",
+            "port": sshd.port,
+            "login": USER,
+            "extra": {"key_file": "/nonexistent/id_ed25519", "host_key": sshd.host_key_line},
+        }
+    )
+    run = run_dag(dag_bag, "ssh_async_templated_conn", conn="test_op_no_key", job_id=job_id)
+    ti = ti_of(run)
+    log = capfd.readouterr().out
+    assert ti.state == "failed" and ti.try_number == 1
+    assert "cannot read the private key /nonexistent/id_ed25519" in log
+    assert "AirflowFailException" in log, "a permanent error: no retry would help"
+    assert "check that the host is up" not in log.lower()
