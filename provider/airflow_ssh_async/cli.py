@@ -523,7 +523,7 @@ async def cmd_kill(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remote
     outcome = await hook.acancel(hook.job_dir(args.job), grace=args.grace, host=host)
     status: JobStatus | None = None
     facts: JobFacts | None = None
-    if args.wait and outcome == "cancelled":
+    if args.wait and outcome in ("cancelled", "pending"):
         deadline = time.monotonic() + args.grace + KILL_WAIT_EXTRA
         while True:
             status, facts = await one_status_facts(hook, host, args.job)
@@ -540,6 +540,7 @@ async def cmd_kill(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remote
             "if it still runs)",
             "finished": "had already finished; nothing to kill",
             "gone": "is lost: its process is gone or no longer ours; nothing to kill",
+            "pending": "had not finished launching: the cancel is recorded and its supervisor stops it as it starts",
         }.get(outcome, outcome)
         print(f"job {args.job!r} on {host.options.label}: {text}")
         if status is not None:

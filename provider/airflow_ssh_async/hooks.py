@@ -37,7 +37,16 @@ from airflow_ssh_async.masking import Masker
 T = TypeVar("T")
 STREAMS = ("stdout", "stderr", "progress")
 DEFAULT_GRACE = 10
+# What a cancel may take beyond its grace: connecting, and signal.sh's own
+# work. signal.sh itself waits up to grace (when the supervisor is gone)
+# before its SIGKILL, so a bound on the whole cancel must follow grace.
+CANCEL_MARGIN = 25.0
 DEFAULT_CHUNK = 4 * 1024 * 1024
+
+
+def cancel_bound(grace: float) -> float:
+    """How long to wait for a cancel with this grace before giving up on it."""
+    return max(0.0, float(grace)) + CANCEL_MARGIN
 
 
 @dataclass(frozen=True)
@@ -286,7 +295,13 @@ class SSHAsyncJobHook(BaseHook):
         )
 
     async def acancel(self, job_dir: str, *, grace: int = DEFAULT_GRACE, host: RemoteHost | None = None) -> str:
-        """SIGTERM the job's process group (SIGKILL after GRACE); return the outcome."""
+        """SIGTERM the job's process group (SIGKILL after GRACE); return the outcome.
+
+        ``cancelled``, ``finished`` (it had ended), ``gone`` (its process is
+        no longer ours) or ``pending`` (the launch had not written job.json
+        yet: the cancel is recorded and the supervisor stops the job as it
+        starts). Bound a wait for it with :func:`cancel_bound`, never less.
+        """
 
         async def go(h: RemoteHost) -> str:
             out = await h.run("signal", [job_dir, str(grace)], job_id=_ids([job_dir]))

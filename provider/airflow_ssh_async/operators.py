@@ -12,8 +12,8 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_ssh_async.client import RemoteHost
-from airflow_ssh_async.errors import JobExistsError, SSHAsyncJobError
-from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook
+from airflow_ssh_async.errors import JobExistsError, JobRunningError, SSHAsyncJobError
+from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook, cancel_bound
 from airflow_ssh_async.job import (
     DEFAULT_ASYNC_DIR,
     ExistingAction,
@@ -342,8 +342,12 @@ class SSHAsyncJobOperator(BaseOperator):
         if JobState(result["state"]) in (JobState.RUNNING, JobState.STARTING):
             return
         try:
+            # archive.sh refuses a folder while any process of the job's
+            # group runs (a lost job outliving its supervisor): never deleted.
             self._hook().archive(result["job_dir"], remove=True)
             self.log.info("cleanup=%s: removed %s", self.cleanup, result["job_dir"])
+        except JobRunningError as exc:
+            self.log.warning("cleanup=%s: left %s in place: %s", self.cleanup, result["job_dir"], exc)
         except SSHAsyncJobError as exc:
             self.log.warning("cleanup=%s: could not remove %s: %s", self.cleanup, result["job_dir"], exc)
 
@@ -355,4 +359,4 @@ class SSHAsyncJobOperator(BaseOperator):
         # on_kill runs while asyncio.run() owns this thread: cancel from another.
         worker = threading.Thread(target=lambda: self._hook().cancel(ref.job_dir, grace=self.grace), daemon=True)
         worker.start()
-        worker.join(30)
+        worker.join(cancel_bound(self.grace))

@@ -9,7 +9,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_ssh_async.ansible import DEFAULT_ANSIBLE_ASYNC_DIR, SOURCE_AIRFLOW, SOURCE_ANSIBLE, validate_source
-from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook
+from airflow_ssh_async.errors import SSHAsyncJobError
+from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook, cancel_bound
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef, job_dir
 from airflow_ssh_async.masking import Masker, airflow_min_length, seal, unseal
 from airflow_ssh_async.watch import watch_job
@@ -17,6 +18,9 @@ from airflow_ssh_async.watch import watch_job
 # What a user's mark-failed or mark-success leaves the task in; after a clear
 # it has no state, or already the next try's.
 USER_ENDED_STATES = frozenset({"failed", "success"})
+# How long on_kill waits for the task instance's state before treating it
+# as unknown (and so honouring kill_on_cancel).
+STATE_READ_TIMEOUT = 20.0
 # Cancels started by on_kill, kept referenced until done (see on_kill).
 _ON_KILL_WORK: set[asyncio.Task[None]] = set()
 
@@ -88,6 +92,7 @@ class SSHAsyncJobTrigger(BaseTrigger):
         # here after __init__; run() reads them.
         self.secrets = secrets if isinstance(secrets, str) else list(secrets)
         self._fired = False
+        self._job_hook: SSHAsyncJobHook | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -142,7 +147,11 @@ class SSHAsyncJobTrigger(BaseTrigger):
         return Masker(values, airflow_min_length()), True
 
     def _hook(self) -> SSHAsyncJobHook:
-        return SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
+        # One hook for run and on_kill: a cancel then needs no second
+        # connection lookup through the triggerer's comms.
+        if self._job_hook is None:
+            self._job_hook = SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
+        return self._job_hook
 
     def _ref(self) -> JobRef:
         # job_id may have been rendered in the triggerer (start_from_trigger).
@@ -199,7 +208,12 @@ class SSHAsyncJobTrigger(BaseTrigger):
         re-attaches to the job (that is the point of a clear here), so the
         job is left running then. A clear leaves the task in no state (or
         already in the next try's); mark-failed/success leave it failed or
-        success. When the state cannot be read, kill_on_cancel is honoured.
+        success. When the state cannot be read (no comms, or no answer within
+        STATE_READ_TIMEOUT), kill_on_cancel is honoured: the job is cancelled.
+        The cancel is given cancel_bound(grace) (grace plus a margin), as
+        signal.sh may wait out grace itself; a job still starting (no
+        job.json yet) gets its cancel recorded and is stopped as it starts.
+        A cancel that fails is logged with the command that does it by hand.
         """
         if self._fired:
             self.log.debug("Skipping on_kill since an event has already been fired.")
@@ -224,7 +238,17 @@ class SSHAsyncJobTrigger(BaseTrigger):
         await asyncio.shield(work)
 
     async def _cancel_unless_cleared(self) -> None:
-        known, state = await asyncio.wait_for(self._task_state(), timeout=20)
+        try:
+            known, state = await asyncio.wait_for(self._task_state(), timeout=STATE_READ_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.log.warning(
+                "the state of task %s did not arrive within %.0f s: treated as unknown, so kill_on_cancel is "
+                "honoured and job %s is cancelled",
+                self.task_instance.task_id if self.task_instance else "?",
+                STATE_READ_TIMEOUT,
+                self.job_id,
+            )
+            known, state = False, None
         if known and state not in USER_ENDED_STATES:
             self.log.info(
                 "task was cleared (state %s), not marked failed or success: job %s keeps running for the "
@@ -234,7 +258,27 @@ class SSHAsyncJobTrigger(BaseTrigger):
             )
             return
         ref = self._ref()
-        outcome = await asyncio.wait_for(self._hook().acancel(ref.job_dir, grace=self.grace), timeout=25)
+        bound = cancel_bound(self.grace)
+        try:
+            outcome = await asyncio.wait_for(self._hook().acancel(ref.job_dir, grace=self.grace), timeout=bound)
+        except (SSHAsyncJobError, asyncio.TimeoutError) as exc:
+            self.log.error(
+                "could not cancel job %s in %s (%s): it may still run; cancel it with `airflow-ssh-async kill %s %s`",
+                self.job_id,
+                ref.job_dir,
+                exc or f"no answer within {bound:.0f} s",
+                self.ssh_conn_id,
+                self.job_id,
+            )
+            return
+        if outcome == "pending":
+            self.log.info(
+                "cancel of job %s in %s: pending (its launch had not finished; the cancel is recorded and its "
+                "supervisor stops the job as it starts)",
+                self.job_id,
+                ref.job_dir,
+            )
+            return
         self.log.info("cancel of job %s in %s: %s", self.job_id, ref.job_dir, outcome)
 
     async def cleanup(self) -> None:

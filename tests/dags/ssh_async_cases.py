@@ -122,3 +122,13 @@ with dag("ssh_async_templated_conn"):
         command='echo "as $(id -un)"',
         poll_interval=0.5,
     )
+
+with dag("ssh_async_cleanup_always"):
+    SSHAsyncJobOperator(
+        task_id="job",
+        ssh_conn_id="test_asyncdash",
+        job_id=CONF_JOB,
+        command=CONF_COMMAND,
+        cleanup="always",
+        poll_interval=0.5,
+    )

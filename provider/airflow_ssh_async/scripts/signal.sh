@@ -3,15 +3,22 @@
 # SIGKILL after the grace period).
 #
 # Usage: signal JOB_DIR GRACE
-# Stdout: framed `outcome`: cancelled, finished (it had ended already) or
+# Stdout: framed `outcome`: cancelled, finished (it had ended already),
 # gone (no result, and its process is no longer the one we started, or a
-# launch that died before job.json: lib.sh's launch_over).
+# launch that died before job.json: lib.sh's launch_over) or pending (the
+# launch is still starting: the cancel is recorded for its supervisor).
 #
 # The `cancel` file records when it was asked and the grace period asked
 # for (`TIME GRACE`): the supervisor escalates to SIGKILL that many seconds
 # after the SIGTERM, whatever grace the launch gave; when it is gone, this
 # script does so itself. A job that then exits 0 on its own reads
 # `succeeded` (its exit status wins); any other end reads `cancelled`.
+#
+# A job still starting (no job.json, its launch not over): this script writes
+# `cancel`, then looks for job.json again, and reports `pending` if there is
+# still none; the supervisor writes job.json, then looks for `cancel` (its
+# first act()). Whichever comes second sees the other's file, so a cancel is
+# never lost between the launch report and job.json.
 
 # end_group PGID GRACE: SIGTERM to the group, then SIGKILL once GRACE
 # seconds passed with any member of it (not only its leader) alive.
@@ -39,7 +46,11 @@ cancel() {
             field outcome gone
             return 0
         fi
-        err "$E_NOTFOUND" "'$_d' has no job.json: the launch never completed"
+        printf '%s %s\n' "$(now)" "$_grace" >"$_d/cancel" || err "$E_WRITE" "cannot write '$_d/cancel'"
+        if [ ! -f "$_d/job.json" ]; then
+            field outcome pending
+            return 0
+        fi
     fi
     _pid=$(json_int pid "$_d/job.json")
     _pid_start=$(json_text pid_start "$_d/job.json")
