@@ -425,14 +425,16 @@ def test_a_folder_left_by_a_dead_launch_is_lost_archived_without_its_secrets_and
     assert not (folder / "env").exists() and not (folder / "payload").exists()
 
 
-def test_a_launch_in_progress_is_starting_however_old_and_is_not_archived(shell: list[str], tmp_path: Path) -> None:
+def test_a_launch_in_progress_is_starting_not_archived_its_cancel_pending(shell: list[str], tmp_path: Path) -> None:
     alive = _half_made(tmp_path, "alive", launching=f"1 999\n{os.getpid()} {_my_start()}\n")
     fresh = _half_made(tmp_path, "fresh", age=0)
     for folder in (alive, fresh):
         assert status(shell, tmp_path, str(folder)) is JobState.STARTING
         refused = run(shell, "archive", str(folder), "archive", home=tmp_path)
         assert refused.returncode == 70 and b"its launch may still be running" in refused.stderr
-        assert run(shell, "signal", str(folder), "1", home=tmp_path).returncode == 66
+        cancel = run(shell, "signal", str(folder), "1", home=tmp_path)
+        assert dict(parse_frames(cancel.stdout))["outcome"] == b"pending", cancel.stderr
+        assert (folder / "cancel").exists(), "the cancel is recorded for the supervisor to find"
         assert (folder / "env").exists(), "a launch in progress keeps its files"
 
 
