@@ -266,7 +266,7 @@ async def aansible_status(
     for folder, jid in requests:
         args += [folder, validate_job_id(jid)]
     report = parse_ansible_status(
-        await host.run("ansible_status", args, job_id=job_id or ", ".join(j for _, j in requests))
+        await host.run("ansible_status", args, args_on_stdin=True, job_id=job_id or ", ".join(j for _, j in requests))
     )
     if [f.job for f in report.jobs] != [j for _, j in requests]:
         raise ProtocolError("ansible_status answered for other jobs than asked")

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mappin
 from typing import Any, Generic, TypeVar
 
 from airflow_ssh_async.client import RemoteHost
-from airflow_ssh_async.hooks import Chunk, SSHAsyncJobHook
+from airflow_ssh_async.hooks import Chunk, ReadRequest, SSHAsyncJobHook
 from airflow_ssh_async.job import JobFacts, JobStatus
 
 K = TypeVar("K", bound=Hashable)
@@ -81,7 +81,8 @@ class HostBatcher:
         self._host = host
         self._job_json: dict[str, dict[str, Any]] = {}
         self.status = Coalescer[str, tuple[JobStatus, JobFacts]](self._fetch_status)
-        self.read = Coalescer[tuple[str, str, int, int], Chunk](self._fetch_output)
+        self.read = Coalescer[ReadRequest, Chunk](self._fetch_output)
+        self.delivered = Coalescer[tuple[str, str, str], tuple[int, int] | None](self._fetch_delivered)
 
     async def _fetch_status(self, job_dirs: list[str]) -> Mapping[str, tuple[JobStatus, JobFacts] | Exception]:
         out = await self._hook.astatus_each(job_dirs, cached_job_json=self._job_json, host=self._host)
@@ -90,11 +91,14 @@ class HostBatcher:
                 self._job_json[d] = value[1].job_json
         return out
 
-    async def _fetch_output(self, requests: list[tuple[str, str, int, int]]) -> dict[tuple[str, str, int, int], Chunk]:
-        # One call reads every request; its size cap is the largest asked for.
-        max_bytes = max(r[3] for r in requests)
-        chunks = await self._hook.aread([r[:3] for r in requests], max_bytes=max_bytes, host=self._host)
-        return {r: Chunk(c.data[: r[3]], c.size, c.missing) for r, c in zip(requests, chunks, strict=True)}
+    async def _fetch_output(self, requests: list[ReadRequest]) -> dict[ReadRequest, Chunk]:
+        chunks = await self._hook.aread(requests, host=self._host)
+        return dict(zip(requests, chunks, strict=True))
+
+    async def _fetch_delivered(
+        self, requests: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], tuple[int, int] | None]:
+        return dict(zip(requests, await self._hook.adelivered(requests, host=self._host), strict=True))
 
     def forget(self, job_dir: str) -> None:
         self._job_json.pop(job_dir, None)

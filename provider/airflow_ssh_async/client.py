@@ -32,6 +32,7 @@ from airflow_ssh_async.errors import (
     JobRunningError,
     MissingToolError,
     RemoteCommandError,
+    RemoteShellError,
     RemoteWriteError,
     SSHAuthError,
     SSHConnectError,
@@ -46,7 +47,8 @@ DEFAULT_COMMAND_TIMEOUT = 300.0
 # Waits between tries of a channel open that sshd refused (see _run_channel).
 CHANNEL_RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
-# Exit codes of scripts/lib.sh.
+# Exit codes of scripts/lib.sh (E_USAGE 64 to E_NEED 71).
+_OUR_CODES = range(64, 72)
 _EXIT_ERRORS: dict[int, type[RemoteCommandError]] = {
     65: JobExistsError,
     66: JobNotFoundError,
@@ -79,6 +81,22 @@ def supervisor_program() -> bytes:
 def remote_command(name: str, args: Sequence[str]) -> str:
     """One quoting layer: the login shell splits this back into sh's argv."""
     return shlex.join(["sh", "-c", program(name), f"airflow-ssh-async-{name}", *args])
+
+
+# Ends each argument sent on stdin (lib.sh's --stdin-args).
+ARG_SEPARATOR = "\x1f"
+
+
+def stdin_args(args: Sequence[str]) -> bytes:
+    """ARGS as lib.sh's --stdin-args reads them: no count or length of
+    arguments can then reach the kernel's limit on a command line.
+
+    :raises ValueError: an argument holds the separator (0x1f).
+    """
+    for arg in args:
+        if ARG_SEPARATOR in arg:
+            raise ValueError(f"an argument holds the ASCII unit separator (0x1f): {arg!r}")
+    return "".join(f"{a}{ARG_SEPARATOR}" for a in args).encode("utf-8", "surrogateescape")
 
 
 def _default_known_hosts(options: SSHOptions) -> str:
@@ -391,15 +409,23 @@ class RemoteHost:
         args: Sequence[str],
         *,
         stdin: bytes = b"",
+        args_on_stdin: bool = False,
         job_id: str = "",
         timeout: float = DEFAULT_COMMAND_TIMEOUT,
     ) -> bytes:
         """Run scripts/NAME.sh with ARGS and STDIN; return its stdout.
 
+        ``args_on_stdin``: ARGS travel on stdin (a batch of any size), which
+        then carries nothing else.
+
         :raises RemoteCommandError: (or a subclass by exit code) the script failed.
         :raises SSHConnectError: the connection dropped or timed out; the next
             call reconnects.
         """
+        if args_on_stdin:
+            if stdin:
+                raise ValueError("stdin carries the arguments or data, not both")
+            args, stdin = ["--stdin-args"], stdin_args(args)
         conn = await self._shared.connection()
         try:
             async with self._shared.channels:
@@ -428,7 +454,9 @@ class RemoteHost:
                 host=self.options.label,
                 job_id=job_id,
             )
-        error = _EXIT_ERRORS.get(status, RemoteCommandError)
+        # A code of ours names the error; any other is the shell or the host
+        # itself ("Cannot fork", a command not found): worth another poll.
+        error = _EXIT_ERRORS.get(status, RemoteCommandError if status in _OUR_CODES else RemoteShellError)
         message = stderr.removeprefix("airflow-ssh-async: error: ") or f"remote {name} exited {status}"
         raise error(message, code=status, stderr=stderr, host=self.options.label, job_id=job_id)
 

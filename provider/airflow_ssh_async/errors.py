@@ -53,6 +53,13 @@ class RemoteCommandError(SSHAsyncJobError):
         super().__init__(message, **kwargs)
 
 
+class RemoteShellError(RemoteCommandError):
+    """The host's shell failed with a code none of our scripts uses (it could
+    not fork, ran out of memory, lost a file): the next try may work."""
+
+    permanent = False
+
+
 class JobExistsError(RemoteCommandError):
     """The job directory exists already (the launch lock is taken)."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from airflow.sdk.bases.hook import BaseHook
 
@@ -42,6 +42,12 @@ DEFAULT_GRACE = 10
 # before its SIGKILL, so a bound on the whole cancel must follow grace.
 CANCEL_MARGIN = 25.0
 DEFAULT_CHUNK = 4 * 1024 * 1024
+# One output call's reply holds at most this much, shared fairly between its
+# requests (never less than MIN_SHARE each: a batch of more requests than
+# REPLY_BUDGET // MIN_SHARE is read in several calls). A backlog is read
+# over several calls.
+REPLY_BUDGET = 8 * 1024 * 1024
+MIN_SHARE = 16 * 1024
 
 
 def cancel_bound(grace: float) -> float:
@@ -64,13 +70,42 @@ class Launched:
     supervisor_pid: int
 
 
+class ReadRequest(NamedTuple):
+    """Bytes of one stream of one job from OFFSET, at most MAX_BYTES.
+
+    With a LOG_KEY (the task log the bytes go to) the host records how far
+    that log got (LOGGED: whole lines delivered) and what was read, so a
+    watcher that starts again continues where it stopped (see output.sh).
+    """
+
+    job_dir: str
+    stream: str
+    offset: int
+    max_bytes: int = DEFAULT_CHUNK
+    log_key: str = ""
+    logged: int = 0
+
+
 @dataclass(frozen=True)
 class Chunk:
-    """Bytes of one stream from an offset, and the stream's size when read."""
+    """Bytes of one stream from an offset, and the stream's size when read.
+
+    ``shrunk``: the file is shorter than the offset (the job rewrote it);
+    ``size`` is then its size now.
+    """
 
     data: bytes
     size: int
     missing: bool = False
+    shrunk: bool = False
+
+
+def share_budget(requests: Sequence[ReadRequest], budget: int = REPLY_BUDGET) -> list[list[ReadRequest]]:
+    """REQUESTS in calls whose replies stay within BUDGET bytes, each request
+    capped at an equal share (at least MIN_SHARE) of its call's budget."""
+    per_call = max(1, budget // MIN_SHARE)
+    calls = [list(requests[i : i + per_call]) for i in range(0, len(requests), per_call)]
+    return [[r._replace(max_bytes=min(r.max_bytes, budget // len(call))) for r in call] for call in calls]
 
 
 def _folder_id(job_dir: str) -> str:
@@ -225,7 +260,7 @@ class SSHAsyncJobHook(BaseHook):
         args = [f"+{d}" if d in cached else d for d in job_dirs]
 
         async def go(h: RemoteHost) -> dict[str, tuple[JobStatus, JobFacts] | ProtocolError]:
-            report = parse_status(await h.run("status", args, job_id=_ids(job_dirs)))
+            report = parse_status(await h.run("status", args, args_on_stdin=True, job_id=_ids(job_dirs)))
             out: dict[str, tuple[JobStatus, JobFacts] | ProtocolError] = {}
             for arg, d in zip(args, job_dirs, strict=True):
                 facts = report.jobs[arg]
@@ -239,31 +274,67 @@ class SSHAsyncJobHook(BaseHook):
 
     async def aread(
         self,
-        requests: Sequence[tuple[str, str, int]],
+        requests: Sequence[ReadRequest | tuple[str, str, int]],
         *,
         max_bytes: int = DEFAULT_CHUNK,
         host: RemoteHost | None = None,
     ) -> list[Chunk]:
-        """Read (job dir, stream, offset) requests in one remote command."""
-        args = [str(max_bytes)]
-        for d, stream, offset in requests:
-            if stream not in STREAMS:
-                raise ValueError(f"stream must be one of {STREAMS}, not {stream!r}")
-            args += [d, stream, str(int(offset))]
+        """Read many requests, in as few remote calls as the reply budget allows.
+
+        A (job dir, stream, offset) tuple reads at most MAX_BYTES. A job
+        whose folder is gone, or whose file shrank, answers for itself.
+        """
+        reqs = [r if isinstance(r, ReadRequest) else ReadRequest(*r, max_bytes=max_bytes) for r in requests]
+        for r in reqs:
+            if r.stream not in STREAMS:
+                raise ValueError(f"stream must be one of {STREAMS}, not {r.stream!r}")
 
         async def go(h: RemoteHost) -> list[Chunk]:
             chunks: list[Chunk] = []
             size = 0
-            for name, value in parse_frames(await h.run("output", args, job_id=_ids(r[0] for r in requests))):
-                if name == "missing":
-                    chunks.append(Chunk(b"", 0, missing=True))
-                elif name == "size":
-                    size = int(value)
-                elif name == "chunk":
-                    chunks.append(Chunk(value, size))
+            for call in share_budget(reqs):
+                for name, value in await self._output(h, call, [str(int(r.offset)) for r in call]):
+                    if name == "missing":
+                        chunks.append(Chunk(b"", 0, missing=True))
+                    elif name == "shrunk":
+                        chunks.append(Chunk(b"", int(value), shrunk=True))
+                    elif name == "size":
+                        size = int(value)
+                    elif name == "chunk":
+                        chunks.append(Chunk(value, size))
+            if len(chunks) != len(reqs):
+                raise ProtocolError(f"output answered {len(chunks)} of {len(reqs)} requests")
             return chunks
 
         return await (go(host) if host else self._with_host(go))
+
+    async def adelivered(
+        self, requests: Sequence[tuple[str, str, str]], *, host: RemoteHost | None = None
+    ) -> list[tuple[int, int] | None]:
+        """For (job dir, stream, log key) requests: how far that log got
+        (whole lines delivered, bytes read) as the host last recorded it."""
+        reqs = [ReadRequest(d, stream, 0, 0, key) for d, stream, key in requests]
+
+        async def go(h: RemoteHost) -> list[tuple[int, int] | None]:
+            out: list[tuple[int, int] | None] = []
+            for name, value in await self._output(h, reqs, ["?"] * len(reqs)):
+                logged, _, read = value.decode().partition(" ")
+                ok = name == "delivered" and logged.isdigit() and read.isdigit()
+                out.append((int(logged), int(read)) if ok else None)
+            return out
+
+        return await (go(host) if host else self._with_host(go))
+
+    async def _output(
+        self, h: RemoteHost, reqs: Sequence[ReadRequest], offsets: Sequence[str]
+    ) -> list[tuple[str, bytes]]:
+        args: list[str] = []
+        for r, offset in zip(reqs, offsets, strict=True):
+            if r.log_key and not r.log_key.isalnum():
+                raise ValueError(f"a log key is letters and digits, not {r.log_key!r}")
+            args += [r.job_dir, r.stream, offset, str(int(r.max_bytes)), r.log_key or "-", str(int(r.logged))]
+        raw = await h.run("output", args, args_on_stdin=True, job_id=_ids(r.job_dir for r in reqs))
+        return parse_frames(raw)
 
     async def afinished_result(
         self,

@@ -89,6 +89,13 @@ def derive_job_id(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -
     return validate_job_id(f"{readable}-{digest}" if readable else digest)
 
 
+def log_key(dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> str:
+    """Names one task try's log on the host (letters and digits): where a
+    watcher of that try records how far the log got (see output.sh)."""
+    key = f"{dag_id}\0{run_id}\0{task_id}\0{map_index}\0{try_number}"
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
 def job_dir(async_dir: str, job_id: str) -> str:
     return f"{async_dir.rstrip('/')}/{validate_job_id(job_id)}"
 

@@ -214,7 +214,7 @@ class SSHAsyncJobSensor(BaseSensorOperator):
             self.log.info("Ansible job %s on %s is %s: %s", ref.job_id, ref.host, status.state.value, status.reason)
             return PokeReturnValue(is_done=False)
         # The same delivery as the trigger's: lines to the log, tails kept.
-        follower = OutputFollower(ref.job_dir, self.log, {}, 4096, self.stream_output, self._task_masker())
+        follower = OutputFollower(ref.job_dir, self.log, 4096, self.stream_output, self._task_masker())
         for stream, raw in zip(("stdout", "stderr"), ansible_output(data), strict=True):
             follower.deliver(stream, raw)
         follower.finish()

@@ -11,7 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_ssh_async.ansible import DEFAULT_ANSIBLE_ASYNC_DIR, SOURCE_AIRFLOW, SOURCE_ANSIBLE, validate_source
 from airflow_ssh_async.errors import SSHAsyncJobError
 from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook, cancel_bound
-from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef, job_dir
+from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef, job_dir, log_key
 from airflow_ssh_async.masking import Masker, airflow_min_length, seal, unseal
 from airflow_ssh_async.watch import watch_job
 
@@ -41,7 +41,6 @@ class SSHAsyncJobTrigger(BaseTrigger):
     :param tail_bytes: how much of stdout and stderr the result keeps.
     :param connection_patience: seconds of failed polls before giving up.
     :param grace: seconds between SIGTERM and SIGKILL on cancel.
-    :param offsets: where streaming starts in each stream (bytes).
     :param source: who started the job: ``"airflow-ssh-async"`` (default) or
         ``"ansible"`` (Ansible's ``async``/``poll: 0``; ``job_id`` is its jid
         and ``job_dir``, if given, the full path of its result file). See
@@ -69,7 +68,6 @@ class SSHAsyncJobTrigger(BaseTrigger):
         tail_bytes: int = 4096,
         connection_patience: float = 300.0,
         grace: int = DEFAULT_GRACE,
-        offsets: dict[str, int] | None = None,
         source: str = SOURCE_AIRFLOW,
         ansible_async_dir: str = DEFAULT_ANSIBLE_ASYNC_DIR,
         secrets: str | Sequence[str] = (),
@@ -85,7 +83,6 @@ class SSHAsyncJobTrigger(BaseTrigger):
         self.tail_bytes = tail_bytes
         self.connection_patience = connection_patience
         self.grace = grace
-        self.offsets = offsets or {}
         self.source = validate_source(source)
         self.ansible_async_dir = ansible_async_dir
         # Kept as given: a sensor started in the triggerer renders templates
@@ -108,7 +105,6 @@ class SSHAsyncJobTrigger(BaseTrigger):
                 "tail_bytes": self.tail_bytes,
                 "connection_patience": self.connection_patience,
                 "grace": self.grace,
-                "offsets": self.offsets,
                 "source": self.source,
                 "ansible_async_dir": self.ansible_async_dir,
                 "secrets": self._sealed(),
@@ -159,6 +155,14 @@ class SSHAsyncJobTrigger(BaseTrigger):
             return JobRef(self.ssh_conn_id, self.job_id, self.job_dir)  # watch_job derives the file
         return JobRef(self.ssh_conn_id, self.job_id, self.job_dir or job_dir(self.async_dir, self.job_id))
 
+    def _log_key(self) -> str:
+        """This try's log, set by the triggerer: a restarted trigger of the
+        same try continues it; a new try streams from the start."""
+        ti = self.task_instance
+        if ti is None:
+            return ""
+        return log_key(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.try_number)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         masker, readable = self._masker()
         event = await watch_job(
@@ -166,7 +170,7 @@ class SSHAsyncJobTrigger(BaseTrigger):
             self._ref(),
             log=self.log,
             poll_interval=self.poll_interval,
-            offsets=self.offsets,
+            log_key=self._log_key(),
             stream_output=self.stream_output and readable,
             tail_bytes=self.tail_bytes if readable else 0,
             masker=masker,

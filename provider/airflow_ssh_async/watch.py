@@ -30,7 +30,7 @@ from airflow_ssh_async.ansible import (
 from airflow_ssh_async.batching import Coalescer, HostBatcher, SharedPerLoop, batcher_for, sleep_to_next_tick
 from airflow_ssh_async.client import RemoteHost, remote_host
 from airflow_ssh_async.errors import SSHAsyncJobError
-from airflow_ssh_async.hooks import DEFAULT_CHUNK, STREAMS, SSHAsyncJobHook
+from airflow_ssh_async.hooks import DEFAULT_CHUNK, STREAMS, ReadRequest, SSHAsyncJobHook
 from airflow_ssh_async.job import (
     LAUNCH_PATIENCE,
     JobRef,
@@ -41,7 +41,7 @@ from airflow_ssh_async.job import (
     job_event,
 )
 from airflow_ssh_async.masking import Masker, masked_log
-from airflow_ssh_async.streams import LineDecoder, Tail
+from airflow_ssh_async.streams import MAX_LINE, LineDecoder, Tail
 
 # A job directory without job.json this long after we first saw it is a
 # launch that died half way (the host says so itself once no launching
@@ -51,49 +51,130 @@ MAX_BACKOFF = 60.0
 
 
 class OutputFollower:
-    """Offsets, decoders and tails of one job's three streams."""
+    """Offsets, decoders and tails of one job's three streams.
+
+    With a ``log_key`` (the task try whose log this is) the host keeps, beside
+    the job, how far that log got, written by the same calls that read the
+    output (output.sh). A watcher of the same try that starts again (after a
+    triggerer restart or failover) continues from there: it reads again only
+    its predecessor's last read, to find the line that was cut, and logs
+    nothing twice.
+    """
 
     def __init__(
         self,
         job_dir: str,
         log: logging.Logger | Any,
-        offsets: dict[str, int],
         tail_bytes: int,
         stream: bool,
         masker: Masker | None = None,
+        log_key: str = "",
     ) -> None:
         self.job_dir = job_dir
         self.log = log
         self.stream = stream
-        self.offsets = {s: int(offsets.get(s, 0)) for s in STREAMS}
+        self.masker = masker or Masker()
+        self.log_key = log_key
+        self.offsets = {s: 0 for s in STREAMS}
+        # Where each stream's last line ended (raw bytes): the log has every
+        # line before it. What output.sh records as LOGGED.
+        self.line_ends = {s: 0 for s in STREAMS}
         self.tails = {s: Tail(tail_bytes) for s in ("stdout", "stderr")}
-        self.decoders = {s: LineDecoder(masker, self.tails.get(s), mid_stream=self.offsets[s] > 0) for s in STREAMS}
+        self.decoders = {s: self._decoder(s) for s in STREAMS}
         self.progress = ""
+        # stream -> (logged, read): an earlier watcher of this try logged every
+        # line up to `logged` and had read up to `read` (see resume).
+        self._earlier: dict[str, tuple[int, int]] = {}
+        self._resumed = not log_key
 
-    def _emit(self, stream: str, lines: list[str]) -> None:
+    def _decoder(self, stream: str, mid_stream: bool = False) -> LineDecoder:
+        return LineDecoder(self.masker, self.tails.get(stream), mid_stream=mid_stream)
+
+    def _emit(self, stream: str, lines: list[str], *, logged_before: bool = False) -> None:
         for line in lines:
             if stream == "progress":
                 self.progress = line
-                if self.stream:
+                if self.stream and not logged_before:
                     self.log.info("progress: %s", line)
-            elif self.stream:
+            elif self.stream and not logged_before:
                 (self.log.warning if stream == "stderr" else self.log.info)("%s", line)
+
+    async def resume(self, batcher: HostBatcher) -> None:
+        """Once: start where an earlier watcher of this try left the log."""
+        if self._resumed:
+            return
+        records = await asyncio.gather(*(batcher.delivered.get((self.job_dir, s, self.log_key)) for s in STREAMS))
+        self._resumed = True
+        for stream, record in zip(STREAMS, records, strict=True):
+            if record is None or record[1] <= 0:
+                continue
+            logged, read = record
+            self._earlier[stream] = record
+            self.offsets[stream] = self.line_ends[stream] = logged
+            # The result's tail wants the bytes before `logged` too.
+            if stream in self.tails and logged > 0:
+                start = max(0, logged - self.tails[stream].limit)
+                [before] = await asyncio.gather(batcher.read.get(ReadRequest(self.job_dir, stream, start, logged - start)))
+                self.tails[stream].feed(self.masker.text(before.data.decode("utf-8", "replace"), True).encode())
+            self.decoders[stream] = self._decoder(stream, mid_stream=logged > 0)
+        if self._earlier:
+            where = ", ".join(f"{s} at byte {lr[0]}" for s, lr in self._earlier.items())
+            self.log.info("continuing this try's log of the job's output where it stopped (%s)", where)
 
     async def catch_up(self, batcher: HostBatcher, sizes: dict[str, int], chunk: int = DEFAULT_CHUNK) -> None:
         """Read every stream up to SIZES, chunk by chunk, logging whole lines."""
+        await self.resume(batcher)
+        for stream in STREAMS:
+            if sizes.get(stream, 0) < self.line_ends[stream]:
+                self._restart(stream, sizes.get(stream, 0))
         while True:
             behind = [s for s in STREAMS if sizes.get(s, 0) > self.offsets[s]]
             if not behind:
                 return
-            chunks = await asyncio.gather(
-                *(batcher.read.get((self.job_dir, s, self.offsets[s], chunk)) for s in behind)
-            )
+            requests = [
+                ReadRequest(self.job_dir, s, self.offsets[s], chunk, self.log_key, self.line_ends[s]) for s in behind
+            ]
+            chunks = await asyncio.gather(*(batcher.read.get(r) for r in requests))
             for stream, got in zip(behind, chunks, strict=True):
-                if got.missing or not got.data:
-                    sizes[stream] = self.offsets[stream]  # gone or shrunk: stop asking
-                    continue
-                self.offsets[stream] += len(got.data)
-                self._emit(stream, self.decoders[stream].feed(got.data))
+                if got.shrunk:
+                    self._restart(stream, got.size)
+                    sizes[stream] = got.size
+                elif got.missing or not got.data:
+                    sizes[stream] = self.offsets[stream]  # gone: stop asking
+                else:
+                    await self._take(stream, got.data)
+
+    def _restart(self, stream: str, size: int) -> None:
+        """The job rewrote STREAM (a progress file written with `>`): it is
+        shorter than what was read. Follow it from its new start."""
+        self.log.warning(
+            "%s of job %s shrank to %d bytes, below the %d read: the job rewrote it; following it from its start",
+            stream,
+            self.job_dir,
+            size,
+            self.offsets[stream],
+        )
+        self.offsets[stream] = self.line_ends[stream] = 0
+        self.decoders[stream] = self._decoder(stream)
+        self._earlier.pop(stream, None)
+
+    async def _take(self, stream: str, data: bytes) -> None:
+        start = self.offsets[stream]
+        self.offsets[stream] += len(data)
+        # The last line end in DATA, a \r only when a byte follows it (it may
+        # be half of \r\n).
+        end = max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1))
+        if end >= 0:
+            self.line_ends[stream] = start + end + 1
+        _, read = self._earlier.get(stream, (0, 0))
+        if start < read:  # the earlier watcher's last read: its lines are logged
+            self._emit(stream, self.decoders[stream].feed(data[: read - start]), logged_before=True)
+            data = data[read - start :]
+        # Bounded pieces between yields: a megabyte of short lines is
+        # thousands of log records, and the event loop has other watchers.
+        for i in range(0, len(data), MAX_LINE):
+            self._emit(stream, self.decoders[stream].feed(data[i : i + MAX_LINE]))
+            await asyncio.sleep(0)
 
     def deliver(self, stream: str, data: bytes) -> None:
         """Output that arrives whole at the end (an Ansible job's result)."""
@@ -125,7 +206,7 @@ async def watch_job(
     *,
     log: logging.Logger | Any,
     poll_interval: float = 10.0,
-    offsets: dict[str, int] | None = None,
+    log_key: str = "",
     stream_output: bool = True,
     tail_bytes: int = 4096,
     connection_patience: float = 300.0,
@@ -147,6 +228,10 @@ async def watch_job(
     its state comes from Ansible's result file (``ref.job_dir`` is that file,
     or empty to take ``ansible_async_dir``/``ref.job_id``), see ansible.py.
     Its output exists only in the final result: it is logged at the end.
+
+    ``log_key`` names the log this watch writes (a task try, see
+    :func:`job.log_key`): with it, a watch that starts again continues that
+    log where it stopped instead of from the job's first byte.
     """
     masker = masker or Masker()
     event = await _watch(
@@ -154,7 +239,7 @@ async def watch_job(
         ref,
         log=masked_log(log, masker),
         poll_interval=poll_interval,
-        offsets=offsets,
+        log_key=log_key,
         stream_output=stream_output,
         tail_bytes=tail_bytes,
         connection_patience=connection_patience,
@@ -172,7 +257,7 @@ async def _watch(
     *,
     log: logging.Logger | Any,
     poll_interval: float,
-    offsets: dict[str, int] | None,
+    log_key: str,
     stream_output: bool,
     tail_bytes: int,
     connection_patience: float,
@@ -190,7 +275,7 @@ async def _watch(
         request = ansible_request(ansible_async_dir, ref.job_id, ref.job_dir)
         ref = dataclasses.replace(ref, job_dir=ansible_file(ansible_async_dir, ref.job_id, ref.job_dir))
     key = ref.job_dir  # what we poll by, as given; ref.job_dir becomes the resolved path
-    follower = OutputFollower(key, log, offsets or {}, tail_bytes, stream_output, masker)
+    follower = OutputFollower(key, log, tail_bytes, stream_output, masker, "" if ansible else log_key)
     failing_since: float | None = None
     starting_since: float | None = None
     backoff = min(1.0, poll_interval)

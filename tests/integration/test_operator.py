@@ -200,9 +200,7 @@ def test_sensor_on_a_missing_job_fails_at_once_naming_host_and_dir(sshd, dag_bag
 
 
 def test_trigger_serializes_to_an_equal_trigger() -> None:
-    trigger = SSHAsyncJobTrigger(
-        "c", "j", job_dir="/d/j", poll_interval=3.0, kill_on_cancel=False, offsets={"stdout": 5}
-    )
+    trigger = SSHAsyncJobTrigger("c", "j", job_dir="/d/j", poll_interval=3.0, kill_on_cancel=False)
     path, kwargs = trigger.serialize()
     assert path == "airflow_ssh_async.triggers.SSHAsyncJobTrigger"
     again = SSHAsyncJobTrigger(**kwargs)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ssh_async.client import program, script
+from airflow_ssh_async.client import program, script, stdin_args
 from airflow_ssh_async.job import JobState, classify, launch_payload, parse_frames, parse_status
 from tests.harness.procs import live_group_members
 
@@ -73,8 +73,13 @@ def launch(
     return report
 
 
+def run_batch(shell: list[str], name: str, *args: str, home: Path) -> subprocess.CompletedProcess[bytes]:
+    """NAME with its arguments on stdin, as the client sends a batch."""
+    return run(shell, name, "--stdin-args", stdin=stdin_args(args), home=home)
+
+
 def status(shell: list[str], home: Path, job_dir: str) -> JobState:
-    out = run(shell, "status", job_dir, home=home)
+    out = run_batch(shell, "status", job_dir, home=home)
     assert out.returncode == 0, out.stderr
     report = parse_status(out.stdout)
     return classify(report.jobs[job_dir], report.boot_id, report.now).state
@@ -102,12 +107,59 @@ def test_launch_status_output_under_each_shell(shell: list[str], tmp_path: Path)
     job_dir = rep["job_dir"].decode()
     assert job_dir == f"{tmp_path}/.airflow_async/j1"
     wait_state(shell, tmp_path, job_dir, JobState.FAILED)
-    out = run(
-        shell, "output", "100", job_dir, "stdout", "0", job_dir, "stderr", "0", job_dir, "stdout", "4", home=tmp_path
-    )
+    requests = [(job_dir, "stdout", "0"), (job_dir, "stderr", "0"), (job_dir, "stdout", "4")]
+    out = run_batch(shell, "output", *(a for r in requests for a in (*r, "100", "-", "0")), home=tmp_path)
     chunks = [v for k, v in parse_frames(out.stdout) if k == "chunk"]
     assert chunks == [b"one\ntwo\n", "é\n".encode(), b"two\n"]
     assert not Path(job_dir, "env").exists()
+
+
+def test_a_batch_past_the_argument_limit_answers_every_job_under_each_shell(shell: list[str], tmp_path: Path) -> None:
+    # 2,000 folders with 200-character names: 400 KB of arguments, past the
+    # 128 KiB that one argument may be, and 6,000 stream paths for wc.
+    base = tmp_path / ("d" * 100)
+    base.mkdir()
+    dirs = []
+    for i in range(2000):
+        d = base / f"{i:04d}-{'x' * 195}"
+        d.mkdir()
+        (d / "stdout").write_bytes(b"o" * i)
+        dirs.append(str(d))
+    out = run_batch(shell, "status", *dirs, home=tmp_path)
+    assert out.returncode == 0, out.stderr[-500:]
+    report = parse_status(out.stdout)
+    assert [report.jobs[d].sizes["stdout"] for d in dirs] == list(range(2000))
+    reads = run_batch(shell, "output", *(a for d in dirs for a in (d, "stdout", "0", "3", "-", "0")), home=tmp_path)
+    assert reads.returncode == 0, reads.stderr[-500:]
+    chunks = [v for k, v in parse_frames(reads.stdout) if k == "chunk"]
+    assert chunks == [b"o" * min(i, 3) for i in range(2000)]
+
+
+def test_one_bad_output_request_answers_alone_and_reads_are_recorded_under_each_shell(
+    shell: list[str], tmp_path: Path
+) -> None:
+    good, shrunk = tmp_path / "good", tmp_path / "shrunk"
+    for d in (good, shrunk):
+        d.mkdir()
+    (good / "stdout").write_bytes(b"line one\nline t")
+    (shrunk / "progress").write_bytes(b"10%\n")  # the job rewrote it with `>`
+    requests = [
+        (str(shrunk), "progress", "900", "100", "-", "0"),
+        (str(tmp_path / "gone"), "stdout", "0", "100", "-", "0"),
+        (str(good), "stdout", "0", "100", "k1", "0"),
+        (str(good), "stdout", "?", "0", "k1", "0"),
+        (str(good), "stderr", "?", "0", "k2", "0"),
+    ]
+    out = run_batch(shell, "output", *(a for r in requests for a in r), home=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert parse_frames(out.stdout) == [
+        ("shrunk", b"4"),
+        ("missing", str(tmp_path / "gone").encode()),
+        ("size", b"15"),
+        ("chunk", b"line one\nline t"),
+        ("delivered", b"0 15"),
+        ("delivered", b""),
+    ]
 
 
 def test_cancel_kills_the_process_group_under_each_shell(shell: list[str], tmp_path: Path) -> None:

@@ -410,3 +410,61 @@ group_alive() {
 now() {
     date +%s
 }
+
+# wc_list LIST: `wc -c` of the files in LIST (one path a line, built by the
+# caller a batch of WC_BATCH paths at a time, so that no number of jobs can
+# hit the kernel's limit on one command's arguments, and appending to LIST
+# stays cheap). Lines come in LIST's order; the `total` and /dev/null lines
+# (the /dev/null keeps wc from reading stdin) are skipped by next_wc.
+WC_BATCH=300
+wc_list() {
+    set -f
+    IFS=$NL
+    # shellcheck disable=SC2086 # one path a line: splitting is the point
+    wc -c /dev/null $1 2>/dev/null
+    unset IFS
+    set +f
+}
+
+# next_wc: the next `N NAME` line of wc_list into _wn, _wname
+# (skipping `total` and /dev/null lines; both empty at the end).
+next_wc() {
+    while read -r _wn _wname; do
+        case $_wname in total | /dev/null) ;; *) return 0 ;; esac
+    done
+    _wn=
+    _wname=
+}
+
+# size_of PATH: its size into _size: from wc_list when its next line names
+# PATH, else (the file came after wc ran, or wc spelled its name its own way)
+# from a wc of its own, or 0 when there is no such file.
+size_of() {
+    if [ -n "$_wname" ] && [ "$_wname" = "$1" ]; then
+        _size=$_wn
+        next_wc
+    elif [ -f "$1" ]; then
+        _size=$(wc -c <"$1" 2>/dev/null) || _size=0
+        _size=$((_size + 0))
+    else
+        _size=0
+    fi
+}
+
+# Arguments on stdin. A batch (the status of every job watched on a host,
+# their output reads) can be longer than the kernel lets one argument be
+# (128 KiB: the whole `sh -c` command is one argument of the login shell),
+# so the client sends `--stdin-args` and the arguments on stdin instead,
+# each ended by the ASCII unit separator (0x1f, which no argument holds).
+# A non-blank IFS keeps empty arguments; the shell's own `set --` has no
+# length limit.
+if [ "${1-}" = --stdin-args ]; then
+    _stdin_args=$(cat)
+    set -f
+    IFS=$(printf '\037')
+    # shellcheck disable=SC2086 # splitting on US is the point
+    set -- $_stdin_args
+    unset IFS _stdin_args
+    set +f
+fi
+

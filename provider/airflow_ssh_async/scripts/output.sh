@@ -1,41 +1,101 @@
 # shellcheck shell=sh
 # airflow-ssh-async output: read job files by byte offset.
 #
-# Usage: output MAX_BYTES JOB_DIR FILE OFFSET [JOB_DIR FILE OFFSET]...
-#        FILE is stdout, stderr or progress.
-# Stdout: per request a framed `chunk` of at most MAX_BYTES from OFFSET, and
-# `size`, the file's size when read. Files of any size: `tail -c +N` seeks.
+# Usage: output --stdin-args, then on stdin (see lib.sh) six arguments a
+#        request: JOB_DIR STREAM OFFSET MAX_BYTES LOG_KEY LOGGED
+#   STREAM     stdout, stderr or progress.
+#   OFFSET     where to read from; `?` asks instead for LOG_KEY's record.
+#   MAX_BYTES  the most this request may return (the client shares one
+#              call's budget fairly between its requests).
+#   LOG_KEY    names the task log these bytes go to ([A-Za-z0-9]+, or `-`).
+#   LOGGED     how far that log has whole lines of this stream.
+# Stdout, per request: `missing` (no such job folder), or `shrunk` with the
+# file's size (it is shorter than OFFSET: the job rewrote it), or `size` and
+# a framed `chunk` of at most MAX_BYTES from OFFSET; for `?`, `delivered`:
+# "LOGGED READ" as last recorded, or empty.
+#
+# With a LOG_KEY, each read is recorded in JOB_DIR/.delivered-KEY-STREAM as
+# "LOGGED READ" (READ: the end of the bytes sent), so that a watcher that
+# starts again (a triggerer restart) continues its log where it stopped
+# instead of logging the whole output again; see docs/protocol.md.
+# One bad request (a damaged offset, a shrunk file) answers for itself; it
+# never fails the other requests of the batch. Files of any size: `tail -c
+# +N` seeks.
+
+# record DIR KEY STREAM LOGGED READ: best effort (a full disk loses only
+# the record, which costs a restart some repeated lines, never the job).
+record() {
+    [ "$2" = - ] && return 0
+    printf '%s %s\n' "$4" "$5" 2>/dev/null >"$1/.delivered-$2-$3" || :
+}
+
+# request_sizes REQUEST...: wc_list lines for every request's file, in
+# order (lib.sh: a few wc runs for the whole batch, not one a request).
+request_sizes() {
+    while [ $# -gt 0 ]; do
+        _wl=
+        _wi=0
+        while [ $# -gt 0 ] && [ "$_wi" -lt "$WC_BATCH" ]; do
+            expand_home_v "$1"
+            # shellcheck disable=SC2154 # _path is set by lib.sh's helper above
+            case $_path$2 in *"$NL"*) ;; *) _wl=$_wl$NL$_path/$2 ;; esac
+            shift 6
+            _wi=$((_wi + 1))
+        done
+        wc_list "$_wl"
+    done
+}
 
 read_one() {
-    _d=$(expand_home "$1")
-    _f=$_d/$2
-    _off=$3
     case $2 in stdout | stderr | progress) ;; *) err "$E_USAGE" "no such stream: $2" ;; esac
+    expand_home_v "$1"
+    _d=$_path
+    _f=$_d/$2
+    # Every request takes its wc line, whatever it asks, to stay in step.
+    size_of "$_f"
+    case $5 in -) ;; '' | *[!A-Za-z0-9]*) err "$E_USAGE" "bad log key: $5" ;; esac
+    case $4 in '' | *[!0-9]*) err "$E_USAGE" "bad byte count: $4" ;; esac
     if [ ! -d "$_d" ]; then
         field missing "$1"
         return 0
     fi
-    _size=0
-    [ -f "$_f" ] && _size=$(($(wc -c <"$_f") + 0))
-    _n=$((_size - _off))
-    [ "$_n" -lt 0 ] && err "$E_USAGE" "$_f is $_size bytes, shorter than offset $_off"
-    [ "$_n" -gt "$_max" ] && _n=$_max
+    if [ "$3" = '?' ]; then
+        _rec=
+        [ "$5" != - ] && { IFS= read -r _rec || :; } 2>/dev/null <"$_d/.delivered-$5-$2"
+        field delivered "$_rec"
+        return 0
+    fi
+    case $3 in '' | *[!0-9]*) err "$E_USAGE" "bad offset: $3" ;; esac
+    # shellcheck disable=SC2154 # _size is set by lib.sh's size_of
+    _n=$((_size - $3))
+    if [ "$_n" -lt 0 ]; then
+        field shrunk "$_size"
+        return 0
+    fi
+    [ "$_n" -gt "$4" ] && _n=$4
     field size "$_size"
     printf 'chunk %s\n' "$_n"
-    [ "$_n" -gt 0 ] && tail -c +"$((_off + 1))" "$_f" | head -c "$_n"
+    [ "$_n" -gt 0 ] && tail -c +"$(($3 + 1))" "$_f" | head -c "$_n"
     printf '\n'
+    record "$_d" "$5" "$2" "$6" $(($3 + _n))
 }
 
 main() {
     LC_ALL=C
     export LC_ALL
-    _max=$1
-    shift
-    [ $(($# % 3)) -eq 0 ] || err "$E_USAGE" "usage: output MAX_BYTES (JOB_DIR FILE OFFSET)..."
+    [ $(($# % 6)) -eq 0 ] || err "$E_USAGE" "usage: output --stdin-args (JOB_DIR STREAM OFFSET MAX_BYTES LOG_KEY LOGGED)..."
+    [ $# -gt 0 ] || return 0
+    request_sizes "$@" | serve "$@"
+}
+
+serve() {
+    next_wc
     while [ $# -gt 0 ]; do
-        read_one "$1" "$2" "$3"
-        shift 3
+        read_one "$1" "$2" "$3" "$4" "$5" "$6"
+        shift 6
     done
+    # Drain what is left so that wc never dies of a closed pipe.
+    while read -r _wn _wname; do :; done
 }
 
 main "$@" || exit 1

@@ -2,14 +2,15 @@
 # airflow-ssh-async status: facts about one or many jobs, in one call.
 #
 # Usage: status JOB_DIR...   (a leading '+' on a JOB_DIR: the caller has its
-#        job.json already, do not send it again)
+#        job.json already, do not send it again). A batch comes as
+#        `status --stdin-args` with the folders on stdin (see lib.sh).
 # Stdout: framed fields; `protocol`, `now`, `boot_id` once, then per job
 # `job` (the dir as given), `path` (it with ~ resolved) and its facts. This script only reports;
 # the client decides the state (job.py), so the rules live in one place.
 #
 # A triggerer asks about every job it watches on a host in one call, so the
 # cost must not grow with forks per job: whatever the number of jobs, this
-# runs `date` once and one `wc -c` for the stream sizes of all of them
+# runs `date` once and one `wc -c` per WC_BATCH stream files (lib.sh wc_list)
 # (and one more wc for each job found finished, whose sizes must be read
 # after its result); job.json, result.json, the boot id and /proc/PID/stat
 # are read with the `read` builtin.
@@ -55,41 +56,22 @@ read_json_file() {
     case $_sup in '' | *[!0-9]*) _sup= ;; esac
 }
 
-# stream_paths JOB...: the stream files of every job, one a line, in the
+# stream_sizes JOB...: wc_list lines for the streams of every job, in the
 # order status_one asks for their sizes. A path with a newline in it is
 # left out (status_one then asks wc about it alone).
-stream_paths() {
-    for _a do
-        expand_home_v "${_a#+}"
-        # shellcheck disable=SC2154 # _path is set by lib.sh's helper above
-        case $_path in *"$NL"*) continue ;; esac
-        printf '%s/stdout\n%s/stderr\n%s/progress\n' "$_path" "$_path" "$_path"
+stream_sizes() {
+    while [ $# -gt 0 ]; do
+        _wl=
+        _wi=0
+        while [ $# -gt 0 ] && [ "$_wi" -lt "$WC_BATCH" ]; do
+            expand_home_v "${1#+}"
+            # shellcheck disable=SC2154 # _path is set by lib.sh's helper above
+            case $_path in *"$NL"*) ;; *) _wl=$_wl$NL$_path/stdout$NL$_path/stderr$NL$_path/progress ;; esac
+            shift
+            _wi=$((_wi + 3))
+        done
+        wc_list "$_wl"
     done
-}
-
-# next_wc: the next `N NAME` line of the shared wc into _wn, _wname
-# (skipping the `total` lines; both empty at the end).
-next_wc() {
-    while read -r _wn _wname; do
-        [ "$_wname" = total ] || return 0
-    done
-    _wn=
-    _wname=
-}
-
-# size_of PATH: its size into _size: from the shared wc when its next line
-# names PATH, else (the file came after wc ran, or wc spelled its name its
-# own way) from a wc of its own, or 0 when there is no such file.
-size_of() {
-    if [ -n "$_wname" ] && [ "$_wname" = "$1" ]; then
-        _size=$_wn
-        next_wc
-    elif [ -f "$1" ]; then
-        _size=$(wc -c <"$1" 2>/dev/null) || _size=0
-        _size=$((_size + 0))
-    else
-        _size=0
-    fi
 }
 
 # sizes_now DIR: _out, _err, _prog from a wc of DIR's streams alone.
@@ -121,6 +103,7 @@ status_one() {
     _d=$_path
     # Take this job's lines of the shared wc first, whatever follows.
     size_of "$_d/stdout"
+    # shellcheck disable=SC2154 # _size is set by lib.sh's size_of
     _out=$_size
     size_of "$_d/stderr"
     _err=$_size
@@ -169,7 +152,6 @@ status_one() {
 }
 
 report() {
-    next_wc # /dev/null's line
     next_wc
     for _job do
         status_one "$_job"
@@ -188,16 +170,9 @@ main() {
     # shellcheck disable=SC2154 # _boot is set by lib.sh's helper above
     field boot_id "$_boot"
     [ $# -gt 0 ] || return 0
-    # One wc for every stream of every job; /dev/null first so that wc
-    # never reads stdin. Its lines come in argument order.
-    {
-        _list=$(stream_paths "$@")
-        set -f
-        IFS=$NL
-        # shellcheck disable=SC2086 # one path a line: splitting is the point
-        set -- $_list
-        exec wc -c /dev/null "$@" 2>/dev/null
-    } | report "$@"
+    # A few wc runs for every stream of every job; their lines come in
+    # argument order.
+    stream_sizes "$@" | report "$@"
 }
 
 main "$@" || exit 1
