@@ -18,9 +18,13 @@
 #   left, then
 #     dash, busybox ash ("chld"): `wait SLEEP` under a CHLD trap, which these
 #       shells honour by returning as soon as any child (the job) ends;
-#     bash 4.3+ ("waitn"): `wait -n`, which returns when either child ends;
-#     other shells, or AIRFLOW_ASYNC_WAIT=tick ("tick"): a `sleep` of at
-#       most one second, then look again.
+#     bash, other shells, or AIRFLOW_ASYNC_WAIT=tick ("tick"): a `sleep` of
+#       at most one second, then look again, with SIGUSR1 ignored (a cancel
+#       is seen within a second). bash (5.2) loses a child's exit status
+#       when a trapped signal interrupts `wait` as the child ends (`wait`
+#       then returns -1), so under bash no trap may interrupt a wait: it
+#       ticks, also with nothing due. AIRFLOW_ASYNC_WAIT=waitn (`wait -n`)
+#       is kept for tests.
 #   Beside the job: this shell and one `sleep`.
 
 # JOB_START: the job's first steps, in its own process (`/bin/sh -c`, $1 the
@@ -124,12 +128,7 @@ finish() {
 wait_mode() {
     _mode=${AIRFLOW_ASYNC_WAIT:-}
     case $_mode in chld | waitn | tick) return 0 ;; esac
-    if [ -n "${BASH_VERSION:-}" ]; then
-        case $BASH_VERSION in
-            [5-9].* | [1-9][0-9]* | 4.[3-9]*) _mode=waitn ;;
-            *) _mode=tick ;;
-        esac
-    elif [ -n "${KSH_VERSION:-}${ZSH_VERSION:-}" ]; then
+    if [ -n "${BASH_VERSION:-}${KSH_VERSION:-}${ZSH_VERSION:-}" ]; then
         _mode=tick
     else
         _mode=chld # dash, busybox ash (and the other ash descendants)
@@ -222,6 +221,8 @@ watch() {
     _sleep_due=
     wait_mode
     [ "$_mode" = chld ] && trap '_chld=1' CHLD
+    # The job is started: a cancel's wake may not interrupt a tick's wait.
+    [ "$_mode" = tick ] && trap '' USR1
     _now=$_start
     while :; do
         act "$_now"
