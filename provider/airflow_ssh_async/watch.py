@@ -114,7 +114,9 @@ class OutputFollower:
             # The result's tail wants the bytes before `logged` too.
             if stream in self.tails and logged > 0:
                 start = max(0, logged - self.tails[stream].limit)
-                [before] = await asyncio.gather(batcher.read.get(ReadRequest(self.job_dir, stream, start, logged - start)))
+                [before] = await asyncio.gather(
+                    batcher.read.get(ReadRequest(self.job_dir, stream, start, logged - start))
+                )
                 self.tails[stream].feed(self.masker.text(before.data.decode("utf-8", "replace"), True).encode())
             self.decoders[stream] = self._decoder(stream, mid_stream=logged > 0)
         if self._earlier:
