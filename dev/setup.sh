@@ -12,12 +12,16 @@ say() { printf 'setup: %s\n' "$*"; }
 # command:Debian package that provides it
 missing=
 for need in sshd:openssh-server ssh-keygen:openssh-client shellcheck:shellcheck busybox:busybox \
-    dash:dash mawk:mawk pgrep:procps runuser:util-linux setsid:util-linux; do
+    dash:dash mawk:mawk pgrep:procps runuser:util-linux setsid:util-linux redis-server:redis-server; do
     cmd=${need%%:*}
     if [ ! -x "/usr/sbin/$cmd" ] && ! command -v "$cmd" >/dev/null 2>&1; then
         missing="$missing ${need#*:}"
     fi
 done
+# The Celery e2e stack's database: Debian keeps the server binaries off PATH.
+pg_missing=
+set -- /usr/lib/postgresql/*/bin/initdb
+[ -x "$1" ] || { pg_missing=1; missing="$missing postgresql"; }
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"
 if [ -n "$missing" ]; then
     # shellcheck disable=SC2086 # one word per package
@@ -27,6 +31,11 @@ if [ -n "$missing" ]; then
         exit 1
     fi
     say "installing $pkgs"
+    if [ -n "$pg_missing" ] && [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+        # The tests start a throwaway cluster of their own: no system cluster, no service.
+        mkdir -p /etc/postgresql-common
+        printf '%s\n' 'create_main_cluster = false' >/etc/postgresql-common/createcluster.conf
+    fi
     apt-get update -qq
     # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null

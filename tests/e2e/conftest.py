@@ -1,10 +1,16 @@
-"""One real Airflow 3.3 for the whole e2e suite, wired to the session's test sshd.
+"""One real Airflow 3.3 per stack kind for the whole e2e suite, wired to the test sshd.
 
-The stack (API server, scheduler, DAG processor, triggerer: separate
-processes, see tests/harness/airflow_stack.py) starts once, after the sshd
-fixture has put its ``AIRFLOW_CONN_*`` variables into ``os.environ``, which
-the stack's processes inherit. A startup failure fails every test; nothing
-here skips.
+Two kinds (tests/harness/airflow_stack.py): ``sqlite`` (SQLite, LocalExecutor,
+one triggerer) and ``celery`` (PostgreSQL, Redis, CeleryExecutor, a worker
+"on another machine", two triggerers). Every test that takes ``airflow_stack``
+runs on each kind (``@pytest.mark.stacks("celery")`` narrows it); pytest
+groups the tests by kind, so one stack at a time runs and each starts once.
+``E2E_STACKS=sqlite`` (comma-separated) runs only those kinds' tests.
+
+A stack starts after the sshd fixtures have put their ``AIRFLOW_CONN_*``
+variables into ``os.environ``: the SQLite stack's processes inherit them, the
+Celery stack imports them into its database. A startup failure fails every
+test; nothing here skips.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.airflow_stack import AirflowStack
-from tests.harness.sshd import SSHServer, home
+from tests.harness.airflow_stack import KINDS, AirflowStack
+from tests.harness.sshd import SSHServer, home, start_server
 
 DAGS = Path(__file__).parent / "dags"
 DAG_IDS = (
@@ -33,9 +39,14 @@ DAG_IDS = (
     "e2e_sensor",
     "e2e_bad_input",
     "e2e_secrets",
+    "e2e_worker_kill",
+    "e2e_mapped",
 )
 USER = "asyncdash"
-STARTUP_LIMIT = 60.0
+# The Celery stack also starts PostgreSQL, Redis, a second triggerer and a worker.
+STARTUP_LIMIT = {"sqlite": 60.0, "celery": 150.0}
+SELECTED_KINDS = tuple(k.strip() for k in os.environ.get("E2E_STACKS", ",".join(KINDS)).split(",") if k.strip())
+SECOND_HOST = "127.0.0.2"  # a second sshd, its own host key and port: another host to the provider
 
 pytestmark = pytest.mark.e2e
 
@@ -84,6 +95,53 @@ def _secret_env(values: dict[str, str]) -> dict[str, str]:
     }
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that takes ``airflow_stack`` once per stack kind (or per its ``stacks`` mark)."""
+    if "airflow_stack" not in metafunc.fixturenames:
+        return
+    mark = metafunc.definition.get_closest_marker("stacks")
+    kinds = list(mark.args) if mark else list(KINDS)
+    unknown = set(kinds) - set(KINDS)
+    assert not unknown, f"{metafunc.definition.nodeid}: unknown stack kinds {unknown}"
+    metafunc.parametrize("airflow_stack", kinds, indirect=True, scope="session")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by stack kind
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the kinds E2E_STACKS leaves out (deselected, not skipped: nothing failed to start);
+    load tests (``@pytest.mark.load``) last, so that what they leave behind meets no other test."""
+    unknown = set(SELECTED_KINDS) - set(KINDS)
+    if unknown:
+        raise pytest.UsageError(f"E2E_STACKS names unknown stack kinds {sorted(unknown)}; known: {KINDS}")
+    keep, drop = [], []
+    for item in items:
+        kind = _stack_kind(item)
+        (drop if kind and kind not in SELECTED_KINDS else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    rest = [i for i in keep if i.get_closest_marker("load") is None]
+    for item in (i for i in keep if i.get_closest_marker("load") is not None):
+        kind = _stack_kind(item)  # just after the last other test on its stack, before the stack stops
+        last = max((n for n, i in enumerate(rest) if _stack_kind(i) == kind), default=len(rest) - 1)
+        rest.insert(last + 1, item)
+    items[:] = rest
+
+
+def _stack_kind(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("airflow_stack") if callspec else None
+
+
+@pytest.fixture(scope="session")
+def second_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """A second SSH host (sshd on 127.0.0.2, own keys), for jobs spread over two hosts."""
+    server = start_server(tmp_path_factory.mktemp("sshd-b"), address=SECOND_HOST)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 _failed: list[str] = []
 
 
@@ -96,16 +154,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 @pytest.fixture(scope="session")
 def airflow_stack(
-    sshd: SSHServer, bad_connections: dict[str, str], secret_values: dict[str, str]
+    request: pytest.FixtureRequest,
+    sshd: SSHServer,
+    second_host: SSHServer,
+    bad_connections: dict[str, str],
+    secret_values: dict[str, str],
 ) -> Iterator[AirflowStack]:
-    """The one stack of the suite. ``sshd`` first: its connections must be in the environment."""
+    """The suite's stack of one kind (``request.param``). ``sshd`` first: its connections must be set."""
     assert os.environ.get("AIRFLOW_CONN_TEST_ASYNCDASH"), "the sshd fixture did not set its connections"
-    env = {**bad_connections, **_secret_env(secret_values)}
-    stack = AirflowStack(DAGS, env=env, dag_ids=DAG_IDS, parallelism=5)
+    kind = request.param
+    env = {
+        **bad_connections,
+        **_secret_env(secret_values),
+        "AIRFLOW_CONN_TEST_ASYNCDASH_B": second_host.conn_uri_json(USER),
+    }
+    stack = AirflowStack(DAGS, env=env, dag_ids=DAG_IDS, parallelism=5 if kind == "sqlite" else 32, kind=kind)
     stack.start()  # raises (and cleans up) when Airflow cannot start: the tests fail, never skip
     try:
-        assert stack.startup_seconds is not None and stack.startup_seconds < STARTUP_LIMIT, (
-            f"Airflow took {stack.startup_seconds:.1f}s to start (limit {STARTUP_LIMIT:.0f}s)"
+        limit = STARTUP_LIMIT[kind]
+        assert stack.startup_seconds is not None and stack.startup_seconds < limit, (
+            f"the {kind} stack took {stack.startup_seconds:.1f}s to start (limit {limit:.0f}s)"
         )
         for dag_id in DAG_IDS:
             stack.unpause_dag(dag_id)
@@ -114,7 +182,7 @@ def airflow_stack(
         keep = bool(_failed) or stack.keep_home
         stack.stop(remove_home=not keep)
         if keep:
-            print(f"\nAirflowStack: logs kept in {stack.home}")
+            print(f"\nAirflowStack ({kind}): logs kept in {stack.home}")
 
 
 # --- the host side -------------------------------------------------------------------
@@ -131,8 +199,14 @@ def _read(path: str) -> bytes:
 def job_processes(job_id: str) -> list[int]:
     """Live processes of a job on the host: its process tree (the variable the
     supervisor exports to it) and its supervisor (the job id in its argv)."""
-    marker = f"AIRFLOW_ASYNC_JOB_ID={job_id}".encode()
-    found = []
+    return jobs_processes([job_id]).get(job_id, [])
+
+
+def jobs_processes(job_ids: list[str]) -> dict[str, list[int]]:
+    """``job_processes`` for many jobs with one pass over /proc (the load scenario has 200)."""
+    markers = {f"AIRFLOW_ASYNC_JOB_ID={j}".encode(): j for j in job_ids}
+    ids = {j.encode(): j for j in job_ids}
+    found: dict[str, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -140,17 +214,23 @@ def job_processes(job_id: str) -> list[int]:
         if not stat or stat[stat.rindex(b")") + 2 :].split()[0] == b"Z":
             continue
         argv = _read(f"/proc/{entry}/cmdline").split(b"\0")
-        if marker in _read(f"/proc/{entry}/environ").split(b"\0") or (
-            any(a.endswith(b"/supervise.sh") for a in argv) and job_id.encode() in argv
-        ):
-            found.append(int(entry))
+        owners = {markers[v] for v in _read(f"/proc/{entry}/environ").split(b"\0") if v in markers}
+        if any(a.endswith(b"/supervise.sh") for a in argv):
+            owners |= {ids[a] for a in argv if a in ids}
+        for job_id in owners:
+            found.setdefault(job_id, []).append(int(entry))
     return found
 
 
 def kill_job_processes(job_id: str) -> None:
-    for pid in job_processes(job_id):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    kill_jobs_processes([job_id])
+
+
+def kill_jobs_processes(job_ids: list[str]) -> None:
+    for pids in jobs_processes(job_ids).values():
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class RemoteJobs:
@@ -175,16 +255,16 @@ class RemoteJobs:
         return self.home / f"{name}-{job_id}"
 
     def cleanup(self) -> None:
-        for job_id in self.ids:
-            kill_job_processes(job_id)
+        kill_jobs_processes(self.ids)
         for job_id in self.ids:
             for path in self.async_dir.glob(f"{job_id}*"):
                 shutil.rmtree(path, ignore_errors=True)
             for path in (self.async_dir / ".archive").glob(f"{job_id}*"):
                 shutil.rmtree(path, ignore_errors=True)
-            for path in self.home.iterdir():
-                if re.search(rf"-{re.escape(job_id)}", path.name):
-                    path.unlink(missing_ok=True)
+        ours = re.compile("|".join(rf"-{re.escape(j)}" for j in self.ids)) if self.ids else None
+        for path in self.home.iterdir() if ours else ():
+            if ours.search(path.name):
+                path.unlink(missing_ok=True)
 
 
 @pytest.fixture

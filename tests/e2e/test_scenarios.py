@@ -491,6 +491,92 @@ def test_12_bad_input_fails_at_once_saying_what_to_fix(
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.timeout(300)
+def test_retry_after_a_worker_kill_reattaches_and_runs_the_job_once(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs, dag_id = airflow_stack, remote_jobs, "e2e_worker_kill"
+    job_id = jobs.new("workerkill")
+    run_id = af.trigger_dag(dag_id, conf={"job_id": job_id, "command": held_job(jobs, job_id, "before the kill")})
+    info = wait_running(jobs, job_id)
+    ti = af.wait_for_task_state(dag_id, run_id, "job", "running", timeout=60)
+    wait_until(lambda: af.has_worker(ti["id"]), 30, f"a worker process for TI {ti['id']}", check=af.check_alive)
+
+    killed = time.monotonic()
+    af.kill_task_worker(ti["id"])  # Celery: the whole worker machine; SQLite: the task's processes
+    assert os.path.exists(f"/proc/{info['pid']}") and result_json(jobs, job_id) is None, "the job died with the worker"
+    wait_until(
+        lambda: (t := af.task_instance(dag_id, run_id, "job"))["try_number"] == 2 and t["state"] == "running",
+        150,
+        "Airflow to notice the dead worker and run try 2",
+        interval=1,
+        check=af.check_alive,
+    )
+    metrics["kill_to_try_2_running_s"] = round(time.monotonic() - killed, 1)
+    wait_for_log(af, dag_id, run_id, r"re-attaching instead of starting it again", try_number=2)
+    release(jobs, job_id)
+    finish(af, dag_id, run_id, "success", timeout=90)
+    result = af.xcom(dag_id, run_id, "job")
+    assert result["pid"] == info["pid"] and result["state"] == "succeeded", result
+    assert starts(jobs, job_id) == 1, f"the job was started {starts(jobs, job_id)} times"
+
+
+@pytest.mark.timeout(300)
+@rerun_on_stale_defer_exit
+def test_mapped_tasks_over_two_hosts_each_run_once_on_their_host(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, sshd: SSHServer, second_host: SSHServer, metrics: dict
+) -> None:
+    af, jobs, dag_id = airflow_stack, remote_jobs, "e2e_mapped"
+    hosts = [("test_asyncdash", sshd), ("test_asyncdash_b", second_host)]
+    entries = []
+    for i in range(4):
+        conn_id, _ = hosts[i % 2]
+        job_id = jobs.new(f"mapped{i}")
+        entries.append({"ssh_conn_id": conn_id, "job_id": job_id, "command": held_job(jobs, job_id, f"map {i}")})
+    run_id = af.trigger_dag(dag_id, conf={"jobs": entries})
+    for i in range(len(entries)):
+        af.wait_for_task_state(dag_id, run_id, "job", "deferred", map_index=i, timeout=90)
+        af.wait_for_trigger_holder(dag_id, run_id, "job", map_index=i)
+    assert all(job_processes(e["job_id"]) for e in entries), "every mapped job should run"
+
+    for e in entries:
+        release(jobs, e["job_id"])
+    finish(af, dag_id, run_id, "success", timeout=90)
+    for i, e in enumerate(entries):
+        server = hosts[i % 2][1]
+        result = af.xcom(dag_id, run_id, "job", map_index=i)
+        assert (result["job_id"], result["state"]) == (e["job_id"], "succeeded"), result
+        assert result["host"] == f"asyncdash@{server.address}:{server.port}", result
+        assert result["stdout_tail"] == f"map {i}\nfinished\n", result
+        assert starts(jobs, e["job_id"]) == 1, f"map {i}: the job was started {starts(jobs, e['job_id'])} times"
+
+
+@pytest.mark.timeout(240)
+def test_scheduler_down_while_the_job_ends_the_run_completes_once_it_is_back(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs = airflow_stack, remote_jobs
+    job_id = jobs.new("schedkill")
+    run_id = af.trigger_dag(JOB_DAG, conf={"job_id": job_id, "command": held_job(jobs, job_id, "scheduled")})
+    defer_and_hold(af, JOB_DAG, run_id)
+    wait_for_log(af, JOB_DAG, run_id, r"scheduled")
+    info = job_json(jobs, job_id)
+
+    comp = af.components["scheduler"]
+    comp.expected_dead = True
+    comp.signal_group(signal.SIGKILL)
+    assert comp.wait(30), "the scheduler ignored SIGKILL"
+    release(jobs, job_id)  # the job ends, and the trigger fires, while no scheduler runs
+    wait_until(lambda: result_json(jobs, job_id), 30, "the job to end on the host", interval=0.5)
+    time.sleep(3)
+    assert af.task_instance(JOB_DAG, run_id, "job")["state"] in ("deferred", "scheduled"), "the task ended alone"
+    af.restart_component("scheduler")
+    finish(af, JOB_DAG, run_id, "success")
+    result = af.xcom(JOB_DAG, run_id, "job")
+    assert result["pid"] == info["pid"] and result["state"] == "succeeded", result
+    assert starts(jobs, job_id) == 1
+
+
 # Last in the file: it failed before bug 1 of docs/reliability.md was fixed; `-x` should not hide the others.
 @pytest.mark.timeout(240)
 def test_05_clear_while_running_reattaches_and_runs_the_job_once(

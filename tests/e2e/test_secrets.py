@@ -32,6 +32,7 @@ def trigger_kwargs(af: AirflowStack) -> list[str]:
             return []
 
 
+@pytest.mark.stacks("sqlite")  # reads the trigger table from the SQLite file
 @pytest.mark.timeout(300)
 def test_secrets_never_reach_the_task_log_the_result_or_the_trigger_table(
     airflow_stack: AirflowStack, remote_jobs: RemoteJobs, secret_values: dict[str, str]

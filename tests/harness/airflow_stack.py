@@ -1,10 +1,22 @@
 """A real Airflow 3.3 for end-to-end tests: every component is its own OS process.
 
-``AirflowStack`` builds a throwaway AIRFLOW_HOME (SQLite + LocalExecutor), runs
-``airflow db migrate`` and starts ``api-server``, ``scheduler``, ``dag-processor``
-and ``triggerer`` as separate process groups, then drives Airflow through the
-public REST API (``/api/v2``) the way the UI does. Startup failures raise with the
-tail of the guilty component's log: the e2e suite fails, it never skips.
+``AirflowStack`` builds a throwaway AIRFLOW_HOME, runs ``airflow db migrate`` and
+starts ``api-server``, ``scheduler``, ``dag-processor`` and the triggerers as
+separate process groups, then drives Airflow through the public REST API
+(``/api/v2``) the way the UI does. Two configurations (``kind``):
+
+* ``"sqlite"``: SQLite + LocalExecutor, one triggerer (the development setup).
+* ``"celery"``: the production topology. PostgreSQL and Redis of its own
+  (tests/harness/services.py), the CeleryExecutor, one ``airflow celery worker``
+  and two triggerers. The worker runs with its own AIRFLOW_HOME and an
+  environment built from scratch, as on another machine: it shares only the
+  database, the broker, the deployed DAG files, the shared secrets and the task
+  log volume with the rest. Connections live in the database (imported after migrating), not in
+  any component's environment, so the worker and the triggerers read them the
+  way a deployment does.
+
+Startup failures raise with the tail of the guilty component's log: the e2e
+suite fails, it never skips.
 
 Findings about Airflow 3.3.2 this harness relies on (read from its code):
 
@@ -58,12 +70,18 @@ from typing import IO, Any, TypeVar
 
 import httpx
 
+from tests.harness.services import Postgres, Redis
+
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))  # the venv running the tests
 API = "/api/v2"
 STACK_ID_VAR = "AIRFLOW_STACK_ID"  # env marker inherited by every process we start
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 TERMINAL_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 WORKER_TITLE = "airflow worker -- "
+KINDS = ("sqlite", "celery")
+# What the worker of the Celery stack inherits from the test process: the basics of
+# a login environment, nothing of Airflow's (its own settings are set one by one).
+WORKER_INHERITS = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "PYTHONPATH")
 
 T = TypeVar("T")
 
@@ -233,6 +251,50 @@ def _all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
+def _sessions_of(pids: Iterable[int]) -> set[int]:
+    return {p.sid for pid in pids if (p := _read_proc(pid)) is not None}
+
+
+def _tcp_connections_to(address: str, port: int) -> set[int]:
+    """Socket inodes of established IPv4 TCP connections whose peer is ``address:port``."""
+    a, b, c, d = (int(x) for x in address.split("."))
+    peer = f"{d:02X}{c:02X}{b:02X}{a:02X}:{port:04X}"  # /proc/net/tcp: little-endian hex address
+    found = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[2] == peer and fields[3] == "01":  # 01: ESTABLISHED
+                found.add(int(fields[9]))
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    found = set()
+    with suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    found.add(int(target[8:-1]))
+    return found
+
+
+def _is_secret_var(name: str) -> bool:
+    """Connections and variables: what a deployment keeps in its database or secrets backend."""
+    return name.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))
+
+
+def _conn_for_import(value: str) -> dict[str, Any] | str:
+    """An ``AIRFLOW_CONN_*`` value (JSON or URI) as ``airflow connections import`` reads it."""
+    if not value.lstrip().startswith("{"):
+        return value  # a URI
+    conn = json.loads(value)
+    if isinstance(conn.get("extra"), dict):
+        conn["extra"] = json.dumps(conn["extra"])
+    return conn
+
+
 def _parse_worker_title(title: str) -> str | None:
     """Task instance id from a worker title, None if idle. See worker_processes()."""
     rest = title[len(WORKER_TITLE) :].strip()
@@ -264,19 +326,40 @@ class AirflowStack:
         env: Mapping[str, str] | None = None,
         dag_ids: Sequence[str] = (),
         parallelism: int = 4,
-        startup_timeout: float = 90.0,
+        startup_timeout: float | None = None,
         keep_home: bool | None = None,
+        kind: str = "sqlite",
+        triggerers: int | None = None,
+        worker_concurrency: int = 16,
     ) -> None:
         self.dags_folder = Path(dags_folder).resolve()
         if not self.dags_folder.is_dir():
             raise AirflowStackError(f"dags folder {self.dags_folder} does not exist")
+        if kind not in KINDS:
+            raise AirflowStackError(f"unknown stack kind {kind!r}: one of {', '.join(KINDS)}")
+        self.kind = kind
+        self.initial_triggerers = triggerers if triggerers is not None else (2 if kind == "celery" else 1)
+        self.worker_concurrency = worker_concurrency
+        self.postgres: Postgres | None = None
+        self.redis: Redis | None = None
         self.extra_env = dict(env or {})
         self.dag_ids = list(dag_ids)
         self.parallelism = parallelism
-        self.startup_timeout = startup_timeout
+        # The Celery stack also starts PostgreSQL, Redis, a second triggerer and the worker.
+        self.startup_timeout = startup_timeout or (180.0 if kind == "celery" else 90.0)
         # Keep AIRFLOW_HOME (logs, DB) after stop: for debugging, set AIRFLOW_STACK_KEEP_HOME=1.
         self.keep_home = keep_home if keep_home is not None else bool(os.environ.get("AIRFLOW_STACK_KEEP_HOME"))
         self.home = Path(tempfile.mkdtemp(prefix="airflow-stack-"))
+        self.worker_home = self.home / "worker-machine"  # the Celery worker's AIRFLOW_HOME
+        self.worker_env: dict[str, str] = {}
+        self._shared_secrets = {
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),  # also signs the log servers' requests
+            # As in a real deployment: what Airflow encrypts (connections, variables, our trigger secrets) is;
+            # the worker encrypts the trigger's secrets, the triggerers decrypt them.
+            "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        }
+        self._worker_count = 0
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.username = "admin"
@@ -309,11 +392,15 @@ class AirflowStack:
         started = time.monotonic()
         self._startup_deadline = started + self.startup_timeout
         try:
+            self._start_services()
             self._write_config()
             self._migrate()
             for name in ("api-server", "scheduler", "dag-processor"):
                 self._start_component(name, [name])
-            self.start_triggerer()  # waits for the API, then for the triggerer's job
+            for _ in range(self.initial_triggerers):
+                self.start_triggerer()  # waits for the API, then for the triggerer's job
+            if self.kind == "celery":
+                self.start_worker()
             self._wait_ready()
         except AirflowStackError as e:
             context = self.diagnostics(lines=25)
@@ -347,6 +434,9 @@ class AirflowStack:
             c.wait(5)
             c.close()
         survivors = self._kill_marked_processes()
+        for service in (self.redis, self.postgres):
+            if service is not None:
+                service.stop()
         if remove_home and not survivors:
             shutil.rmtree(self.home, ignore_errors=True)
         if survivors:
@@ -383,39 +473,93 @@ class AirflowStack:
 
     # -------------------------------------------------------------------- config
 
+    def _start_services(self) -> None:
+        """The Celery stack's own PostgreSQL and Redis (marked as ours, stopped in ``stop``)."""
+        if self.kind != "celery":
+            return
+        self.postgres = Postgres().start()
+        self.postgres.create_database()
+        self.redis = Redis().start(env={**os.environ, STACK_ID_VAR: self.stack_id})
+
     def _write_config(self) -> None:
         """Passwords file for SimpleAuthManager, plus the env every component shares."""
         passwords = self.home / "simple_auth_manager_passwords.json"
         passwords.write_text(json.dumps({self.username: self.password}))
         self.env = self._base_env(passwords)
+        if self.kind == "celery":
+            self.worker_env = self._worker_env()
+
+    def _db_settings(self) -> dict[str, str]:
+        """Database and executor settings: what every component, the worker included, must agree on."""
+        if self.kind == "sqlite":
+            return {
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home}/airflow.db",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            }
+        assert self.postgres is not None and self.redis is not None
+        return {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url,
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+            # Queue a burst of mapped tasks (the load scenario) in fewer scheduler loops.
+            "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "64",
+        }
+
+    def _shared_settings(self) -> dict[str, str]:
+        """Settings a deployment copies to every machine: DAG files, API address, shared secrets."""
+        return {
+            STACK_ID_VAR: self.stack_id,
+            **self._db_settings(),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__API__BASE_URL": f"{self.base_url}/",  # workers find the Execution API here
+            **self._shared_secrets,
+        }
+
+    def _worker_env(self) -> dict[str, str]:
+        """The Celery worker's environment, built from scratch as on another machine.
+
+        No connection, variable or JWT secret: it gets those through the Execution
+        API like any Airflow 3 worker. Only ``env`` entries that are not connections
+        or variables (deployment settings) are added, as to every component.
+        """
+        self.worker_home.mkdir(parents=True, exist_ok=True)
+        base = {k: os.environ[k] for k in WORKER_INHERITS if k in os.environ}
+        extra = {k: v for k, v in self.extra_env.items() if not _is_secret_var(k)}
+        return {
+            **base,
+            "AIRFLOW_HOME": str(self.worker_home),
+            **self._shared_settings(),
+            # Task logs on a volume all machines mount (or remote logging), as deployments do:
+            # the API server reads a try's log from one place only once any part of it is
+            # local (the triggerers' part is), so a worker-only log folder would hide the
+            # worker's lines (Airflow 3.3 FileTaskHandler._read).
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
+            **extra,
+        }
 
     def _base_env(self, passwords: Path) -> dict[str, str]:
         inherited = {
             k: v
             for k, v in os.environ.items()
             if not (k.startswith("AIRFLOW__") or k in ("AIRFLOW_HOME", "AIRFLOW_CONFIG"))
+            and not (self.kind == "celery" and _is_secret_var(k))  # those live in the DB there
         }
+        extra = {k: v for k, v in self.extra_env.items() if not (self.kind == "celery" and _is_secret_var(k))}
         cfg = {
             "AIRFLOW_HOME": str(self.home),
-            STACK_ID_VAR: self.stack_id,
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home}/airflow.db",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            **self._shared_settings(),
             # LocalExecutor pre-forks this many workers; tasks here mostly wait on SSH.
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:ADMIN",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__BASE_URL": f"{self.base_url}/",
             "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-            # As in a real deployment: what Airflow encrypts (connections, variables, our trigger secrets) is.
-            "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             # Pick up new/changed DAG files within seconds, parse with one process (2 cores).
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
@@ -425,8 +569,11 @@ class AirflowStack:
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            # A killed worker's task is failed (and retried) within seconds, not Airflow's 5 min.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         }
-        return {**inherited, **cfg, **self.extra_env}
+        return {**inherited, **cfg, **extra}
 
     def _migrate(self) -> None:
         log = self.home / "db-migrate.log"
@@ -436,17 +583,55 @@ class AirflowStack:
             )
         if result.returncode != 0:
             raise AirflowStackError(f"airflow db migrate failed ({result.returncode}):\n{tail(log)}")
-        with closing(sqlite3.connect(self.home / "airflow.db")) as db:  # persists: readers stop blocking writers
-            db.execute("PRAGMA journal_mode=WAL")
+        if self.kind == "sqlite":
+            with closing(sqlite3.connect(self.home / "airflow.db")) as db:  # persists: readers stop blocking writers
+                db.execute("PRAGMA journal_mode=WAL")
+        else:
+            self._import_connections()
+
+    def _import_connections(self) -> None:
+        """Put the ``AIRFLOW_CONN_*`` of the test process and of ``env`` into the database.
+
+        In the Celery stack no component has them in its environment: the
+        triggerers and the worker must get them from Airflow, as in a deployment.
+        """
+        conns = {
+            k[len("AIRFLOW_CONN_") :].lower(): _conn_for_import(v)
+            for k, v in {**os.environ, **self.extra_env}.items()
+            if k.startswith("AIRFLOW_CONN_")
+        }
+        variables = {
+            k[len("AIRFLOW_VAR_") :].lower(): v
+            for k, v in {**os.environ, **self.extra_env}.items()
+            if k.startswith("AIRFLOW_VAR_")
+        }
+        for what, items in (("connections", conns), ("variables", variables)):
+            if not items:
+                continue
+            path = self.home / f"{what}.json"
+            path.write_text(json.dumps(items))
+            path.chmod(0o600)
+            done = subprocess.run(
+                [AIRFLOW, what, "import", str(path)], env=self.env, capture_output=True, text=True, timeout=180
+            )
+            if done.returncode != 0:
+                raise AirflowStackError(f"airflow {what} import failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 
     # ---------------------------------------------------------------- components
 
-    def _start_component(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Component:
+    def _start_component(
+        self,
+        name: str,
+        args: list[str],
+        env: Mapping[str, str] | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> Component:
+        home = Path((base_env or self.env)["AIRFLOW_HOME"])
         comp = Component(
             name=name,
             argv=[AIRFLOW, *args],
-            log_path=self.home / f"{name}.log",
-            env={**self.env, **(env or {})},
+            log_path=home / f"{name}.log",
+            env={**(base_env or self.env), **(env or {})},
         )
         self.components[name] = comp
         comp.start()
@@ -481,7 +666,7 @@ class AirflowStack:
         Named ``triggerer-1``, ``triggerer-2``, ...; ``Component.job_id`` is its
         TriggererJob id, which is what ``trigger.triggerer_id`` points at.
         """
-        timeout = timeout or self._startup_left()
+        timeout = timeout or self._component_budget()
         self._wait_api(timeout)
         known = {j["id"] for j in self.triggerer_jobs(alive_only=False)}
         self._triggerer_count += 1
@@ -519,6 +704,90 @@ class AirflowStack:
         if not comp.wait(timeout):
             raise AirflowStackError(f"{comp.name} (pid {comp.pid}) ignored signal {sig} for {timeout}s")
         return comp
+
+    @property
+    def workers(self) -> list[Component]:
+        """Celery worker components still running (none in the SQLite stack)."""
+        return [c for n, c in self.components.items() if n.startswith("celery-worker-") and c.alive()]
+
+    def start_worker(self, timeout: float | None = None) -> Component:
+        """Start one ``airflow celery worker`` (Celery stack); wait until it consumes the queue."""
+        if self.kind != "celery":
+            raise AirflowStackError("only the Celery stack has separate workers")
+        timeout = timeout or self._component_budget()
+        self._worker_count += 1
+        name = f"celery-worker-{self._worker_count}"
+        comp = self._start_component(
+            name,
+            ["celery", "worker", "--concurrency", str(self.worker_concurrency), "--celery-hostname", f"{name}@%h"],
+            base_env=self.worker_env,
+        )
+        wait_until(
+            lambda: f"{name}@" in (log := tail(comp.log_path, 400)) and " ready." in log,
+            timeout,
+            f"{name} to be ready",
+            check=self.check_alive,
+        )
+        return comp
+
+    def kill_worker(self, name: str | None = None, sig: int = signal.SIGKILL, timeout: float = 30) -> Component:
+        """Kill a Celery worker's whole process group (the machine is gone): tasks it runs die with it."""
+        comp = self.components[name] if name else (self.workers[0] if self.workers else None)
+        if comp is None or not comp.alive():
+            raise AirflowStackError(f"no running worker {name or ''} to kill")
+        comp.expected_dead = True
+        comp.signal_group(sig)
+        if not comp.wait(timeout):
+            raise AirflowStackError(f"{comp.name} (pid {comp.pid}) ignored signal {sig} for {timeout}s")
+        return comp
+
+    def restart_component(self, name: str, sig: int = signal.SIGKILL, down: float = 0.0) -> Component:
+        """Kill a component's process group with ``sig``, wait ``down`` seconds, start it again (same name)."""
+        comp = self.components[name]
+        comp.expected_dead = True
+        comp.signal_group(sig)
+        if not comp.wait(30):
+            raise AirflowStackError(f"{name} (pid {comp.pid}) ignored signal {sig} for 30s")
+        comp.close()
+        time.sleep(down)
+        return self._start_component(name, comp.argv[1:], base_env=comp.env)
+
+    def kill_task_worker(self, ti_id: str) -> None:
+        """The machine running task instance ``ti_id`` dies: SIGKILL, no goodbye to Airflow.
+
+        Celery stack: the whole worker goes (every task on it), and a fresh one
+        starts, as a replaced machine would. SQLite stack: the LocalExecutor
+        processes running that task (its supervisor and its task runner).
+        """
+        procs = self.worker_processes(ti_id)
+        if not procs:
+            raise AirflowStackError(f"no worker process runs task instance {ti_id}")
+        if self.kind == "celery":
+            [owner] = [c for c in self.workers if c.pid in _sessions_of([p.pid for p in procs])]
+            self.kill_worker(owner.name)
+            self.start_worker()
+            return
+        for proc in procs:
+            with suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+        wait_until(lambda: not self.has_worker(ti_id), 10, f"the processes of TI {ti_id} to die")
+
+    def component_processes(self, comp: Component) -> list[int]:
+        """Live processes of one component: its session, and what descends from it."""
+        table = _process_table()
+        ours = {p.pid for p in table if p.sid == comp.pid}
+        return sorted(ours | _descendants(ours | {comp.pid}, table))
+
+    def ssh_connections(self, address: str, port: int) -> dict[str, int]:
+        """Established TCP connections to ``address:port`` per component name (only those with one)."""
+        inodes = _tcp_connections_to(address, port)
+        counts = {}
+        for comp in self.components.values():
+            if comp.alive():
+                n = sum(len(_socket_inodes(pid) & inodes) for pid in self.component_processes(comp))
+                if n:
+                    counts[comp.name] = n
+        return counts
 
     def restart_triggerer(self, name: str | None = None, sig: int = signal.SIGKILL) -> Component:
         """Kill a triggerer with ``sig`` and start a fresh one (a new name and TriggererJob)."""
@@ -566,6 +835,11 @@ class AirflowStack:
 
     def _wait_api(self, timeout: float) -> None:
         wait_until(self.health, timeout, f"API server on {self.base_url}", check=self.check_alive)
+
+    def _component_budget(self) -> float:
+        """How long a component may take to come up: what is left of the startup budget
+        while the stack starts, the whole budget when a test starts one later."""
+        return self._startup_left() if self.startup_seconds is None else self.startup_timeout
 
     def _startup_left(self) -> float:
         """Seconds left of the startup budget (one deadline for all startup waits)."""
@@ -642,7 +916,12 @@ class AirflowStack:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """All task instances of a run (mapped ones with their ``map_index``)."""
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
-        return list(self.request("GET", path, params={"limit": 1000})["task_instances"])
+        found: list[dict[str, Any]] = []
+        while True:  # the API serves at most [api] maximum_page_limit (100) per page
+            page = self.request("GET", path, params={"limit": 100, "offset": len(found)})
+            found += page["task_instances"]
+            if not page["task_instances"] or len(found) >= page["total_entries"]:
+                return found
 
     def task_states(self, dag_id: str, run_id: str) -> dict[tuple[str, int], str | None]:
         return {(t["task_id"], t["map_index"]): t["state"] for t in self.task_instances(dag_id, run_id)}

@@ -1,4 +1,4 @@
-"""A throwaway OpenSSH server on 127.0.0.1 for tests, the demo run and benchmarks.
+"""A throwaway OpenSSH server on loopback (127.0.0.1 unless told) for tests, the demo run and benchmarks.
 
 Real sshd, real keys, real login shells: users whose login shell is dash,
 bash and busybox ash. Needs root (to create those users and to run sshd as
@@ -80,6 +80,7 @@ class SSHServer:
 
     workdir: Path
     port: int = field(default_factory=free_port)
+    address: str = "127.0.0.1"  # another loopback address (127.0.0.2) makes a second "host"
     process: subprocess.Popen[bytes] | None = None
     host_key_line: str = ""  # "ssh-ed25519 AAAA..."
     client_key: Path = field(init=False)
@@ -111,7 +112,7 @@ class SSHServer:
             "\n".join(
                 [
                     f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {self.address}",
                     f"HostKey {host_key}",
                     f"PidFile {self.workdir / 'sshd.pid'}",
                     f"AuthorizedKeysFile {keys_dir}/%u",
@@ -129,7 +130,7 @@ class SSHServer:
                 ]
             )
         )
-        (self.workdir / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {self.host_key_line}\n")
+        (self.workdir / "known_hosts").write_text(f"[{self.address}]:{self.port} {self.host_key_line}\n")
 
     def start(self, timeout: float = 15) -> None:
         if self.process and self.process.poll() is None:
@@ -146,12 +147,12 @@ class SSHServer:
             if self.process.poll() is not None:
                 raise HarnessError(f"sshd exited with {self.process.returncode}: {self.log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                with socket.create_connection((self.address, self.port), timeout=1) as s:
                     if s.recv(4).startswith(b"SSH-"):
                         return
             except OSError:
                 time.sleep(0.05)
-        raise HarnessError(f"sshd did not answer on 127.0.0.1:{self.port} within {timeout}s: {self.log_tail()}")
+        raise HarnessError(f"sshd did not answer on {self.address}:{self.port} within {timeout}s: {self.log_tail()}")
 
     def stop(self) -> None:
         """Stop the listener and every session it started (a real outage)."""
@@ -186,7 +187,7 @@ class SSHServer:
         return json.dumps(
             {
                 "conn_type": "ssh",
-                "host": "127.0.0.1",
+                "host": self.address,
                 "port": self.port,
                 "login": user,
                 "extra": self.extras(**extra),
@@ -197,8 +198,8 @@ class SSHServer:
         os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = self.conn_uri_json(user, **extra)
 
 
-def start_server(workdir: str | Path | None = None) -> SSHServer:
-    server = SSHServer(Path(workdir or tempfile.mkdtemp(prefix="ssh-async-sshd-")))
+def start_server(workdir: str | Path | None = None, address: str = "127.0.0.1") -> SSHServer:
+    server = SSHServer(Path(workdir or tempfile.mkdtemp(prefix="ssh-async-sshd-")), address=address)
     server.prepare()
     server.start()
     return server

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.providers.ssh.operators.ssh import SSHOperator
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 
 from airflow_ssh_async import SSHAsyncJobOperator, SSHAsyncJobSensor
 
@@ -134,3 +134,19 @@ with dag("e2e_secrets", user_defined_macros={"issued_context": issued_context}):
         task_id="watch", ssh_conn_id=CONN, job_id=CONF_JOB + "-sensed", poke_interval=1, timeout=300,
         start_from_trigger=True, secrets=["{{ conn.e2e_db.password }}", "{{ var.value.e2e_api_secret }}"],
     )  # fmt: skip
+# Retry after a worker kill: the task waits in the worker (not deferred), so killing
+# the worker kills the task; the retry must re-attach to the job, not start it again.
+with dag("e2e_worker_kill", default_args={"retries": 1, "retry_delay": timedelta(seconds=1)}):
+    SSHAsyncJobOperator(
+        task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, deferrable=False, poll_interval=1
+    )
+
+# Mapped tasks over hosts, and the Celery load scenario: one mapped task per
+# entry of conf["jobs"] ({"ssh_conn_id", "job_id", "command"}).
+with dag("e2e_mapped", max_active_tasks=512):
+
+    @task
+    def jobs(**context) -> list[dict[str, str]]:
+        return list(context["dag_run"].conf["jobs"])
+
+    SSHAsyncJobOperator.partial(task_id="job", poll_interval=2, max_active_tis_per_dag=512).expand_kwargs(jobs())
