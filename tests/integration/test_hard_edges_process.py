@@ -119,3 +119,24 @@ def test_relative_cwd_is_relative_to_the_ssh_users_home(make_hook, job_id: str, 
         assert stdout_of(hook, launched.job_dir) == f"{home(user)}/{name}\n".encode()
     finally:
         run_as(user, f"rmdir ~/{name}")
+
+
+# --- 4. default signal dispositions -----------------------------------------------
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+@pytest.mark.parametrize("sig,code", [("INT", 5), ("QUIT", 6)])
+def test_the_job_starts_with_sigint_and_sigquit_not_ignored(
+    make_hook, job_id: str, user: str, sig: str, code: int
+) -> None:
+    # An ignored signal cannot be trapped: the job would print ran-on, exit 0.
+    hook = make_hook(user)
+    command = f"trap 'echo got-{sig}; exit {code}' {sig}; kill -s {sig} $$; echo ran-on"
+    launched = hook.launch(job_id, command, environment={"PATH": "/nonexistent/bin"})
+    status = wait_state(hook, launched.job_dir, JobState.FAILED)
+    assert (status.exit_code, stdout_of(hook, launched.job_dir)) == (code, f"got-{sig}\n".encode())
+    # Nor does the job's process hold them ignored from the start.
+    probe = hook.launch(f"{job_id}-p", "grep SigIgn /proc/$$/status")
+    wait_state(hook, probe.job_dir, JobState.SUCCEEDED)
+    ignored = int(stdout_of(hook, probe.job_dir).split()[1], 16)
+    assert ignored & (1 << 1 | 1 << 2) == 0, f"SigIgn {ignored:#x}: INT or QUIT ignored"

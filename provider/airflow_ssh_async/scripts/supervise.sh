@@ -35,14 +35,22 @@
 # Positional parameters only: no name of ours can collide with a variable
 # the environment sets. The env file's first lines give the session's umask
 # and LC_ALL back; the task's exports follow and win.
+# A job started by `&` from a non-interactive shell has SIGINT and SIGQUIT
+# ignored, and no shell can undo that; `env --default-signal` (GNU
+# coreutils 8.31+) can, in the same exec: the command starts with default
+# dispositions, as from an SSH session. Where env lacks it (busybox) they
+# stay ignored (docs/protocol.md). $3 is that env, found with the session's
+# PATH, or empty.
 # shellcheck disable=SC2016 # expanded by the job's shell, not here
 JOB_START='[ -r "$1/env" ] || {
     printf "airflow-ssh-async: %s/env is missing: the job cannot start\n" "$1" >&2
     exit 126
 }
-set -- "$1" "$(cat "$1/env")"
+set -- "$1" "$(cat "$1/env")" "$(command -v env)"
 rm -f "$1/env" "$1/payload"
+case $3 in /*) "$3" --default-signal=INT,QUIT true 2>/dev/null || set -- "$1" "$2" "" ;; *) set -- "$1" "$2" "" ;; esac
 eval "$2"
+[ -n "$3" ] && exec "$3" --default-signal=INT,QUIT /bin/sh "$1/command"
 exec /bin/sh "$1/command"'
 
 write_job_json() {
