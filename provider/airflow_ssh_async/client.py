@@ -10,12 +10,15 @@ single SSH session.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import os
 import shlex
+import threading
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -40,6 +43,15 @@ from airflow_ssh_async.errors import (
 
 # asyncssh logs every connect and channel at INFO; in a task log that is noise.
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
+
+# SSHHook's own warnings (apache-airflow-providers-ssh, SSHHook.get_conn),
+# word for word and at its level, logged on every connection that skips a
+# host key check.
+HOST_KEY_CHANGE_WARNING = (
+    "Remote Identification Change is not verified. This won't protect against Man-In-The-Middle attacks"
+)
+NO_HOST_KEY_CHECK_WARNING = "No Host Key Verification. This won't protect against Man-In-The-Middle attacks"
 
 # sshd's default MaxSessions is 10 channels a connection; stay under it.
 MAX_CHANNELS = 8
@@ -103,7 +115,7 @@ def _default_known_hosts(options: SSHOptions) -> str:
     return options.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
 
 
-def _known_hosts(options: SSHOptions) -> object:
+def _known_hosts(options: SSHOptions, trust: _Trust | None = None) -> object:
     """What asyncssh checks the host key against: SSHHook's rules.
 
     - ``host_key`` extra: exactly that key.
@@ -118,12 +130,17 @@ def _known_hosts(options: SSHOptions) -> object:
         return asyncssh.import_known_hosts(known_hosts_line(options, options.host_key) + "\n")
     if options.allow_host_key_change:
         return None
+    trust = trust or _load_trust(options)
     if options.no_host_key_check:
-        path = _default_known_hosts(options)
-        return path if _listed(options, path) else None
-    if options.known_hosts:
-        return options.known_hosts
-    return ()  # asyncssh's default: ~/.ssh/known_hosts
+        listed = trust.known_hosts is not None and _match(options, trust.known_hosts)
+        return trust.known_hosts if listed else None
+    # A missing ~/.ssh/known_hosts trusts nothing, as asyncssh's default does.
+    return trust.known_hosts if trust.known_hosts is not None else asyncssh.import_known_hosts("")
+
+
+def _match(options: SSHOptions, known: asyncssh.SSHKnownHosts) -> list[asyncssh.SSHKey]:
+    port = options.port if options.port != 22 else None
+    return list(known.match(options.host, options.host, port)[0])
 
 
 def _listed(options: SSHOptions, path: str) -> list[asyncssh.SSHKey]:
@@ -194,12 +211,113 @@ class _HostKeyWitness(asyncssh.SSHClient):
         return False
 
 
-def connect_kwargs(options: SSHOptions) -> dict[str, object]:
+@dataclass(frozen=True)
+class _Trust:
+    """What a connect reads from disk: the client keys (decrypted) and the known hosts.
+
+    ``client_keys`` None: let asyncssh pick (agent, ~/.ssh/id_*).
+    """
+
+    client_keys: list[object] | None
+    known_hosts: asyncssh.SSHKnownHosts | None
+
+
+def _stat(path: str) -> tuple[object, ...]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (path, None)
+    return (path, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _secret_digest(*parts: str | None) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _read_known_hosts(path: str) -> asyncssh.SSHKnownHosts | None:
+    """PATH parsed; None for a missing default file. A missing known_hosts extra raises (OSError)."""
+    return asyncssh.read_known_hosts(path) if os.path.isfile(path) else None
+
+
+def _trust_parts(options: SSHOptions) -> list[tuple[tuple[object, ...], Callable[[], object]]]:
+    """(cache key, loader) of each piece of _Trust: a key changes when its file or secret does."""
+    if options.private_key:
+        private_key, passphrase = options.private_key, options.passphrase
+        keys = (
+            ("inline", _secret_digest(private_key, passphrase)),
+            lambda: [asyncssh.import_private_key(private_key, passphrase)],
+        )
+    elif options.key_file:
+        path, passphrase = options.key_file, options.passphrase
+        keys = (
+            ("file", _stat(path), _stat(path + "-cert.pub"), _stat(path + ".pub"), _secret_digest(passphrase)),
+            lambda: list(asyncssh.load_keypairs([path], passphrase)),
+        )
+    else:
+        keys = (("none",), lambda: None)
+    if options.host_key or options.allow_host_key_change:
+        hosts: tuple[tuple[object, ...], Callable[[], object]] = (("none",), lambda: None)
+    else:
+        kh = _default_known_hosts(options)
+        must_exist = bool(options.known_hosts) and not options.no_host_key_check
+        hosts = (
+            ("known_hosts", _stat(kh), must_exist),
+            lambda: asyncssh.read_known_hosts(kh) if must_exist else _read_known_hosts(kh),
+        )
+    return [keys, hosts]
+
+
+# Decrypted keys and parsed known_hosts files, shared by every event loop of
+# the process: a reconnect storm reads and decrypts nothing again. Futures,
+# so that concurrent connects with one key wait for a single load.
+_TRUST_CACHE_SIZE = 64
+_trust_cache: dict[tuple[object, ...], concurrent.futures.Future[object]] = {}
+_trust_lock = threading.Lock()
+_trust_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _trust_future(key: tuple[object, ...], load: Callable[[], object]) -> concurrent.futures.Future[object]:
+    global _trust_pool
+    with _trust_lock:
+        fut = _trust_cache.get(key)
+        if fut is None or fut.cancelled() or (fut.done() and fut.exception() is not None):
+            if _trust_pool is None:
+                _trust_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="ssh-async-keys")
+            fut = _trust_cache[key] = _trust_pool.submit(load)
+            while len(_trust_cache) > _TRUST_CACHE_SIZE:
+                _trust_cache.pop(next(iter(_trust_cache)))
+        return fut
+
+
+def _load_trust(options: SSHOptions) -> _Trust:
+    """As :func:`aload_trust`, blocking (benchmarks and sync callers)."""
+    keys, hosts = (_trust_future(k, f).result() for k, f in _trust_parts(options))
+    return _Trust(keys, hosts)  # type: ignore[arg-type]
+
+
+async def aload_trust(options: SSHOptions) -> _Trust:
+    """Client keys and known hosts, read and decrypted in a thread, cached while their files are unchanged.
+
+    Decrypting a passphrase-protected key (bcrypt KDF) and parsing a
+    known_hosts file take tens to hundreds of milliseconds: never on the
+    event loop, and once per key and file, not per (re)connect.
+
+    :raises OSError, asyncssh.KeyImportError: as reading the key or file does.
+    """
+    keys, hosts = await asyncio.gather(
+        *(asyncio.shield(asyncio.wrap_future(_trust_future(k, f))) for k, f in _trust_parts(options))
+    )
+    return _Trust(keys, hosts)  # type: ignore[arg-type]
+
+
+def connect_kwargs(options: SSHOptions, trust: _Trust | None = None) -> dict[str, object]:
+    """asyncssh.connect's arguments; TRUST (from :func:`aload_trust`) or a blocking load."""
+    trust = trust or _load_trust(options)
     kwargs: dict[str, object] = {
         "host": options.host,
         "port": options.port,
         "username": options.username,
-        "known_hosts": _known_hosts(options),
+        "known_hosts": _known_hosts(options, trust),
         # connection.py already read ~/.ssh/config the way SSHHook does.
         "config": None,
         "keepalive_interval": 30,
@@ -209,12 +327,8 @@ def connect_kwargs(options: SSHOptions) -> dict[str, object]:
         kwargs["compression_algs"] = None
     if options.password:
         kwargs["password"] = options.password
-    if options.private_key:
-        kwargs["client_keys"] = [asyncssh.import_private_key(options.private_key, options.passphrase)]
-    elif options.key_file:
-        kwargs["client_keys"] = [options.key_file]
-        if options.passphrase:
-            kwargs["passphrase"] = options.passphrase
+    if trust.client_keys is not None:
+        kwargs["client_keys"] = trust.client_keys
     elif not options.look_for_keys:
         kwargs["client_keys"] = None
     if options.conn_timeout:
@@ -258,8 +372,13 @@ async def _connect(
 ) -> asyncssh.SSHClientConnection:
     """One asyncssh.connect, its errors mapped to ours; LABEL names the host in them."""
     witness = _HostKeyWitness()
+    if options.allow_host_key_change:
+        log.warning("%s (%s)", HOST_KEY_CHANGE_WARNING, label)
+    if options.no_host_key_check:
+        log.warning("%s (%s)", NO_HOST_KEY_CHECK_WARNING, label)
     try:
-        return await asyncssh.connect(**connect_kwargs(options), client_factory=lambda: witness, **extra)
+        kwargs = connect_kwargs(options, await aload_trust(options))
+        return await asyncssh.connect(**kwargs, client_factory=lambda: witness, **extra)
     except asyncssh.PermissionDenied as exc:
         raise SSHAuthError(
             f"authentication failed ({exc.reason})",
@@ -268,7 +387,9 @@ async def _connect(
             "the user's authorized_keys on the host.",
         ) from None
     except asyncssh.HostKeyNotVerifiable as exc:
-        raise _host_key_error(options, label, key_source, exc.reason, witness.presented) from None
+        # It reads the known_hosts file again: not on the loop either.
+        error = await asyncio.to_thread(_host_key_error, options, label, key_source, exc.reason, witness.presented)
+        raise error from None
     except asyncssh.KeyImportError as exc:
         raise SSHAuthError(
             f"cannot read the private key {options.key_file or 'in the private_key extra'} ({exc})",
