@@ -187,9 +187,14 @@ class SSHAsyncJobHook(BaseHook):
         timeout: int = 0,
         grace: int = DEFAULT_GRACE,
         origin: str = "",
+        execution_left: int = 0,
         host: RemoteHost | None = None,
     ) -> Launched:
         """Start COMMAND as job JOB_ID, detached.
+
+        ``timeout`` (job_timeout) counts from the job's start; ``execution_left``
+        is what is left of the task's execution_timeout (0: none). The host
+        ends the job at the sooner of the two (limits.py).
 
         :raises JobIdError: the id is invalid (before any SSH call).
         :raises JobExistsError: a job with this id exists already.
@@ -203,6 +208,8 @@ class SSHAsyncJobHook(BaseHook):
         except ValueError as exc:  # a bad environment variable name
             raise SSHAsyncJobError(str(exc), job_id=job_id, hint="Fix the operator's environment.") from None
         args = [self.async_dir, job_id, str(int(timeout or 0)), str(int(grace)), origin]
+        if execution_left:
+            args.append(str(int(execution_left)))
 
         async def go(h: RemoteHost) -> Launched:
             out = fields_dict(parse_frames(await h.run("launch", args, stdin=payload, job_id=job_id)))
@@ -376,6 +383,19 @@ class SSHAsyncJobHook(BaseHook):
 
         async def go(h: RemoteHost) -> str:
             out = await h.run("signal", [job_dir, str(grace)], job_id=_ids([job_dir]))
+            return fields_dict(parse_frames(out))["outcome"].decode()
+
+        return await (go(host) if host else self._with_host(go))
+
+    async def amove_deadline(self, job_dir: str, seconds: int, *, host: RemoteHost | None = None) -> str:
+        """Set a running job's execution_timeout deadline to SECONDS from now; return the outcome.
+
+        ``moved``, ``finished``, ``unsupported`` (a supervisor older than the
+        deadline file keeps its limits) or ``gone`` (limit.sh).
+        """
+
+        async def go(h: RemoteHost) -> str:
+            out = await h.run("limit", [job_dir, str(int(seconds))], job_id=_ids([job_dir]))
             return fields_dict(parse_frames(out))["outcome"].decode()
 
         return await (go(host) if host else self._with_host(go))

@@ -272,6 +272,14 @@ class JobStatus:
     start_time: int | None = None
     end_time: int | None = None
     sizes: dict[str, int] = field(default_factory=dict)
+    limit: str | None = None  # timed_out: which limit ended it ("job_timeout" or "execution_timeout")
+
+
+def timed_out_reason(limit: str, job_timeout: object) -> str:
+    """Which limit ended the job, in words (supervisors before the deadline file knew only job_timeout)."""
+    if limit == "execution_timeout":
+        return "time limit of the task's execution_timeout reached (the try's time ran out)"
+    return f"time limit of {job_timeout} s reached (job_timeout)"
 
 
 def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] | None = None) -> JobStatus:
@@ -306,7 +314,9 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
         if reason == "cancelled":
             return replace(ended, state=JobState.CANCELLED, reason="cancelled on request")
         if reason == "timed_out":
-            return replace(ended, state=JobState.TIMED_OUT, reason=f"time limit of {info.get('timeout')} s reached")
+            limit = result.get("limit") or "job_timeout"
+            why = timed_out_reason(limit, info.get("timeout"))
+            return replace(ended, state=JobState.TIMED_OUT, reason=why, limit=limit)
         if reason == "signal":
             return replace(ended, state=JobState.KILLED, reason=f"killed by signal {sig}", exit_code=None)
         if reason == "exited" and isinstance(code, int):
@@ -361,6 +371,7 @@ def build_result(
         "start_time": iso_time(status.start_time),
         "end_time": iso_time(status.end_time),
         "duration": duration,
+        "limit": status.limit,
         "progress": progress,
         "stdout_tail": stdout_tail,
         "stderr_tail": stderr_tail,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
 
 from airflow_ssh_async.client import RemoteHost
 from airflow_ssh_async.errors import JobExistsError, JobRunningError, SSHAsyncJobError
@@ -29,6 +30,7 @@ from airflow_ssh_async.job import (
     validate_env_name,
     validate_job_id,
 )
+from airflow_ssh_async.limits import Limit, deferral_timeout, effective_limit, execution_left, host_seconds, seconds
 from airflow_ssh_async.masking import Masker, airflow_min_length, task_secrets
 from airflow_ssh_async.outcome import settle
 from airflow_ssh_async.triggers import SSHAsyncJobTrigger
@@ -67,6 +69,9 @@ class SSHAsyncJobOperator(BaseOperator):
     :param job_id: the job's name on the host (default: derived). Templated.
     :param job_timeout: remote time limit in seconds (Ansible's ``async``):
         SIGTERM to the job's process group, SIGKILL ``grace`` s later.
+        Airflow's ``execution_timeout`` also ends the job, counted from the
+        try's start, deferred or not: the host enforces the sooner of the two
+        and the task fails with ``AirflowTaskTimeout`` naming the limit.
     :param wait_for_completion: False is Ansible's ``poll: 0``: launch, return
         the job reference (XCom) and succeed.
     :param poll_interval: seconds between status checks.
@@ -138,6 +143,8 @@ class SSHAsyncJobOperator(BaseOperator):
         self._watching: JobRef | None = None
         self._secrets: list[str] = []
         self._masker = Masker()
+        self._limit: Limit | None = None  # the limit that ends the watched job first, as of its launch or attach
+        self._try_start: datetime | None = None
 
     def _check_arguments(
         self, command: Any, environment: Any, job_id: Any, cleanup: str, on_existing: str
@@ -204,6 +211,7 @@ class SSHAsyncJobOperator(BaseOperator):
         """
         store = context.get("task_state_store")
         origin = self._origin(context)
+        exec_left = self._execution_left(context)
         for _ in range(3):
             try:
                 launched = await hook.alaunch(
@@ -214,14 +222,17 @@ class SSHAsyncJobOperator(BaseOperator):
                     timeout=self.job_timeout or 0,
                     grace=self.grace,
                     origin=origin,
+                    execution_left=host_seconds(exec_left) if exec_left is not None else 0,
                     host=host,
                 )
             except JobExistsError:
                 pass
             else:
+                self._limit = effective_limit(seconds(self.job_timeout), exec_left)
                 self.log.info(
-                    "Started job %s on %s in %s, pid %s", job_id, host.options.address, launched.job_dir, launched.pid
-                )
+                    "Started job %s on %s in %s, pid %s%s",
+                    job_id, host.options.address, launched.job_dir, launched.pid, self._limit_words(),
+                )  # fmt: skip
                 return JobRef(self.ssh_conn_id, job_id, launched.job_dir, host.options.address), None
             target = hook.job_dir(job_id)
             status, facts = (await hook.astatus([target], host=host))[target]
@@ -235,6 +246,7 @@ class SSHAsyncJobOperator(BaseOperator):
                     "Job %s is already %s on %s (pid %s, started %s): re-attaching instead of starting it again",
                     job_id, status.state.value, ref.host, status.pid, iso_time(status.start_time),
                 )  # fmt: skip
+                await self._move_deadline(hook, host, ref, status.start_time, exec_left)
                 return ref, None
             if action is ExistingAction.TAKE_RESULT:
                 self.log.info(
@@ -256,6 +268,47 @@ class SSHAsyncJobOperator(BaseOperator):
                 self.log.info("Job %s had ended %s; archived its folder to %s and starting a new attempt",
                               job_id, status.state.value, moved)  # fmt: skip
         raise AirflowException(f"job {job_id!r}: could not launch or attach after 3 attempts (concurrent launches?)")
+
+    # --- time limits (limits.py) ---------------------------------------------------------
+
+    def _execution_left(self, context: Context) -> float | None:
+        """Seconds left of this try's execution_timeout, counted from its start as Airflow counts it.
+
+        ``ti.start_date`` is the try's first start, which Airflow keeps
+        across the deferral (the task SDK sets it when the worker is told
+        to run, and again only for a new try).
+        """
+        self._try_start = getattr(context["ti"], "start_date", None)
+        return execution_left(self.execution_timeout, self._try_start, datetime.now(tz=timezone.utc))
+
+    def _limit_words(self) -> str:
+        if self._limit is None:
+            return ""
+        words = f"; the host ends it in {self._limit.left:.0f} s at the latest ({self._limit.name}"
+        if self.execution_timeout and self._try_start is not None:
+            words += f"; execution_timeout counts from the try's start at {self._try_start.isoformat()}"
+        return words + ")"
+
+    async def _move_deadline(
+        self, hook: SSHAsyncJobHook, host: RemoteHost, ref: JobRef, job_start: int | None, exec_left: float | None
+    ) -> None:
+        """A retry re-attaches: the running job gets this try's execution_timeout (job_timeout still caps it)."""
+        job_left = seconds(self.job_timeout)
+        if job_left is not None and job_start is not None:  # the worker's clock: for the deferral's backstop only
+            job_left = max(job_left - (time.time() - job_start), 0.0)
+        self._limit = effective_limit(job_left, exec_left)
+        if exec_left is None:
+            return
+        outcome = await hook.amove_deadline(ref.job_dir, host_seconds(exec_left), host=host)
+        if outcome == "unsupported":
+            self.log.warning(
+                "job %s on %s runs under a supervisor older than execution_timeout deadlines: it keeps the "
+                "limits it started with (job_timeout %s); this try's execution_timeout ends only the wait",
+                ref.job_id, ref.host, self.job_timeout,
+            )  # fmt: skip
+        else:
+            self.log.info("execution_timeout of this try: job %s's deadline %s%s", ref.job_id, outcome,
+                          self._limit_words())  # fmt: skip
 
     # --- execute ---------------------------------------------------------------------------
 
@@ -311,9 +364,7 @@ class SSHAsyncJobOperator(BaseOperator):
         )
 
     def _deferral_timeout(self) -> timedelta | None:
-        if not self.job_timeout:
-            return None
-        return timedelta(seconds=self.job_timeout + self.grace + max(DEFERRAL_MARGIN, 3 * self.poll_interval))
+        return deferral_timeout(self._limit, self.grace, max(DEFERRAL_MARGIN, 3 * self.poll_interval))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         return self._settle(context, event)
@@ -324,7 +375,7 @@ class SSHAsyncJobOperator(BaseOperator):
             context["ti"].xcom_push(key="result", value=result)
         try:
             result = settle(event, self.skip_on_exit_code)
-        except AirflowException:
+        except (AirflowException, AirflowTaskTimeout):
             self._cleanup(result, succeeded=False)
             raise
         store = context.get("task_state_store")

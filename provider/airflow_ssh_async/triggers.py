@@ -15,9 +15,11 @@ from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef, job_dir, log_key
 from airflow_ssh_async.masking import Masker, airflow_min_length, seal, unseal
 from airflow_ssh_async.watch import watch_job
 
-# What a user's mark-failed or mark-success leaves the task in; after a clear
-# it has no state, or already the next try's.
-USER_ENDED_STATES = frozenset({"failed", "success"})
+# What a user's mark-failed or mark-success leaves the task in, and what
+# Airflow 3.3's scheduler sets every unfinished task of a DAG run to when the
+# run passes its dagrun_timeout (skipped; it then drops the trigger, which
+# calls on_kill). After a clear the task has no state, or already the next try's.
+USER_ENDED_STATES = frozenset({"failed", "success", "skipped"})
 # How long on_kill waits for the task instance's state before treating it
 # as unknown (and so honouring kill_on_cancel).
 STATE_READ_TIMEOUT = 20.0
@@ -206,7 +208,7 @@ class SSHAsyncJobTrigger(BaseTrigger):
         return True, states.get(ti.run_id, {}).get(key)
 
     async def on_kill(self) -> None:
-        """A user marked the task failed or success: stop the job.
+        """A user marked the task failed or success, or the DAG run timed out: stop the job.
 
         A clear also cancels this trigger, but the cleared task's next try
         re-attaches to the job (that is the point of a clear here), so the
@@ -261,6 +263,8 @@ class SSHAsyncJobTrigger(BaseTrigger):
                 self.job_id,
             )
             return
+        if state == "skipped":
+            self.log.info("task was set skipped (the DAG run's dagrun_timeout passed): cancelling job %s", self.job_id)
         ref = self._ref()
         bound = cancel_bound(self.grace)
         try:

@@ -41,6 +41,11 @@ DAG_IDS = (
     "e2e_secrets",
     "e2e_worker_kill",
     "e2e_mapped",
+    "e2e_exec_timeout",
+    "e2e_exec_once",
+    "e2e_exec_job_limit",
+    "e2e_exec_clear",
+    "e2e_dagrun_timeout",
 )
 USER = "asyncdash"
 # The Celery stack also starts PostgreSQL, Redis, a second triggerer and a worker.

@@ -21,7 +21,14 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import RemoteJobs, job_processes
-from tests.e2e.dags.ssh_async_e2e import TIME_LIMIT_S
+from tests.e2e.dags.ssh_async_e2e import (
+    DAGRUN_TIMEOUT_S,
+    EXEC_CLEAR_TIMEOUT_S,
+    EXEC_GRACE_S,
+    EXEC_TIMEOUT_S,
+    JOB_LIMIT_S,
+    TIME_LIMIT_S,
+)
 from tests.harness.airflow_stack import AirflowStack, AirflowStackError, wait_until
 from tests.harness.procs import live_group_members
 from tests.harness.sshd import SSHServer
@@ -575,6 +582,200 @@ def test_scheduler_down_while_the_job_ends_the_run_completes_once_it_is_back(
     result = af.xcom(JOB_DAG, run_id, "job")
     assert result["pid"] == info["pid"] and result["state"] == "succeeded", result
     assert starts(jobs, job_id) == 1
+
+
+# --- issue 22: execution_timeout and dagrun_timeout end the remote job --------------------
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def try_start(af: AirflowStack, dag_id: str, run_id: str, try_number: int, task_id: str = "job") -> float:
+    """When a try started as the API records it (the scheduler's side)."""
+    path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries/{try_number}"
+    return epoch(af.request("GET", path)["start_date"])
+
+
+COUNTED_START = r"execution_timeout counts from the try's start at (\S+)\)"
+
+
+def counted_start(
+    af: AirflowStack, dag_id: str, run_id: str, try_number: int = 1, metrics: dict | None = None
+) -> float:
+    """The try's start that execution_timeout counted from (``ti.start_date``, from the launch's log line).
+
+    The task SDK sets it once the API server let the worker run, which a
+    loaded machine makes seconds later than the start the API records: the
+    difference goes into METRICS.
+    """
+    text = wait_for_log(af, dag_id, run_id, COUNTED_START, try_number=try_number)
+    match = re.search(COUNTED_START, text)
+    assert match, text[-2000:]
+    start = epoch(match.group(1))
+    if metrics is not None:
+        metrics[f"{dag_id}_try{try_number}_api_start_to_sdk_start_s"] = round(
+            start - try_start(af, dag_id, run_id, try_number), 1
+        )
+    return start
+
+
+def no_job_process_left(job_id: str) -> bool:
+    """True once nothing of the job runs on the host (the supervisor exits just after result.json)."""
+    deadline = time.monotonic() + 5
+    while job_processes(job_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not job_processes(job_id)
+
+
+POLL_S = 1  # the poll_interval of the issue-22 DAGs
+
+
+@pytest.mark.timeout(240)
+@rerun_on_stale_defer_exit
+def test_13_execution_timeout_ends_deferred_jobs_the_sooner_limit_wins_dagrun_timeout_cancels(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, tmp_path_factory: pytest.TempPathFactory, metrics: dict
+) -> None:
+    """Four runs at once (one stack, ~30 s): execution_timeout with a retry, a TERM-ignoring
+    job, a smaller job_timeout, a dagrun_timeout."""
+    af, jobs = airflow_stack, remote_jobs
+    marker = tmp_path_factory.mktemp("exec-timeout") / "failure-callback"
+    plain, stubborn, capped, dagrun = (jobs.new(n) for n in ("exec", "exec-term", "exec-capped", "dagrun"))
+    runs = {
+        plain: ("e2e_exec_timeout", "echo started; sleep 120", {"marker": str(marker)}),
+        stubborn: ("e2e_exec_once", "trap '' TERM; echo started; sleep 120", {}),
+        capped: ("e2e_exec_job_limit", "echo started; sleep 120", {}),
+        dagrun: ("e2e_dagrun_timeout", "echo started; sleep 120", {}),
+    }
+    run_ids = {j: af.trigger_dag(d, conf={"job_id": j, "command": c, **x}) for j, (d, c, x) in runs.items()}
+    for job_id, (dag_id, _, _) in runs.items():
+        finish(af, dag_id, run_ids[job_id], "failed", timeout=150)
+
+    def fired_after_start(job_id: str, try_number: int = 1) -> float:
+        dag_id, run_id = runs[job_id][0], run_ids[job_id]
+        entries = log_entries(af, dag_id, run_id, try_number=try_number)
+        return stamp(first_entry(entries, r"Trigger fired event")) - counted_start(
+            af, dag_id, run_id, try_number, metrics
+        )
+
+    problems = []
+    # execution_timeout, deferred: the job ends and the task fails as a timed-out task, and is retried.
+    dag_id, run_id = runs[plain][0], run_ids[plain]
+    ti = af.task_instance(dag_id, run_id, "job")
+    if (ti["state"], ti["try_number"]) != ("failed", 2):
+        problems.append(f"execution_timeout: {ti['state']} after try {ti['try_number']}, expected failed after 2")
+    for n in (1, 2):
+        text = wait_for_log(af, dag_id, run_id, r"AirflowTaskTimeout", try_number=n)
+        if "execution_timeout" not in text:
+            problems.append(f"execution_timeout: try {n}'s log does not name the limit:\n{text[-2000:]}")
+    took = fired_after_start(plain)
+    metrics["exec_timeout_try_start_to_event_s"] = round(took, 1)
+    if took > EXEC_TIMEOUT_S + EXEC_GRACE_S + 2 * POLL_S:
+        problems.append(f"execution_timeout: the trigger fired {took:.1f}s after the try started")
+    result = af.xcom(dag_id, run_id, "job", key="result")
+    if (result["state"], result["limit"], result["signal"]) != ("timed_out", "execution_timeout", 15):
+        problems.append(f"execution_timeout: result {result}")
+    first = json.loads((jobs.async_dir / ".archive" / plain / "1" / "result.json").read_text())
+    if first["limit"] != "execution_timeout":
+        problems.append(f"execution_timeout: the first try's job ended {first}")
+    if not marker.exists() or marker.read_text() != "AirflowTaskTimeout":
+        problems.append(f"on_failure_callback saw {marker.read_text() if marker.exists() else 'nothing'}")
+
+    # A job that ignores SIGTERM: SIGKILL after the grace, still the execution_timeout.
+    took = fired_after_start(stubborn)
+    metrics["exec_timeout_term_ignored_try_start_to_event_s"] = round(took, 1)
+    if took > EXEC_TIMEOUT_S + 1 + EXEC_GRACE_S + 2 * POLL_S:  # + 1: the host counts whole seconds
+        problems.append(f"TERM ignored: the trigger fired {took:.1f}s after the try started")
+    result = af.xcom(runs[stubborn][0], run_ids[stubborn], "job", key="result")
+    if (result["state"], result["limit"], result["signal"]) != ("timed_out", "execution_timeout", 9):
+        problems.append(f"TERM ignored: result {result}")
+
+    # job_timeout smaller than execution_timeout: the job's limit wins, and says so.
+    result = af.xcom(runs[capped][0], run_ids[capped], "job", key="result")
+    if (result["state"], result["limit"]) != ("timed_out", "job_timeout") or not (
+        JOB_LIMIT_S <= result["duration"] <= JOB_LIMIT_S + 2
+    ):
+        problems.append(f"job_timeout: result {result}")
+    reason = f"time limit of {JOB_LIMIT_S} s reached (job_timeout)"
+    wait_for_log(af, runs[capped][0], run_ids[capped], re.escape(reason))
+
+    # dagrun_timeout: Airflow sets the deferred task skipped and drops its trigger (on_kill): the job is cancelled.
+    dag_id, run_id = runs[dagrun][0], run_ids[dagrun]
+    assert jobs.dir(dagrun).exists(), "the run timed out before its task launched the job: raise DAGRUN_TIMEOUT_S"
+    if (state := af.task_instance(dag_id, run_id, "job")["state"]) != "skipped":
+        problems.append(f"dagrun_timeout: the task is {state}, expected skipped (Airflow 3.3's rule)")
+    ended = wait_until(lambda: result_json(jobs, dagrun), 40, "the dagrun_timeout's job to end", interval=0.2)
+    run = af.dag_run(dag_id, run_id)
+    took = ended["end_time"] - epoch(run["start_date"])
+    metrics["dagrun_timeout_run_start_to_job_end_s"] = round(took, 1)
+    if ended["reason"] != "cancelled" or took > DAGRUN_TIMEOUT_S + 20:  # scheduler loop, trigger cleanup, on_kill
+        problems.append(f"dagrun_timeout: the job ended {ended}, {took:.0f}s after the run started")
+    wait_for_log(af, dag_id, run_id, r"dagrun_timeout passed\): cancelling job")
+
+    for job_id in runs:
+        if not no_job_process_left(job_id):
+            problems.append(f"{job_id}: processes left on the host: {job_processes(job_id)}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.timeout(180)
+def test_14_the_host_ends_the_job_at_execution_timeout_with_no_triggerer_running(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs, dag_id = airflow_stack, remote_jobs, "e2e_exec_once"
+    job_id = jobs.new("exec-notrig")
+    run_id = af.trigger_dag(dag_id, conf={"job_id": job_id, "command": "echo started; sleep 120"})
+    defer_and_hold(af, dag_id, run_id)
+    started = counted_start(af, dag_id, run_id, 1, metrics)
+    for triggerer in af.triggerers:
+        af.kill_triggerer(triggerer.name, sig=signal.SIGKILL)
+    assert not af.triggerers, "no triggerer should be left running"
+    assert time.time() < started + EXEC_TIMEOUT_S, "too slow: the triggerers stopped after the deadline"
+    assert result_json(jobs, job_id) is None and job_processes(job_id), "the job ended before its deadline"
+
+    result = wait_until(lambda: result_json(jobs, job_id), 30, "the host to end the job", interval=0.2)
+    metrics["try_start_to_job_end_s"] = round(result["end_time"] - started, 1)
+    assert (result["reason"], result["limit"]) == ("timed_out", "execution_timeout"), result
+    assert result["end_time"] <= started + EXEC_TIMEOUT_S + 2, f"ended {result['end_time'] - started:.0f}s in"
+    assert no_job_process_left(job_id), job_processes(job_id)
+    assert af.task_instance(dag_id, run_id, "job")["state"] == "deferred"
+
+    af.start_triggerer()
+    finish(af, dag_id, run_id, "failed", timeout=90)
+    wait_for_log(af, dag_id, run_id, r"AirflowTaskTimeout")
+    assert af.xcom(dag_id, run_id, "job", key="result")["limit"] == "execution_timeout"
+
+
+@pytest.mark.timeout(180)
+def test_15_a_cleared_task_reattaching_gets_its_own_execution_timeout_and_moves_the_jobs_deadline(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    af, jobs, dag_id = airflow_stack, remote_jobs, "e2e_exec_clear"
+    job_id = jobs.new("exec-clear")
+    command = f'echo "$$" >> {jobs.file("starts", job_id)}; echo started; sleep 120'
+    run_id = af.trigger_dag(dag_id, conf={"job_id": job_id, "command": command})
+    defer_and_hold(af, dag_id, run_id)
+    wait_for_log(af, dag_id, run_id, r"started")
+    first = counted_start(af, dag_id, run_id, 1, metrics)
+    time.sleep(max(0.0, first + 3 - time.time()))  # the next try starts measurably later
+
+    af.clear_tasks(dag_id, run_id, ["job"])
+    wait_until(
+        lambda: (ti := af.task_instance(dag_id, run_id, "job"))["try_number"] == 2 and ti["state"] == "deferred",
+        60,
+        "the cleared task's second try to defer",
+        check=af.check_alive,
+    )
+    second = counted_start(af, dag_id, run_id, 2, metrics)
+    wait_for_log(af, dag_id, run_id, r"execution_timeout of this try: job \S+'s deadline moved", try_number=2)
+    result = wait_until(lambda: result_json(jobs, job_id), EXEC_CLEAR_TIMEOUT_S + 30, "the job to end", interval=0.2)
+    metrics.update(try_gap_s=round(second - first, 1), second_try_to_job_end_s=round(result["end_time"] - second, 1))
+    assert (result["reason"], result["limit"]) == ("timed_out", "execution_timeout"), result
+    assert result["end_time"] >= second + EXEC_CLEAR_TIMEOUT_S - 1, "the first try's deadline ended the job"
+    assert result["end_time"] <= second + EXEC_CLEAR_TIMEOUT_S + 2, "the job ran past the second try's deadline"
+    finish(af, dag_id, run_id, "failed")
+    assert starts(jobs, job_id) == 1, "the clear started the job again"
+    assert no_job_process_left(job_id)
 
 
 # Last in the file: it failed before bug 1 of docs/reliability.md was fixed; `-x` should not hide the others.

@@ -55,10 +55,12 @@ def launch(
     env: dict | None = None,
     grace: int = 1,
     extra_env: dict[str, str] | None = None,
+    execution_left: int = 0,
 ) -> dict[str, bytes]:
     payload = launch_payload(command, env or {}, "", script("lib") + b"\n" + script("supervise"))
+    limits = [str(execution_left)] if execution_left else []
     out = run(
-        *(shell, "launch", "~/.airflow_async", job, str(timeout), str(grace), "test"),
+        *(shell, "launch", "~/.airflow_async", job, str(timeout), str(grace), "test", *limits),
         stdin=payload,
         home=home,
         extra_env=extra_env,
@@ -549,3 +551,63 @@ def test_supervisors_keeps_copies_that_running_jobs_run_and_removes_the_rest(she
     run(shell, "signal", running["job_dir"].decode(), "1", home=tmp_path)
     wait_state(shell, tmp_path, running["job_dir"].decode(), JobState.CANCELLED)
     assert copies("1") == {in_use: "removed"}
+
+
+# --- execution_timeout: the deadline file (limit.sh) -------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_the_sooner_of_job_timeout_and_execution_timeout_ends_the_job_and_is_named(
+    shell: list[str], tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    by_exec = launch(shell, tmp_path, "byexec", "sleep 300", timeout=60, execution_left=2)
+    by_job = launch(shell, tmp_path, "byjob", "sleep 300", timeout=2, execution_left=60)
+    for rep, name in ((by_exec, "execution_timeout"), (by_job, "job_timeout")):
+        took, result = _result_after(rep["job_dir"].decode(), started)
+        assert (result["reason"], result["signal"], result["limit"]) == ("timed_out", 15, name), result
+        assert 1.0 < took < 4.0, f"{name} of 2 s hit after {took:.1f}s"
+        status = _classified(shell, tmp_path, rep["job_dir"].decode())
+        assert status.state is JobState.TIMED_OUT and status.limit == name and name in status.reason
+
+
+@pytest.mark.timeout(60)
+def test_limit_moves_a_running_jobs_deadline_later_and_earlier(shell: list[str], tmp_path: Path) -> None:
+    """A retry re-attaching gets its own execution_timeout: the supervisor reads the new deadline at once."""
+    later = launch(shell, tmp_path, "later", "sleep 300", execution_left=2)
+    earlier = launch(shell, tmp_path, "earlier", "sleep 300", execution_left=600)
+    time.sleep(0.3)
+    for rep, secs in ((later, "5"), (earlier, "1")):
+        out = run(shell, "limit", rep["job_dir"].decode(), secs, home=tmp_path)
+        assert dict(parse_frames(out.stdout)) == {"outcome": b"moved"}, out.stderr
+    moved = time.monotonic()
+    took, result = _result_after(earlier["job_dir"].decode(), moved)
+    assert result["limit"] == "execution_timeout" and took < 3.0, f"the earlier deadline hit after {took:.1f}s"
+    assert not Path(later["job_dir"].decode(), "result.json").exists(), "the old deadline of 2 s still ended it"
+    took, result = _result_after(later["job_dir"].decode(), moved)
+    assert result["limit"] == "execution_timeout" and 3.5 < took < 7.0, f"the later deadline hit after {took:.1f}s"
+
+
+@pytest.mark.timeout(60)
+def test_limit_never_lifts_job_timeout_and_answers_finished_unsupported_and_bad_input(
+    shell: list[str], tmp_path: Path
+) -> None:
+    capped = launch(shell, tmp_path, "capped", "sleep 300", timeout=2, execution_left=1)
+    time.sleep(0.3)
+    run(shell, "limit", capped["job_dir"].decode(), "600", home=tmp_path)
+    took, result = _result_after(capped["job_dir"].decode(), time.monotonic())
+    assert result["limit"] == "job_timeout" and took < 3.0, result
+    out = run(shell, "limit", capped["job_dir"].decode(), "5", home=tmp_path)
+    assert dict(parse_frames(out.stdout)) == {"outcome": b"finished"}
+    old = launch(shell, tmp_path, "old", "sleep 300")
+    job_json = Path(old["job_dir"].decode(), "job.json")  # launch() waits for it
+    # A supervisor from before the deadline file says nothing about one.
+    job_json.write_text(job_json.read_text().replace('  "deadline_file": "deadline",\n', ""))
+    out = run(shell, "limit", old["job_dir"].decode(), "5", home=tmp_path)
+    assert dict(parse_frames(out.stdout)) == {"outcome": b"unsupported"}
+    for bad in ("", "-1", "5; rm -rf ~", "1e3"):
+        out = run(shell, "limit", old["job_dir"].decode(), bad, home=tmp_path)
+        assert out.returncode == 64 and b"whole number" in out.stderr, (bad, out)
+    out = run(shell, "limit", str(tmp_path / "nope"), "5", home=tmp_path)
+    assert out.returncode == 66
+    run(shell, "signal", old["job_dir"].decode(), "1", home=tmp_path)

@@ -1,8 +1,10 @@
 # shellcheck shell=sh
 # airflow-ssh-async launch: start one detached job.
 #
-# Usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN
+# Usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN [EXEC_LEFT]
 #        ORIGIN: who launched it (the Airflow task instance), kept in job.json.
+#        EXEC_LEFT: seconds left of the task's execution_timeout (0: none);
+#        the supervisor keeps it as its `deadline` file.
 # Stdin: "airflow-ssh-async-payload 1 CWD_LEN ENV_LEN SUPERVISOR_LEN COMMAND_LEN SUPERVISOR_ID\n"
 #        then the cwd, the env exports, the supervisor program and the
 #        command, back to back. SUPERVISOR_ID (hex) names the supervisor's
@@ -67,7 +69,7 @@ session_settings() {
 }
 
 launch() {
-    [ $# -eq 5 ] || err "$E_USAGE" "usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN"
+    [ $# -eq 5 ] || [ $# -eq 6 ] || err "$E_USAGE" "usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN [EXEC_LEFT]"
     # Builtins wherever they serve (expand_home_v, cd -P and $PWD, read,
     # ${#}): every fork here is launch latency.
     expand_home_v "$1"
@@ -77,6 +79,7 @@ launch() {
     _timeout=$3
     _grace=$4
     _origin=$5
+    _exec_left=${6:-0}
 
     umask 077
     [ -d "$_base" ] || mkdir -p "$_base" 2>/dev/null
@@ -166,7 +169,7 @@ launch() {
     command -v "${AIRFLOW_ASYNC_SH:-/bin/sh}" >/dev/null 2>&1 ||
         abandon "the supervisor's shell '${AIRFLOW_ASYNC_SH:-/bin/sh}' (AIRFLOW_ASYNC_SH) is not an executable; nothing was started" "$E_NEED"
     setsid "${AIRFLOW_ASYNC_SH:-/bin/sh}" "$_sup" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" \
-        "$_origin" </dev/null 2>>"$_dir/supervisor.log" &
+        "$_origin" "$_exec_left" </dev/null 2>>"$_dir/supervisor.log" &
     proc_start_v "$!"
     printf '%s %s\n' "$!" "$_pstart" >>"$_dir/launching"
 }

@@ -1,13 +1,21 @@
 # shellcheck shell=sh
 # airflow-ssh-async supervise: watch one job to its end.
 #
-# Usage: supervise JOB_DIR JOB_ID TIMEOUT GRACE CWD ORIGIN   (started by launch under setsid)
+# Usage: supervise JOB_DIR JOB_ID TIMEOUT GRACE CWD ORIGIN [EXEC_LEFT]
+#        (started by launch under setsid)
 #
 # Starts the job (`/bin/sh command`) in its own session and process group,
 # prints the launch report on stdout and closes it, writes job.json, then
 # waits. It enforces the time limit (SIGTERM to the job's process group,
 # SIGKILL after GRACE seconds), escalates a cancel the same way, and writes
 # result.json atomically when the job ends.
+#
+# Two limits, the sooner wins: TIMEOUT (job_timeout, seconds from the start)
+# and the `deadline` file (Airflow's execution_timeout: one line, the epoch
+# second when the task's try runs out; written here from EXEC_LEFT at the
+# start, and rewritten by limit.sh when a retry re-attaches). The file is
+# read again on every wake (limit.sh sends SIGUSR1), until the SIGTERM is
+# sent. result.json's "limit" names the one that ended the job.
 #
 # No periodic tick: the supervisor sleeps in the `wait` builtin and wakes
 # only when something happens.
@@ -90,18 +98,20 @@ write_job_json() {
         printf '  "start_time": %s,\n' "$_start"
         printf '  "timeout": %s,\n' "$_timeout"
         printf '  "grace": %s,\n' "$_grace"
+        printf '  "deadline_file": "deadline",\n'
         printf '  "wake_signal": "USR1"\n'
         printf '}\n'
     } >job.json.tmp && mv -f job.json.tmp job.json
 }
 
-# write_result REASON EXIT_CODE SIGNAL: with "group_left": true when drain
-# gave up on processes of the job's group that outlived SIGKILL.
+# write_result REASON EXIT_CODE SIGNAL LIMIT (LIMIT: a JSON value): with
+# "group_left": true when drain gave up on processes of the job's group that
+# outlived SIGKILL.
 write_result() {
     _extra=
     [ -n "$_group_left" ] && _extra=', "group_left": true'
-    printf '{"protocol": %s, "reason": "%s", "exit_code": %s, "signal": %s, "end_time": %s%s}\n' \
-        "$PROTOCOL" "$1" "$2" "$3" "$(now)" "$_extra" | write_atomic "$_dir/result.json"
+    printf '{"protocol": %s, "reason": "%s", "exit_code": %s, "signal": %s, "limit": %s, "end_time": %s%s}\n' \
+        "$PROTOCOL" "$1" "$2" "$3" "$4" "$(now)" "$_extra" | write_atomic "$_dir/result.json"
 }
 
 # When the job ends: the reason a person or the time limit gave, else what
@@ -118,6 +128,7 @@ finish() {
         _code=$_status
         _sig=null
     fi
+    _lim=null
     # A cancel explains any end but exit 0: a job that finished its work
     # although asked to stop reports what it did (the cancel file, which
     # stays, says that a cancel was asked).
@@ -125,12 +136,13 @@ finish() {
         _reason=cancelled
     elif [ -e "$_dir/timed_out" ]; then
         _reason=timed_out
+        [ -n "$_ended_by" ] && _lim="\"$_ended_by\""
     elif [ "$_sig" != null ]; then
         _reason=signal
     else
         _reason=exited
     fi
-    write_result "$_reason" "$_code" "$_sig"
+    write_result "$_reason" "$_code" "$_sig" "$_lim"
 }
 
 wait_mode() {
@@ -140,6 +152,25 @@ wait_mode() {
         _mode=tick
     else
         _mode=chld # dash, busybox ash (and the other ash descendants)
+    fi
+}
+
+# limits: _deadline (0: none) and _limit, its name: the sooner of the end
+# of job_timeout and the deadline file's second (a tie goes to job_timeout).
+# A missing or unreadable file is no deadline; `read` keeps it fork-free.
+limits() {
+    _deadline=0
+    _limit=
+    if [ "$_timeout" -gt 0 ]; then
+        _deadline=$((_start + _timeout))
+        _limit=job_timeout
+    fi
+    _x=
+    { IFS= read -r _x || :; } 2>/dev/null <deadline
+    case $_x in '' | *[!0-9]*) return 0 ;; esac
+    if [ "$_deadline" -eq 0 ] || [ "$_x" -lt "$_deadline" ]; then
+        _deadline=$_x
+        _limit=execution_timeout
     fi
 }
 
@@ -162,7 +193,8 @@ act() {
             _term_at=$1
             kill_group TERM "$_pid"
         elif [ "$_deadline" -gt 0 ] && [ "$1" -ge "$_deadline" ]; then
-            printf '%s\n' "$1" >timed_out
+            _ended_by=$_limit
+            printf '%s %s\n' "$1" "$_limit" >timed_out
             _term_at=$1
             kill_group TERM "$_pid"
         fi
@@ -221,9 +253,8 @@ stop_timer() {
 # watch: wait for the job, acting on cancels and the time limit; leaves its
 # exit status in _st.
 watch() {
-    _deadline=0
-    [ "$_timeout" -gt 0 ] && _deadline=$((_start + _timeout))
     _term_at=0
+    _ended_by=
     _killed=0
     _sleep=
     _sleep_due=
@@ -233,6 +264,8 @@ watch() {
     [ "$_mode" = tick ] && trap '' USR1
     _now=$_start
     while :; do
+        # Until the SIGTERM, every wake may bring a moved deadline.
+        [ "$_term_at" -eq 0 ] && limits
         act "$_now"
         _wake=0
         _chld=0
@@ -320,14 +353,17 @@ supervise() {
     _grace=$4
     _cwd=$5
     _origin=$6
+    _exec_left=${7:-0}
     trap '' HUP
-    # signal.sh wakes us with USR1 when a cancel is asked (trapped before
-    # job.json names our pid).
+    # signal.sh wakes us with USR1 when a cancel is asked, limit.sh when the
+    # deadline moved (trapped before job.json names our pid).
     trap '_wake=1' USR1
     cd "$_dir" || exit 1
     : >stdout
     : >stderr
     _start=$(now)
+    case $_exec_left in '' | *[!0-9]*) _exec_left=0 ;; esac
+    [ "$_exec_left" -gt 0 ] && printf '%s\n' $((_start + _exec_left)) >deadline
     # The task's environment is applied by the job's own process only
     # (JOB_START), after all of ours is done: it cannot change what this
     # shell or the job's start-up run.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pendulum
 from airflow.providers.ssh.operators.ssh import SSHOperator
@@ -150,3 +152,44 @@ with dag("e2e_mapped", max_active_tasks=512):
         return list(context["dag_run"].conf["jobs"])
 
     SSHAsyncJobOperator.partial(task_id="job", poll_interval=2, max_active_tis_per_dag=512).expand_kwargs(jobs())
+
+
+# Issue 22: Airflow's execution_timeout ends the remote job, also while deferred.
+EXEC_TIMEOUT_S = 8
+EXEC_GRACE_S = 2
+EXEC_CLEAR_TIMEOUT_S = 20
+JOB_LIMIT_S = 4
+# Long enough for the task to defer first on a loaded machine (a worker can take 15 s to start).
+DAGRUN_TIMEOUT_S = 30
+
+
+def note_failure(context: dict[str, Any]) -> None:
+    """on_failure_callback: the exception's class, in the file the run's conf names."""
+    marker = context["dag_run"].conf.get("marker")
+    if marker:
+        Path(marker).write_text(type(context.get("exception")).__name__)
+
+
+EXEC = {"execution_timeout": timedelta(seconds=EXEC_TIMEOUT_S), "grace": EXEC_GRACE_S, "poll_interval": 1}
+with dag(
+    "e2e_exec_timeout",
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=1), "on_failure_callback": note_failure},
+):
+    SSHAsyncJobOperator(task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, **EXEC)
+
+with dag("e2e_exec_once"):
+    SSHAsyncJobOperator(task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, **EXEC)
+
+with dag("e2e_exec_job_limit"):
+    SSHAsyncJobOperator(
+        task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, job_timeout=JOB_LIMIT_S, **EXEC
+    )
+
+with dag("e2e_exec_clear"):
+    SSHAsyncJobOperator(
+        task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, poll_interval=1, grace=EXEC_GRACE_S,
+        execution_timeout=timedelta(seconds=EXEC_CLEAR_TIMEOUT_S),
+    )  # fmt: skip
+
+with dag("e2e_dagrun_timeout", dagrun_timeout=timedelta(seconds=DAGRUN_TIMEOUT_S)):
+    SSHAsyncJobOperator(task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, poll_interval=1)
