@@ -60,6 +60,19 @@ with dag("ssh_async_in_worker"):
         deferrable=False,
     )
 
+# execution_timeout, deferred: Airflow does not time a deferred task; the host ends the job.
+with dag("ssh_async_exec_timeout"):
+    SSHAsyncJobOperator(
+        task_id="job",
+        ssh_conn_id="test_asyncdash",
+        job_id=CONF_JOB,
+        command="echo waiting; sleep 60",
+        execution_timeout=timedelta(seconds=3),
+        job_timeout=600,
+        grace=1,
+        poll_interval=0.5,
+    )
+
 with dag("ssh_async_timeout"):
     SSHAsyncJobOperator(
         task_id="job",

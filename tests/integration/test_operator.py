@@ -114,6 +114,20 @@ def test_time_limit_stops_the_job_and_fails_timed_out(sshd, dag_bag, job_id, cap
     assert live_group_members(result["pid"]) == []
 
 
+def test_execution_timeout_ends_the_deferred_job_and_fails_as_a_timeout(sshd, dag_bag, job_id, capfd) -> None:
+    started = time.monotonic()
+    dag_run = run_dag(dag_bag, "ssh_async_exec_timeout", job_id=job_id)
+    took = time.monotonic() - started
+    out = capfd.readouterr().out
+    assert ti_of(dag_run).state == "failed"
+    assert "AirflowTaskTimeout" in out and "execution_timeout reached" in out, out[-3000:]
+    result = xcom(dag_run, key="result")
+    assert (result["state"], result["limit"], result["signal"]) == ("timed_out", "execution_timeout", 15), result
+    assert result["duration"] <= 4, result  # 3 s, rounded up to the host's next second
+    assert took < 30, f"dag.test took {took:.0f}s: the job_timeout of 600 s is not what ended it"
+    assert live_group_members(result["pid"]) == []
+
+
 def test_waiting_in_the_worker_when_not_deferrable(sshd, dag_bag, job_id, capfd) -> None:
     dag_run = run_dag(dag_bag, "ssh_async_in_worker", job_id=job_id, command="sleep 1; echo done-in-worker")
     out = capfd.readouterr().out
