@@ -566,7 +566,7 @@ def test_the_sooner_of_job_timeout_and_execution_timeout_ends_the_job_and_is_nam
     for rep, name in ((by_exec, "execution_timeout"), (by_job, "job_timeout")):
         took, result = _result_after(rep["job_dir"].decode(), started)
         assert (result["reason"], result["signal"], result["limit"]) == ("timed_out", 15, name), result
-        assert 1.0 < took < 4.0, f"{name} of 2 s hit after {took:.1f}s"
+        assert 1.0 < took < 5.0, f"{name} of 2 s hit after {took:.1f}s"
         status = _classified(shell, tmp_path, rep["job_dir"].decode())
         assert status.state is JobState.TIMED_OUT and status.limit == name and name in status.reason
 
@@ -582,10 +582,10 @@ def test_limit_moves_a_running_jobs_deadline_later_and_earlier(shell: list[str],
         assert dict(parse_frames(out.stdout)) == {"outcome": b"moved"}, out.stderr
     moved = time.monotonic()
     took, result = _result_after(earlier["job_dir"].decode(), moved)
-    assert result["limit"] == "execution_timeout" and took < 3.0, f"the earlier deadline hit after {took:.1f}s"
+    assert result["limit"] == "execution_timeout" and took < 4.0, f"the earlier deadline hit after {took:.1f}s"
     assert not Path(later["job_dir"].decode(), "result.json").exists(), "the old deadline of 2 s still ended it"
     took, result = _result_after(later["job_dir"].decode(), moved)
-    assert result["limit"] == "execution_timeout" and 3.5 < took < 7.0, f"the later deadline hit after {took:.1f}s"
+    assert result["limit"] == "execution_timeout" and 3.0 < took < 9.0, f"the later deadline hit after {took:.1f}s"
 
 
 @pytest.mark.timeout(60)
@@ -596,7 +596,7 @@ def test_limit_never_lifts_job_timeout_and_answers_finished_unsupported_and_bad_
     time.sleep(0.3)
     run(shell, "limit", capped["job_dir"].decode(), "600", home=tmp_path)
     took, result = _result_after(capped["job_dir"].decode(), time.monotonic())
-    assert result["limit"] == "job_timeout" and took < 3.0, result
+    assert result["limit"] == "job_timeout" and took < 4.0, result
     out = run(shell, "limit", capped["job_dir"].decode(), "5", home=tmp_path)
     assert dict(parse_frames(out.stdout)) == {"outcome": b"finished"}
     old = launch(shell, tmp_path, "old", "sleep 300")
