@@ -37,6 +37,7 @@ from airflow_ssh_async.errors import (
     RemoteCommandError,
     RemoteShellError,
     RemoteWriteError,
+    SSHAsyncJobError,
     SSHAuthError,
     SSHConnectError,
 )
@@ -546,7 +547,12 @@ class RemoteHost:
         if args_on_stdin:
             if stdin:
                 raise ValueError("stdin carries the arguments or data, not both")
-            args, stdin = ["--stdin-args"], stdin_args(args)
+            try:
+                args, stdin = ["--stdin-args"], stdin_args(args)
+            except ValueError as exc:
+                raise SSHAsyncJobError(
+                    str(exc), host=self.options.label, job_id=job_id, hint="Name job folders without the byte 0x1f."
+                ) from None
         conn = await self._shared.connection()
         try:
             async with self._shared.channels:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from airflow.sdk.bases.hook import BaseHook
 
-from airflow_ssh_async.client import RemoteHost, remote_host, supervisor_program
+from airflow_ssh_async.client import ARG_SEPARATOR, RemoteHost, remote_host, supervisor_program
 from airflow_ssh_async.connection import SSHOptions, options_from_connection
 from airflow_ssh_async.errors import ConnectionNotFoundError, RemoteWriteError, SSHAsyncJobError
 from airflow_ssh_async.job import (
@@ -138,6 +138,12 @@ class SSHAsyncJobHook(BaseHook):
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
         self.async_dir = async_dir or DEFAULT_ASYNC_DIR
+        if ARG_SEPARATOR in self.async_dir:
+            # Batches carry job folders on stdin, one ended by this byte.
+            raise SSHAsyncJobError(
+                f"async_dir {self.async_dir!r} holds the control byte 0x1f (connection {ssh_conn_id!r})",
+                hint="Any other byte may be in async_dir: choose one without 0x1f.",
+            )
         self._options: SSHOptions | None = None
 
     # --- connection -------------------------------------------------------------
