@@ -240,6 +240,7 @@ async def watch_job(
         hook,
         ref,
         log=masked_log(log, masker),
+        output_log=log,  # the output is masked as a stream already: not twice
         poll_interval=poll_interval,
         log_key=log_key,
         stream_output=stream_output,
@@ -258,6 +259,7 @@ async def _watch(
     ref: JobRef,
     *,
     log: logging.Logger | Any,
+    output_log: logging.Logger | Any,
     poll_interval: float,
     log_key: str,
     stream_output: bool,
@@ -277,7 +279,7 @@ async def _watch(
         request = ansible_request(ansible_async_dir, ref.job_id, ref.job_dir)
         ref = dataclasses.replace(ref, job_dir=ansible_file(ansible_async_dir, ref.job_id, ref.job_dir))
     key = ref.job_dir  # what we poll by, as given; ref.job_dir becomes the resolved path
-    follower = OutputFollower(key, log, tail_bytes, stream_output, masker, "" if ansible else log_key)
+    follower = OutputFollower(key, output_log, tail_bytes, stream_output, masker, "" if ansible else log_key)
     failing_since: float | None = None
     starting_since: float | None = None
     backoff = min(1.0, poll_interval)

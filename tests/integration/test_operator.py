@@ -368,3 +368,30 @@ def test_a_missing_key_file_fails_the_task_at_once_as_a_credential_error(sshd, d
     assert "cannot read the private key /nonexistent/id_ed25519" in log
     assert "AirflowFailException" in log, "a permanent error: no retry would help"
     assert "check that the host is up" not in log.lower()
+
+
+@pytest.mark.timeout(120)
+def test_a_secret_across_every_read_boundary_is_masked_in_log_result_and_a_late_tail(sshd, job_id) -> None:
+    from airflow_ssh_async.masking import Masker
+
+    secret = "pw-é€😀-0123456789"
+    # The secret in a long line, in a line of its own and split across two writes.
+    command = (
+        f"printf '%2000s' '' | tr ' ' x; printf 'S=%s\\n' \"$PW\"; printf '%s\\n' \"$PW\"; "
+        "printf '%s' \"$PW\" | head -c 5; sleep 1; printf '%s\\n' \"$PW\" | tail -c +6"
+    )
+    hook = SSHAsyncJobHook(f"test_{USER}")
+    launched = hook.launch(job_id, command, environment={"PW": secret})
+    log = ListLog()
+    ref = JobRef(f"test_{USER}", job_id, launched.job_dir)
+    masker = Masker([secret])
+    event = asyncio.run(watch_job(hook, ref, log=log, poll_interval=0.3, chunk_bytes=7, masker=masker))
+    assert event["result"]["state"] == "succeeded"
+    assert log.lines == ["x" * 2000 + "S=***", "***", "***"], log.lines
+    assert secret not in repr(event) and event["result"]["stdout_tail"].endswith("S=***\n***\n***\n")
+    status = hook.status([launched.job_dir])[launched.job_dir][0]
+    for tail_bytes in range(1, 40):  # a tail read from the end may begin inside the secret
+        late = hook.run_sync(
+            lambda h, n=tail_bytes: hook.afinished_result(ref, status, tail_bytes=n, host=h, masker=masker)
+        )
+        assert not [p for p in (secret[i:] for i in range(len(secret) - 3)) if p in late["stdout_tail"]], late
