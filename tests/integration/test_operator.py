@@ -377,7 +377,7 @@ def test_a_secret_across_every_read_boundary_is_masked_in_log_result_and_a_late_
     secret = "pw-é€😀-0123456789"
     # The secret in a long line, in a line of its own and split across two writes.
     command = (
-        f"printf '%2000s' '' | tr ' ' x; printf 'S=%s\\n' \"$PW\"; printf '%s\\n' \"$PW\"; "
+        "printf '%2000s' '' | tr ' ' x; printf 'S=%s\\n' \"$PW\"; printf '%s\\n' \"$PW\"; "
         "printf '%s' \"$PW\" | head -c 5; sleep 1; printf '%s\\n' \"$PW\" | tail -c +6"
     )
     hook = SSHAsyncJobHook(f"test_{USER}")
