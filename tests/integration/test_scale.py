@@ -111,9 +111,11 @@ def test_fifty_triggers_share_one_connection_and_one_status_call_per_tick(sshd, 
         assert result["stdout_tail"] == f"start {n}\nend {n}\n"
     statuses = calls.of("status")
     # Watchers align to the wall clock: one status call per 1 s tick, each for
-    # all the jobs still watched (never two calls within one tick).
+    # all the jobs still watched (never two calls within one tick). The first
+    # poll is made at once, wherever in the second the watchers start, so
+    # only the gaps after it are whole ticks.
     gaps = [b[0] - a[0] for a, b in zip(statuses, statuses[1:], strict=False)]
-    assert all(g > 0.5 for g in gaps), gaps
+    assert all(g > 0.5 for g in gaps[1:]), gaps
     assert len(statuses) <= 8, [len(s[3]) for s in statuses]
     assert max(len(s[3]) for s in statuses) == 50
     # Output is read only when it grew: each job prints twice, so far fewer
