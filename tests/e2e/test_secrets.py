@@ -10,11 +10,10 @@ Airflow's own reference.
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from contextlib import closing
 
 import pytest
+import sqlalchemy
 
 from tests.e2e.conftest import RemoteJobs
 from tests.e2e.test_scenarios import finish, rerun_on_stale_defer_exit
@@ -24,16 +23,17 @@ pytestmark = pytest.mark.e2e
 DAG_ID = "e2e_secrets"
 
 
-def trigger_kwargs(af: AirflowStack) -> list[str]:
-    """The kwargs column of every trigger row now, as stored."""
-    with closing(sqlite3.connect(f"file:{af.home / 'airflow.db'}?mode=ro", uri=True, timeout=5)) as db:
-        try:
-            return [str(row[0]) for row in db.execute("SELECT kwargs FROM trigger")]
-        except sqlite3.OperationalError:  # locked by a writer this instant: next round
-            return []
+def trigger_kwargs(db: sqlalchemy.engine.Engine) -> list[str]:
+    """The kwargs column of every trigger row now, as stored (SQLite file or PostgreSQL)."""
+    try:
+        with db.connect() as conn:
+            return [str(row[0]) for row in conn.execute(sqlalchemy.text("SELECT kwargs FROM trigger"))]
+    except sqlalchemy.exc.OperationalError:  # SQLite locked by a writer this instant: next round
+        return []
 
 
-@pytest.mark.stacks("sqlite")  # reads the trigger table from the SQLite file
+# Both stacks: on Celery the worker that rendered the secrets and the triggerer that
+# streams the output share no process, environment or machine-local file.
 @pytest.mark.timeout(420)
 @rerun_on_stale_defer_exit  # Airflow's scheduler race (docs/troubleshooting.md), never the secrets
 def test_secrets_never_reach_the_task_log_the_result_or_the_trigger_table(
@@ -44,9 +44,13 @@ def test_secrets_never_reach_the_task_log_the_result_or_the_trigger_table(
     run_id = af.trigger_dag(DAG_ID, conf={"job_id": job_id})
     stored: list[str] = []
     deadline = time.monotonic() + 240
-    while af.dag_run_state(DAG_ID, run_id) in ("queued", "running") and time.monotonic() < deadline:
-        stored += trigger_kwargs(af)
-        time.sleep(0.3)
+    db = sqlalchemy.create_engine(af.db_url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        while af.dag_run_state(DAG_ID, run_id) in ("queued", "running") and time.monotonic() < deadline:
+            stored += trigger_kwargs(db)
+            time.sleep(0.3)
+    finally:
+        db.dispose()
     finish(af, DAG_ID, run_id, "success", timeout=30)
 
     secrets = list(secret_values.values())

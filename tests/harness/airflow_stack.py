@@ -507,6 +507,11 @@ class AirflowStack:
             "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "64",
         }
 
+    @property
+    def db_url(self) -> str:
+        """The metadata database's SQLAlchemy URL, for tests that read what Airflow stored."""
+        return self._db_settings()["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+
     def _shared_settings(self) -> dict[str, str]:
         """Settings a deployment copies to every machine: DAG files, API address, shared secrets."""
         return {
