@@ -48,8 +48,10 @@ DAG_IDS = (
     "e2e_dagrun_timeout",
 )
 USER = "asyncdash"
-# The Celery stack also starts PostgreSQL, Redis, a second triggerer and a worker.
-STARTUP_LIMIT = {"sqlite": 60.0, "celery": 150.0}
+# A bound on a start that hangs, not a speed target: a busy 2-core machine (CI with
+# both sessions and a core kept busy) took 64 s for SQLite. The Celery stack also
+# starts PostgreSQL, Redis, a second triggerer and a worker.
+STARTUP_LIMIT = {"sqlite": 240.0, "celery": 400.0}
 SELECTED_KINDS = tuple(k.strip() for k in os.environ.get("E2E_STACKS", ",".join(KINDS)).split(",") if k.strip())
 SECOND_HOST = "127.0.0.2"  # a second sshd, its own host key and port: another host to the provider
 

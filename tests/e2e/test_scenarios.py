@@ -28,6 +28,7 @@ from tests.e2e.dags.ssh_async_e2e import (
     EXEC_TIMEOUT_S,
     JOB_LIMIT_S,
     TIME_LIMIT_S,
+    WORKER_KILL_EXEC_TIMEOUT_S,
 )
 from tests.harness.airflow_stack import AirflowStack, AirflowStackError, wait_until
 from tests.harness.procs import live_group_members
@@ -532,6 +533,15 @@ def test_retry_after_a_worker_kill_reattaches_and_runs_the_job_once(
     )
     metrics["kill_to_try_2_running_s"] = round(time.monotonic() - killed, 1)
     wait_for_log(af, dag_id, run_id, r"re-attaching instead of starting it again", try_number=2)
+    # The retry's own execution_timeout now bounds the job on the host, not the killed try's.
+    wait_for_log(af, dag_id, run_id, r"execution_timeout of this try: job \S+'s deadline moved", try_number=2)
+    first, second = counted_start(af, dag_id, run_id, 1), counted_start(af, dag_id, run_id, 2)
+    deadline = int((jobs.dir(job_id) / "deadline").read_text())
+    metrics["try_gap_s"] = round(second - first, 1)
+    assert second - first > 5, "try 2 started too soon after try 1 to tell their deadlines apart"
+    assert second + WORKER_KILL_EXEC_TIMEOUT_S - 2 <= deadline <= second + WORKER_KILL_EXEC_TIMEOUT_S + 3, (
+        f"deadline {deadline}: not try 2's start {second:.0f} + {WORKER_KILL_EXEC_TIMEOUT_S} s"
+    )
     release(jobs, job_id)
     finish(af, dag_id, run_id, "success", timeout=90)
     result = af.xcom(dag_id, run_id, "job")

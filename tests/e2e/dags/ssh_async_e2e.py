@@ -137,11 +137,14 @@ with dag("e2e_secrets", user_defined_macros={"issued_context": issued_context}):
         start_from_trigger=True, secrets=["{{ conn.e2e_db.password }}", "{{ var.value.e2e_api_secret }}"],
     )  # fmt: skip
 # Retry after a worker kill: the task waits in the worker (not deferred), so killing
-# the worker kills the task; the retry must re-attach to the job, not start it again.
+# the worker kills the task; the retry must re-attach to the job, not start it again,
+# and give the running job its own try's execution_timeout (issue 22).
+WORKER_KILL_EXEC_TIMEOUT_S = 270
 with dag("e2e_worker_kill", default_args={"retries": 1, "retry_delay": timedelta(seconds=1)}):
     SSHAsyncJobOperator(
-        task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, deferrable=False, poll_interval=1
-    )
+        task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, deferrable=False, poll_interval=1,
+        execution_timeout=timedelta(seconds=WORKER_KILL_EXEC_TIMEOUT_S),
+    )  # fmt: skip
 
 # Mapped tasks over hosts, and the Celery load scenario: one mapped task per
 # entry of conf["jobs"] ({"ssh_conn_id", "job_id", "command"}).
