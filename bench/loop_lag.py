@@ -9,7 +9,9 @@ own SSH connection, as for 50 hosts), and reports the longest stretch the
 event loop went without running a 5 ms timer. Round "cold" is the first
 connect of the process (keys decrypted, known_hosts read); "warm" is the
 reconnect storm after a drop (what a triggerer sees when a network blip
-closes every connection). Needs root (the harness's sshd and test users).
+closes every connection), with the client's limit of handshakes at a time
+(airflow_ssh_async.handshakes) and, for comparison, all at once (as before
+that limit). Needs root (the harness's sshd and test users).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "provider")]
 
 from peers import quiet_logs  # noqa: E402
 
+from airflow_ssh_async import handshakes  # noqa: E402
 from airflow_ssh_async.client import open_connection  # noqa: E402
 from airflow_ssh_async.hooks import SSHAsyncJobHook  # noqa: E402
 from tests.harness.sshd import start_server  # noqa: E402
@@ -55,15 +58,29 @@ async def storm(options: list[object]) -> tuple[float, float]:
     return worst, time.perf_counter() - started
 
 
+async def idle(seconds: float) -> float:
+    """The longest gap of the same 5 ms timer with nothing else running: the machine's own noise."""
+    worst, last, end = 0.0, time.perf_counter(), time.perf_counter() + seconds
+    while last < end:
+        await asyncio.sleep(0.005)
+        now = time.perf_counter()
+        worst, last = max(worst, now - last - 0.005), now
+    return worst
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", type=int, default=50)
+    parser.add_argument(
+        "--handshakes", type=int, default=handshakes.HANDSHAKES, help="handshakes at a time (client's limit)"
+    )
     args = parser.parse_args()
     quiet_logs()
     sshd = start_server()
     keys_dir = re.search(r"^AuthorizedKeysFile (\S+)/%u$", (sshd.workdir / "sshd_config").read_text(), re.M)[1]
     tmp = Path(tempfile.mkdtemp(prefix="loop-lag-"))
-    print(f"{'key':<24} {'round':<5} {'max loop gap':>13} {'wall':>7}")
+    print(f"{'key':<24} {'round':<5} {'handshakes':>11} {'max loop gap':>13} {'wall':>7}")
+    print(f"{'floor: idle loop, 3 s':<42} {asyncio.run(idle(3)) * 1000:>10.0f} ms")
     try:
         for kind, bits in (("ed25519", []), ("rsa", ["-b", "3072"])):
             key = tmp / kind
@@ -78,9 +95,11 @@ def main() -> None:
                 for conn_id in ids:
                     sshd.set_connection(conn_id, USER, private_key_passphrase=PASSPHRASE, **extra)
                 options = [SSHAsyncJobHook(c).get_options() for c in ids]
-                for round_ in ("cold", "warm"):
+                for round_, limit in (("cold", args.handshakes), ("warm", args.handshakes), ("warm", 10_000)):
+                    handshakes.HANDSHAKES = limit
                     gap, wall = asyncio.run(storm(options))
-                    print(f"{kind + ' ' + how:<24} {round_:<5} {gap * 1000:>10.0f} ms {wall:>6.2f}s")
+                    shown = "all at once" if limit == 10_000 else str(limit)
+                    print(f"{kind + ' ' + how:<24} {round_:<5} {shown:>11} {gap * 1000:>10.0f} ms {wall:>6.2f}s")
     finally:
         sshd.stop()
 

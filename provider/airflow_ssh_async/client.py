@@ -41,6 +41,7 @@ from airflow_ssh_async.errors import (
     SSHAuthError,
     SSHConnectError,
 )
+from airflow_ssh_async.handshakes import admitted
 
 # asyncssh logs every connect and channel at INFO; in a task log that is noise.
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
@@ -379,7 +380,7 @@ async def _connect(
         log.warning("%s (%s)", NO_HOST_KEY_CHECK_WARNING, label)
     try:
         kwargs = connect_kwargs(options, await aload_trust(options))
-        return await asyncssh.connect(**kwargs, client_factory=lambda: witness, **extra)
+        return await admitted(asyncssh.connect(**kwargs, client_factory=lambda: witness, **extra))
     except asyncssh.PermissionDenied as exc:
         raise SSHAuthError(
             f"authentication failed ({exc.reason})",
