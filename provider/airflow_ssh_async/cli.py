@@ -18,8 +18,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_ssh_async import __version__
@@ -27,7 +26,6 @@ from airflow_ssh_async.client import (
     RemoteHost,
     presented_host_key,
     remote_host,
-    supervisor_program,
 )
 from airflow_ssh_async.connection import ConnectionConfigError, SSHOptions
 from airflow_ssh_async.errors import (
@@ -39,16 +37,13 @@ from airflow_ssh_async.errors import (
     SSHConnectError,
 )
 from airflow_ssh_async.job import (
-    ARCHIVE_DIR,
     DEFAULT_ASYNC_DIR,
-    JOB_ID_RE,
     JobFacts,
     JobIdError,
     JobState,
     JobStatus,
+    ListedJob,
     ProtocolError,
-    parse_frames,
-    supervisor_id,
     validate_job_id,
 )
 
@@ -250,88 +245,6 @@ def error_line(message: str) -> None:
 # --- remote queries shared by the commands ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Listing:
-    """What list.sh reported: the host's clock, the resolved async_dir, the
-    job names and the archived attempts (``.archive/ID/N``)."""
-
-    now: int
-    async_dir: str
-    exists: bool
-    names: list[str]
-    attempts: list[str]
-
-    def job_folders(self) -> dict[str, str]:
-        """Job name -> its folder, absolute (as the host resolved async_dir)."""
-        return {name: f"{self.async_dir}/{name}" for name in self.names}
-
-    def attempt_folders(self) -> dict[str, str]:
-        """``.archive/ID/N`` -> its folder: what a new attempt moved aside."""
-        return {name: f"{self.async_dir}/{name}" for name in self.attempts}
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One listed job (or archived attempt) with its state, or the reason its
-    state could not be read. ``job_id`` is the name it was listed by."""
-
-    job_id: str
-    job_dir: str
-    status: JobStatus | None
-    facts: JobFacts | None
-    error: str = ""
-
-
-async def list_jobs(hook: SSHAsyncJobHook, host: RemoteHost) -> Listing:
-    """The job folders of the hook's async_dir (scripts/list.sh; the hook has no list)."""
-    now = 0
-    async_dir = hook.async_dir
-    exists = False
-    names: list[str] = []
-    attempts: list[str] = []
-    for name, value in parse_frames(await host.run("list", [hook.async_dir])):
-        if name == "now":
-            now = int(value)
-        elif name == "async_dir":
-            async_dir = value.decode("utf-8", "replace")
-        elif name == "exists":
-            exists = value == b"1"
-        elif name == "job":
-            job = value.decode("utf-8", "replace")
-            if JOB_ID_RE.fullmatch(job):  # anything else is not ours to show or delete
-                names.append(job)
-        elif name == "attempt":
-            job, _, n = value.decode("utf-8", "replace").partition("/")
-            if JOB_ID_RE.fullmatch(job) and n.isdigit():
-                attempts.append(f"{ARCHIVE_DIR}/{job}/{n}")
-        elif name == "protocol" and value != b"1":
-            raise ProtocolError(f"list protocol {value!r}, expected 1")
-    return Listing(now, async_dir, exists, sorted(names), sorted(attempts))
-
-
-async def states_of(hook: SSHAsyncJobHook, host: RemoteHost, folders: Mapping[str, str]) -> list[Entry]:
-    """States of many jobs (name -> folder), a batch per status.sh call.
-
-    A damaged job file fails a whole batch (the hook never guesses); then each
-    job of that batch is asked alone, so one bad folder does not hide the rest.
-    """
-    entries: list[Entry] = []
-    names = list(folders)
-    for i in range(0, len(names), STATUS_BATCH):
-        batch = {folders[j]: j for j in names[i : i + STATUS_BATCH]}
-        try:
-            found = await hook.astatus(list(batch), host=host)
-        except ProtocolError:
-            found = {}
-            for d, j in batch.items():
-                try:
-                    found.update(await hook.astatus([d], host=host))
-                except ProtocolError as exc:
-                    entries.append(Entry(j, d, None, None, str(exc)))
-        entries += [Entry(batch[d], d, status, facts) for d, (status, facts) in found.items()]
-    return entries
-
-
 async def one_status(hook: SSHAsyncJobHook, host: RemoteHost, job_id: str) -> JobStatus:
     return (await one_status_facts(hook, host, job_id))[0]
 
@@ -361,15 +274,15 @@ def missing_error(hook: SSHAsyncJobHook, job_id: str, label: str) -> JobNotFound
 # --- commands ----------------------------------------------------------------------------
 
 
-def _sort_key(e: Entry) -> tuple[int, str]:
+def _sort_key(e: ListedJob) -> tuple[int, str]:
     start = e.status.start_time if e.status and e.status.start_time is not None else sys.maxsize
-    return (start, e.job_id)
+    return (start, e.name)
 
 
 async def cmd_jobs(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:
     """List every job of the async_dir with state, age, pid and exit code."""
-    listing = await list_jobs(hook, host)
-    entries = sorted(await states_of(hook, host, listing.job_folders()), key=_sort_key)
+    listing = await hook.alist_jobs(host=host)
+    entries = sorted(listing.jobs, key=_sort_key)
     if args.state:
         entries = [e for e in entries if (e.status.state.value if e.status else "error") in args.state]
     if args.json:
@@ -379,9 +292,9 @@ async def cmd_jobs(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remote
                 "async_dir": listing.async_dir,
                 "now": listing.now,
                 "jobs": [
-                    job_record(e.job_id, e.job_dir, e.status, listing.now)
+                    job_record(e.name, e.job_dir, e.status, listing.now)
                     if e.status
-                    else {"job_id": e.job_id, "job_dir": e.job_dir, "state": "error", "reason": e.error}
+                    else {"job_id": e.name, "job_dir": e.job_dir, "state": "error", "reason": e.error}
                     for e in entries
                 ],
             }
@@ -394,12 +307,12 @@ async def cmd_jobs(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remote
     rows = []
     for e in entries:
         if e.status is None:
-            rows.append([e.job_id, "error", "-", "-", "-", "-", e.error])
+            rows.append([e.name, "error", "-", "-", "-", "-", e.error])
             continue
-        rec = job_record(e.job_id, e.job_dir, e.status, listing.now)
+        rec = job_record(e.name, e.job_dir, e.status, listing.now)
         rows.append(
             [
-                e.job_id,
+                e.name,
                 e.status.state.value,
                 fmt_span(rec["age"]),
                 fmt_span(rec["ended_ago"]),
@@ -554,7 +467,7 @@ async def cmd_kill(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remote
     return Exit.OK
 
 
-def gc_candidate(entry: Entry, cutoff: int) -> bool:
+def gc_candidate(entry: ListedJob, cutoff: int) -> bool:
     """Finished long enough ago, and surely not running.
 
     Jobs with a result count from their end time. Lost jobs have none, so they
@@ -572,30 +485,31 @@ def gc_candidate(entry: Entry, cutoff: int) -> bool:
 
 async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:
     """Remove finished job folders, and archived attempts, whose end is older than --older-than."""
-    listing = await list_jobs(hook, host)
+    listing = await hook.alist_jobs(attempts=True, host=host)
     cutoff = listing.now - args.older_than
-    folders = listing.job_folders() | listing.attempt_folders()
-    entries = await states_of(hook, host, folders)
+    entries = listing.jobs
     candidates = [(e, st) for e in entries if (st := e.status) is not None and gc_candidate(e, cutoff)]
     removed: list[str] = []
     skipped: dict[str, str] = {}
     if not args.dry_run and candidates:
         # Ask again right before deleting: a job relaunched under the same id
         # since the listing is a new attempt, and must be left alone.
-        again = {e.job_id: e for e in await states_of(hook, host, {e.job_id: e.job_dir for e, _ in candidates})}
+        again = {e.name: e for e in await hook.astatus_listed([e for e, _ in candidates], host=host)}
         for e, status in candidates:
-            fresh = again.get(e.job_id)
+            fresh = again.get(e.name)
             if fresh is None or not gc_candidate(fresh, cutoff) or _started(fresh) != status.start_time:
-                skipped[e.job_id] = "changed since the listing"
+                skipped[e.name] = "changed since the listing"
                 continue
             try:
                 await hook.aarchive(e.job_dir, remove=True, host=host)
-                removed.append(e.job_id)
+                removed.append(e.name)
             except SSHConnectError:
                 raise
             except SSHAsyncJobError as exc:  # e.g. it was relaunched and runs: archive.sh refuses
-                skipped[e.job_id] = str(exc)
-    copies = await supervisor_copies(host, listing.async_dir, remove=not args.dry_run) if listing.exists else {}
+                skipped[e.name] = str(exc)
+    copies = (
+        await hook.asupervisor_copies(listing.async_dir, remove=not args.dry_run, host=host) if listing.exists else {}
+    )
     if args.json:
         print_json(
             {
@@ -603,7 +517,7 @@ async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHo
                 "async_dir": listing.async_dir,
                 "older_than": args.older_than,
                 "dry_run": args.dry_run,
-                "candidates": [job_record(e.job_id, e.job_dir, status, listing.now) for e, status in candidates],
+                "candidates": [job_record(e.name, e.job_dir, status, listing.now) for e, status in candidates],
                 "removed": removed,
                 "skipped": skipped,
                 "supervisor_copies": copies,
@@ -612,8 +526,8 @@ async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHo
     else:
         verb = "would remove" if args.dry_run else "removed"
         for e, status in candidates:
-            if args.dry_run or e.job_id in removed:
-                print(f"{verb} {e.job_id} ({status.state.value}, ended {fmt_span(_ended_ago(e, listing.now))} ago)")
+            if args.dry_run or e.name in removed:
+                print(f"{verb} {e.name} ({status.state.value}, ended {fmt_span(_ended_ago(e, listing.now))} ago)")
         for job_id, why in skipped.items():
             print(f"skipped {job_id}: {why}")
         for copy_id, state in copies.items():
@@ -638,28 +552,11 @@ COPY_STATES = {
 }
 
 
-async def supervisor_copies(host: RemoteHost, async_dir: str, *, remove: bool) -> dict[str, str]:
-    """Shared supervisor copies of other versions (``.supervisor/<id>``) -> what
-    became of each: removed unless a running job's supervisor runs it
-    (scripts/supervisors.sh). This version's copy is always kept."""
-    keep = supervisor_id(supervisor_program())
-    copies: dict[str, str] = {}
-    current = ""
-    for name, value in parse_frames(await host.run("supervisors", [async_dir, keep, "1" if remove else "0"])):
-        if name == "copy":
-            current = value.decode("ascii", "replace")
-        elif name == "copy_state" and current:
-            copies[current] = value.decode("ascii", "replace")
-        elif name == "protocol" and value != b"1":
-            raise ProtocolError(f"supervisors protocol {value!r}, expected 1")
-    return copies
-
-
-def _started(e: Entry) -> int | None:
+def _started(e: ListedJob) -> int | None:
     return e.status.start_time if e.status else None
 
 
-def _ended_ago(e: Entry, now: int) -> int | None:
+def _ended_ago(e: ListedJob, now: int) -> int | None:
     """Age that gc measures: from the end, or from the start for a lost job."""
     status = e.status
     ref = None if status is None else status.end_time if status.end_time is not None else status.start_time

@@ -20,8 +20,10 @@ from airflow_ssh_async.job import (
     ARCHIVE_DIR,
     DEFAULT_ASYNC_DIR,
     JobFacts,
+    JobListing,
     JobRef,
     JobStatus,
+    ListedJob,
     ProtocolError,
     build_result,
     classify,
@@ -29,7 +31,10 @@ from airflow_ssh_async.job import (
     job_dir,
     launch_payload,
     parse_frames,
+    parse_listing,
     parse_status,
+    parse_supervisor_copies,
+    supervisor_id,
     validate_job_id,
 )
 from airflow_ssh_async.masking import Masker
@@ -285,6 +290,65 @@ class SSHAsyncJobHook(BaseHook):
 
         return await (go(host) if host else self._with_host(go))
 
+    async def alist_jobs(self, *, attempts: bool = False, host: RemoteHost | None = None) -> JobListing:
+        """Every job folder of the async_dir, with its state, in two remote commands.
+
+        list.sh names the folders and one status.sh call reads them all
+        (:meth:`astatus_each`), whatever their number: a job whose files are
+        damaged comes with its ``error`` instead of failing the listing.
+        With ``attempts``, the archived attempts (``.archive/ID/N``) that
+        retries moved aside follow the jobs. Jobs come in name order. An
+        async_dir that does not exist lists no jobs (``exists`` False).
+
+        :raises AsyncDirError: async_dir is not a directory, or cannot be read.
+        :raises ProtocolError: a reply cannot be read at all.
+        """
+
+        async def go(h: RemoteHost) -> JobListing:
+            listing = parse_listing(await h.run("list", [self.async_dir]), self.async_dir)
+            folders = listing.folders(attempts=attempts)
+            jobs = await self._listed(folders, h)
+            return JobListing(listing.now, listing.async_dir, listing.exists, jobs)
+
+        return await (go(host) if host else self._with_host(go))
+
+    async def astatus_listed(self, jobs: Sequence[ListedJob], *, host: RemoteHost | None = None) -> list[ListedJob]:
+        """JOBS (from :meth:`alist_jobs`) with their states read again, in one remote command."""
+
+        async def go(h: RemoteHost) -> list[ListedJob]:
+            return await self._listed({j.name: j.job_dir for j in jobs}, h)
+
+        return await (go(host) if host else self._with_host(go))
+
+    async def _listed(self, folders: dict[str, str], h: RemoteHost) -> list[ListedJob]:
+        """Name -> folder, as listed jobs with their states: one status.sh call."""
+        found = await self.astatus_each(list(folders.values()), host=h) if folders else {}
+        out: list[ListedJob] = []
+        for name, d in folders.items():
+            value = found[d]
+            if isinstance(value, ProtocolError):
+                out.append(ListedJob(name, d, None, None, str(value)))
+            else:
+                out.append(ListedJob(name, d, *value))
+        return out
+
+    async def asupervisor_copies(
+        self, async_dir: str = "", *, remove: bool, host: RemoteHost | None = None
+    ) -> dict[str, str]:
+        """The shared supervisor copies of other provider versions in the
+        async_dir (``.supervisor/<id>``) -> what became of each (supervisors.sh):
+        with REMOVE, removed unless a running job's supervisor runs it. This
+        version's copy is always kept. ASYNC_DIR: another spelling of the
+        hook's (the resolved path a listing returned).
+        """
+        keep = supervisor_id(supervisor_program())
+        args = [async_dir or self.async_dir, keep, "1" if remove else "0"]
+
+        async def go(h: RemoteHost) -> dict[str, str]:
+            return parse_supervisor_copies(await h.run("supervisors", args))
+
+        return await (go(host) if host else self._with_host(go))
+
     async def aread(
         self,
         requests: Sequence[ReadRequest | tuple[str, str, int]],
@@ -428,6 +492,10 @@ class SSHAsyncJobHook(BaseHook):
 
     def status(self, job_dirs: Sequence[str]) -> dict[str, tuple[JobStatus, JobFacts]]:
         return self.run_sync(lambda h: self.astatus(job_dirs, host=h))
+
+    def list_jobs(self, *, attempts: bool = False) -> JobListing:
+        """As :meth:`alist_jobs`, on a connection of its own (sync callers: a UI view, scripts)."""
+        return self.run_sync(lambda h: self.alist_jobs(attempts=attempts, host=h))
 
     def read(self, requests: Sequence[tuple[str, str, int]], max_bytes: int = DEFAULT_CHUNK) -> list[Chunk]:
         return self.run_sync(lambda h: self.aread(requests, max_bytes=max_bytes, host=h))

@@ -260,6 +260,68 @@ def parse_status(data: bytes) -> StatusReport:
     )
 
 
+# --- listing ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What list.sh reported: the host's clock, the resolved async_dir and the
+    names of its job folders and archived attempts (``.archive/ID/N``)."""
+
+    now: int
+    async_dir: str  # absolute, as the host resolved it (as given when it does not exist)
+    exists: bool
+    names: list[str]
+    attempts: list[str]
+
+    def folders(self, *, attempts: bool = False) -> dict[str, str]:
+        """Folder name -> its absolute path; with ATTEMPTS the archived attempts too."""
+        names = self.names + self.attempts if attempts else self.names
+        return {name: f"{self.async_dir}/{name}" for name in names}
+
+
+def parse_listing(data: bytes, async_dir: str) -> Listing:
+    """Read list.sh output. Names that are no job id are not ours: never listed.
+
+    :raises ProtocolError: the reply is damaged or of another protocol.
+    """
+    now, exists = 0, False
+    names: list[str] = []
+    attempts: list[str] = []
+    for name, value in parse_frames(data):
+        if name == "now":
+            now = int(value)
+        elif name == "async_dir":
+            async_dir = value.decode("utf-8", "replace")
+        elif name == "exists":
+            exists = value == b"1"
+        elif name == "job":
+            job = value.decode("utf-8", "replace")
+            if JOB_ID_RE.fullmatch(job):  # anything else is not ours to show or delete
+                names.append(job)
+        elif name == "attempt":
+            job, _, n = value.decode("utf-8", "replace").partition("/")
+            if JOB_ID_RE.fullmatch(job) and n.isdigit():
+                attempts.append(f"{ARCHIVE_DIR}/{job}/{n}")
+        elif name == "protocol" and value != str(PROTOCOL).encode():
+            raise ProtocolError(f"list protocol {value!r}, expected {PROTOCOL}")
+    return Listing(now, async_dir, exists, sorted(names), sorted(attempts))
+
+
+def parse_supervisor_copies(data: bytes) -> dict[str, str]:
+    """Read supervisors.sh output: copy id -> what became of it."""
+    copies: dict[str, str] = {}
+    current = ""
+    for name, value in parse_frames(data):
+        if name == "copy":
+            current = value.decode("ascii", "replace")
+        elif name == "copy_state" and current:
+            copies[current] = value.decode("ascii", "replace")
+        elif name == "protocol" and value != str(PROTOCOL).encode():
+            raise ProtocolError(f"supervisors protocol {value!r}, expected {PROTOCOL}")
+    return copies
+
+
 @dataclass(frozen=True)
 class JobStatus:
     """A job's state with the reason for it: what everything above the hook uses."""
@@ -336,6 +398,43 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
     if facts.cancel_requested:
         return replace(base, reason="running, cancel requested: SIGTERM sent, SIGKILL after the grace period")
     return base
+
+
+@dataclass(frozen=True)
+class ListedJob:
+    """One job folder of a listing, with its state or why it could not be read.
+
+    ``name`` is the folder's name under async_dir: the job id, or
+    ``.archive/ID/N`` for attempt N of job ID that a retry moved aside.
+    ``status`` and ``facts`` are None exactly when ``error`` says why (a
+    damaged job file): one bad folder never hides the others.
+    """
+
+    name: str
+    job_dir: str
+    status: JobStatus | None
+    facts: JobFacts | None
+    error: str = ""
+
+    @property
+    def job_id(self) -> str:
+        """The job's id, also for an archived attempt of it."""
+        return self.name.split("/")[1] if self.name.startswith(f"{ARCHIVE_DIR}/") else self.name
+
+    @property
+    def attempt(self) -> int | None:
+        """N for an archived attempt ``.archive/ID/N``; None for the job's current folder."""
+        return int(self.name.rsplit("/", 1)[1]) if self.name.startswith(f"{ARCHIVE_DIR}/") else None
+
+
+@dataclass(frozen=True)
+class JobListing:
+    """The jobs of one async_dir on one host, as :meth:`SSHAsyncJobHook.alist_jobs` read them."""
+
+    now: int  # the host's clock when listed (epoch seconds)
+    async_dir: str  # absolute, as the host resolved it
+    exists: bool  # False: async_dir does not exist on the host (no jobs, not an error)
+    jobs: list[ListedJob]
 
 
 # --- what the trigger reports and the operator returns ----------------------------

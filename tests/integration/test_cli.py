@@ -250,20 +250,26 @@ def test_jobs_on_a_missing_or_empty_async_dir(server, capsysbinary) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_one_ssh_connection_per_invocation(zoo, capsysbinary, monkeypatch) -> None:
+def test_one_ssh_connection_and_one_status_call_per_listing(zoo, capsysbinary, monkeypatch) -> None:
     hook, async_dir = zoo
     opened: list[str] = []
-    real_open = client.open_connection
+    ran: list[str] = []
+    real_open, real_run = client.open_connection, client.RemoteHost.run
 
     async def counting_open(options):
         opened.append(options.conn_id)
         return await real_open(options)
 
+    async def counting_run(self, name, args, **kwargs):
+        ran.append(name)
+        return await real_run(self, name, args, **kwargs)
+
     monkeypatch.setattr(client, "open_connection", counting_open)
-    monkeypatch.setattr(cli, "STATUS_BATCH", 2)  # several status calls, still one connection
+    monkeypatch.setattr(client.RemoteHost, "run", counting_run)
     code, out, _ = run_cli(capsysbinary, "jobs", DASH, "--async-dir", async_dir, "--json")
     assert code == 0 and len(json.loads(out)["jobs"]) == len(ZOO_STATES)
     assert opened == [DASH]
+    assert ran == ["list", "status"], "every listed job's state comes from one status call"
 
 
 # --- status -----------------------------------------------------------------------------------

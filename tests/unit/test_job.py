@@ -11,6 +11,7 @@ from airflow_ssh_async.job import (
     JobFacts,
     JobIdError,
     JobState,
+    ListedJob,
     OnExisting,
     ProtocolError,
     classify,
@@ -19,7 +20,9 @@ from airflow_ssh_async.job import (
     env_exports,
     launch_payload,
     parse_frames,
+    parse_listing,
     parse_status,
+    parse_supervisor_copies,
     validate_job_id,
 )
 from airflow_ssh_async.streams import LineDecoder, Tail
@@ -141,6 +144,47 @@ def test_half_written_json_is_an_error_that_names_the_file_for_that_job_only() -
 def test_wrong_protocol_is_refused() -> None:
     with pytest.raises(ProtocolError, match="protocol"):
         parse_status(b"protocol 1\n9\nnow 1\n1\n")
+
+
+def frames(*fields: tuple[str, str]) -> bytes:
+    return b"".join(f"{name} {len(value.encode())}\n{value}\n".encode() for name, value in fields)
+
+
+def test_a_listing_shows_only_job_ids_and_numbered_attempts_in_name_order() -> None:
+    data = frames(
+        ("protocol", "1"),
+        ("now", "1700000000"),
+        ("async_dir", "/home/u/.airflow_async"),
+        ("exists", "1"),
+        ("job", "zeta"),
+        ("job", "alpha"),
+        ("job", "bad name"),
+        ("attempt", "alpha/2"),
+        ("attempt", "alpha/x"),
+        ("attempt", "../1"),
+    )
+    listing = parse_listing(data, "~/.airflow_async")
+    assert (listing.now, listing.async_dir, listing.exists) == (1700000000, "/home/u/.airflow_async", True)
+    assert listing.names == ["alpha", "zeta"] and listing.attempts == [".archive/alpha/2"]
+    assert listing.folders() == {"alpha": "/home/u/.airflow_async/alpha", "zeta": "/home/u/.airflow_async/zeta"}
+    assert listing.folders(attempts=True)[".archive/alpha/2"] == "/home/u/.airflow_async/.archive/alpha/2"
+
+
+def test_a_listing_of_another_protocol_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="list protocol"):
+        parse_listing(frames(("protocol", "2"), ("now", "1")), "~/x")
+    with pytest.raises(ProtocolError, match="supervisors protocol"):
+        parse_supervisor_copies(frames(("protocol", "2")))
+    assert parse_supervisor_copies(frames(("protocol", "1"), ("copy", "ab"), ("copy_state", "in_use"))) == {
+        "ab": "in_use"
+    }
+
+
+def test_a_listed_archived_attempt_names_its_job_and_number() -> None:
+    attempt = ListedJob(".archive/alpha/2", "/d/.archive/alpha/2", None, None, "damaged")
+    assert (attempt.job_id, attempt.attempt) == ("alpha", 2)
+    current = ListedJob("alpha", "/d/alpha", None, None)
+    assert (current.job_id, current.attempt) == ("alpha", None)
 
 
 @pytest.mark.parametrize(
