@@ -323,6 +323,51 @@ def parse_supervisor_copies(data: bytes) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class OutputCut:
+    """A stream whose stored output stopped short of what the job wrote.
+
+    ``cause`` is ``output_limit`` (the job went on; the rest was discarded
+    and counted) or ``ENOSPC`` (the disk was full). ``at`` is how many bytes
+    were stored; ``dropped`` how many were discarded after them (None when
+    unknown: a disk full without a cap, or a stream still being discarded).
+    """
+
+    stream: str
+    cause: str
+    at: int
+    dropped: int | None = None
+
+    def describe(self) -> str:
+        if self.cause == "output_limit":
+            what = f"{self.stream} truncated at {self.at} bytes (output_limit)"
+        else:
+            what = f"{self.stream} cut short at {self.at} bytes: the disk was full ({self.cause})"
+        if self.dropped is not None:
+            what += f", {self.dropped} bytes dropped"
+        return what
+
+
+def parse_output_cut(job: str, value: object) -> tuple[OutputCut, ...]:
+    """result.json's "output_cut" list (absent: nothing was cut)."""
+    if value is None:
+        return ()
+    bad = ProtocolError(f"{job}/result.json has a malformed output_cut {value!r}: the file is damaged")
+    if not isinstance(value, list):
+        raise bad
+    cuts = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise bad
+        stream, cause, at, dropped = item.get("stream"), item.get("cause"), item.get("at"), item.get("dropped")
+        if not (isinstance(stream, str) and isinstance(cause, str) and isinstance(at, int)):
+            raise bad
+        if dropped is not None and not isinstance(dropped, int):
+            raise bad
+        cuts.append(OutputCut(stream, cause, at, dropped))
+    return tuple(cuts)
+
+
+@dataclass(frozen=True)
 class JobStatus:
     """A job's state with the reason for it: what everything above the hook uses."""
 
@@ -335,6 +380,14 @@ class JobStatus:
     end_time: int | None = None
     sizes: dict[str, int] = field(default_factory=dict)
     limit: str | None = None  # timed_out: which limit ended it ("job_timeout" or "execution_timeout")
+    output_cut: tuple[OutputCut, ...] = ()  # streams stored short: output_limit, or a full disk
+
+
+def with_cuts(status: JobStatus, cuts: tuple[OutputCut, ...]) -> JobStatus:
+    """STATUS with the streams that were cut short, said in its reason too."""
+    if not cuts:
+        return status
+    return replace(status, output_cut=cuts, reason="; ".join([status.reason, *(c.describe() for c in cuts)]))
 
 
 def timed_out_reason(limit: str, job_timeout: object) -> str:
@@ -342,6 +395,27 @@ def timed_out_reason(limit: str, job_timeout: object) -> str:
     if limit == "execution_timeout":
         return "time limit of the task's execution_timeout reached (the try's time ran out)"
     return f"time limit of {job_timeout} s reached (job_timeout)"
+
+
+def _ended(facts: JobFacts, info: dict[str, Any], result: dict[str, Any], base: JobStatus) -> JobStatus:
+    """Rules 4-8: what result.json says."""
+    reason = result.get("reason")
+    code, sig = result.get("exit_code"), result.get("signal")
+    ended = replace(base, exit_code=code, signal=sig, end_time=result.get("end_time"))
+    if reason == "cancelled":
+        return replace(ended, state=JobState.CANCELLED, reason="cancelled on request")
+    if reason == "timed_out":
+        limit = result.get("limit") or "job_timeout"
+        why = timed_out_reason(limit, info.get("timeout"))
+        return replace(ended, state=JobState.TIMED_OUT, reason=why, limit=limit)
+    if reason == "signal":
+        return replace(ended, state=JobState.KILLED, reason=f"killed by signal {sig}", exit_code=None)
+    if reason == "exited" and isinstance(code, int):
+        # The exit status wins over a cancel: exit 0 after one is a job that did its work.
+        state = JobState.SUCCEEDED if code == 0 else JobState.FAILED
+        why = f"exited with code {code}" + (", although a cancel was requested" if facts.cancel_requested else "")
+        return replace(ended, state=state, reason=why, signal=None)
+    raise ProtocolError(f"{facts.job}/result.json has unknown reason {reason!r}")
 
 
 def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] | None = None) -> JobStatus:
@@ -370,23 +444,7 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
     )
     result = facts.result_json
     if result is not None:
-        reason = result.get("reason")
-        code, sig = result.get("exit_code"), result.get("signal")
-        ended = replace(base, exit_code=code, signal=sig, end_time=result.get("end_time"))
-        if reason == "cancelled":
-            return replace(ended, state=JobState.CANCELLED, reason="cancelled on request")
-        if reason == "timed_out":
-            limit = result.get("limit") or "job_timeout"
-            why = timed_out_reason(limit, info.get("timeout"))
-            return replace(ended, state=JobState.TIMED_OUT, reason=why, limit=limit)
-        if reason == "signal":
-            return replace(ended, state=JobState.KILLED, reason=f"killed by signal {sig}", exit_code=None)
-        if reason == "exited" and isinstance(code, int):
-            # The exit status wins over a cancel: exit 0 after one is a job that did its work.
-            state = JobState.SUCCEEDED if code == 0 else JobState.FAILED
-            why = f"exited with code {code}" + (", although a cancel was requested" if facts.cancel_requested else "")
-            return replace(ended, state=state, reason=why, signal=None)
-        raise ProtocolError(f"{facts.job}/result.json has unknown reason {reason!r}")
+        return with_cuts(_ended(facts, info, result, base), parse_output_cut(facts.job, result.get("output_cut")))
     recorded_boot = info.get("boot_id") or ""
     if recorded_boot and boot_id and recorded_boot != boot_id:
         return replace(base, state=JobState.LOST, reason="the host rebooted since launch (boot id differs)")
@@ -471,6 +529,7 @@ def build_result(
         "end_time": iso_time(status.end_time),
         "duration": duration,
         "limit": status.limit,
+        "output_cut": [asdict(c) for c in status.output_cut],
         "progress": progress,
         "stdout_tail": stdout_tail,
         "stderr_tail": stderr_tail,

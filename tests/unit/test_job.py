@@ -13,6 +13,7 @@ from airflow_ssh_async.job import (
     JobState,
     ListedJob,
     OnExisting,
+    OutputCut,
     ProtocolError,
     classify,
     decide_existing,
@@ -105,6 +106,22 @@ def test_result_decides_the_final_state(result: dict, state: JobState, code: int
     # A result wins even when the supervisor is gone (it exits after writing it).
     status = classify(facts(result_json=result, supervisor_alive=False), "b1", 10)
     assert (status.state, status.exit_code, status.signal) == (state, code, sig)
+
+
+def test_output_cut_keeps_the_state_and_is_said_in_the_reason() -> None:
+    cut = [{"stream": "stdout", "cause": "ENOSPC", "at": 2072576, "dropped": None}]
+    status = classify(facts(result_json={"reason": "exited", "exit_code": 0, "output_cut": cut}), "b1", 10)
+    assert status.state is JobState.SUCCEEDED and status.exit_code == 0
+    assert status.output_cut == (OutputCut("stdout", "ENOSPC", 2072576, None),)
+    assert status.reason == "exited with code 0; stdout cut short at 2072576 bytes: the disk was full (ENOSPC)"
+    limited = OutputCut("stderr", "output_limit", 1048576, 5)
+    assert limited.describe() == "stderr truncated at 1048576 bytes (output_limit), 5 bytes dropped"
+
+
+@pytest.mark.parametrize("bad", [{}, [1], [{"stream": "stdout"}], [{"stream": "x", "cause": "y", "at": "1"}]])
+def test_a_malformed_output_cut_is_an_error_that_names_the_file(bad: object) -> None:
+    with pytest.raises(ProtocolError, match="result.json has a malformed output_cut"):
+        classify(facts(result_json={"reason": "exited", "exit_code": 0, "output_cut": bad}), "b1", 10)
 
 
 def test_unknown_result_reason_is_an_error_not_a_guess() -> None:

@@ -31,8 +31,19 @@ refuse() {
 # remove its folder (so the id is not blocked by a job that never ran), fail.
 abandon() {
     rm -rf "$_dir"
-    err "${2:-$E_WRITE}" "$1"
+    _msg=$1
+    if [ "${2:-$E_WRITE}" = "$E_WRITE" ]; then
+        free_kb_v "$_base"
+        [ -n "$_free" ] && _msg="$_msg ($_free KiB free in '$_base')"
+    fi
+    err "${2:-$E_WRITE}" "$_msg"
 }
+
+# LAUNCH_MIN_FREE_KB: a launch into an async_dir with less free space is
+# refused before anything is written: the job's files (payload, supervisor
+# copy, the reserved result) need about 40 KiB, and a job started on a full
+# disk could store none of its output.
+LAUNCH_MIN_FREE_KB=256
 
 # install_supervisor OFFSET COUNT: the shared copy of this supervisor, unless
 # an earlier launch wrote it. It is written in the job folder (new, ours,
@@ -94,6 +105,11 @@ launch() {
     private_v "$_base" "$_base/.supervisor" "$_base/.supervisor/"* "$_base/.supervisor/"*/supervise.sh ||
         refuse "$E_DIR" "$_unsafe"
 
+    # A full disk is refused before anything is made: no folder, no secrets.
+    free_kb_v .
+    if [ -n "$_free" ] && [ "$_free" -lt "$LAUNCH_MIN_FREE_KB" ]; then
+        refuse "$E_WRITE" "async_dir '$_base' is full: $_free KiB free, a launch needs at least $LAUNCH_MIN_FREE_KB KiB; nothing was started. Free space on that filesystem or choose another async_dir"
+    fi
     mkdir "$_dir" 2>/dev/null || {
         [ -d "$_dir" ] && {
             field job_dir "$_dir"
@@ -156,7 +172,10 @@ launch() {
     if ! {
         { session_settings && extract "$_off" "$_nenv"; } >"$_dir/env" &&
             install_supervisor $((_off + _nenv)) "$_nsup" &&
-            tail -c +$((_off + _nenv + _nsup)) "$_tmp" >"$_dir/command"
+            tail -c +$((_off + _nenv + _nsup)) "$_tmp" >"$_dir/command" &&
+            # The room for the result, taken before the job runs: a disk the
+            # job fills cannot keep the supervisor from writing its result.
+            printf "%${RESERVE_BYTES}s" '' >"$_dir/result.reserve"
     }; then
         abandon "cannot write the job files under '$_dir' (disk full?); nothing was started"
     fi

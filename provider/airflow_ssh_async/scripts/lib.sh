@@ -378,6 +378,26 @@ write_atomic() {
     mv -f "$1.tmp" "$1"
 }
 
+# free_kb_v DIR: the space left to the SSH user on DIR's filesystem, in KiB,
+# into $_free; empty when df cannot tell. One df, POSIX output (-P: one line
+# a filesystem; -k: KiB). Its 4th field is "Available".
+free_kb_v() {
+    _free=
+    _dfout=$(df -Pk "$1" 2>/dev/null) || return 0
+    _dfout=${_dfout#*"$NL"}
+    set -f
+    # shellcheck disable=SC2086 # splitting the fields is the point
+    set -- $_dfout
+    set +f
+    [ $# -ge 4 ] || return 0
+    case $4 in '' | *[!0-9]*) return 0 ;; esac
+    _free=$4
+}
+
+# RESERVE_BYTES: the size of result.reserve, the room a job's result.json
+# is written into when the disk is full (supervise.sh write_result).
+RESERVE_BYTES=4096
+
 # kill_group SIG PGID: signal a whole process group. `kill -SIG -PGID` is
 # the one spelling that dash, bash and busybox ash all accept (dash takes
 # neither `--` nor `-s SIG` before a negative pid).

@@ -104,14 +104,63 @@ write_job_json() {
     } >job.json.tmp && mv -f job.json.tmp job.json
 }
 
-# write_result REASON EXIT_CODE SIGNAL LIMIT (LIMIT: a JSON value): with
-# "group_left": true when drain gave up on processes of the job's group that
-# outlived SIGKILL.
-write_result() {
+# DISK_FULL_KB: a filesystem with less free space than this when the job
+# ends was full: its output was cut short (ENOSPC).
+DISK_FULL_KB=16
+
+# output_cut_v: the "output_cut" entries (a JSON array's items) into _cut:
+# one per stream whose stored output stopped short. Without a cap (no
+# <stream>.cut files) the job wrote its files itself and only a disk found
+# full now tells that a write failed; which stream hit it is unknown, so
+# each names the size it stopped at.
+output_cut_v() {
+    _cut=
+    [ -n "$_disk_full" ] || return 0
+    for _s in stdout stderr; do
+        _n=$(wc -c <"$_s" 2>/dev/null) || _n=0
+        _cut="$_cut${_cut:+, }{\"stream\": \"$_s\", \"cause\": \"ENOSPC\", \"at\": $((_n + 0)), \"dropped\": null}"
+    done
+}
+
+# result_json_v REASON EXIT_CODE SIGNAL LIMIT: result.json's text into _json.
+# With "group_left": true when drain gave up on processes of the job's group
+# that outlived SIGKILL, and "output_cut" when output was cut short.
+result_json_v() {
     _extra=
     [ -n "$_group_left" ] && _extra=', "group_left": true'
-    printf '{"protocol": %s, "reason": "%s", "exit_code": %s, "signal": %s, "limit": %s, "end_time": %s%s}\n' \
-        "$PROTOCOL" "$1" "$2" "$3" "$4" "$(now)" "$_extra" | write_atomic "$_dir/result.json"
+    output_cut_v
+    [ -n "$_cut" ] && _extra="$_extra, \"output_cut\": [$_cut]"
+    _json="{\"protocol\": $PROTOCOL, \"reason\": \"$1\", \"exit_code\": $2, \"signal\": $3, \"limit\": $4, \"end_time\": $_end$_extra}"
+}
+
+# write_result REASON EXIT_CODE SIGNAL LIMIT (LIMIT: a JSON value).
+# Atomically as a rule (write_atomic). When that fails (the disk is full),
+# into result.reserve, which launch wrote at its full size before the job
+# ran: rewritten in place (`1<>`: no truncation, so no new block is needed),
+# cut to the text's length, then renamed to result.json.
+write_result() {
+    _end=$(now)
+    free_kb_v .
+    # shellcheck disable=SC2154 # _free is set by lib.sh's free_kb_v
+    [ -n "$_free" ] && [ "$_free" -lt "$DISK_FULL_KB" ] && _disk_full=1
+    result_json_v "$@"
+    if printf '%s\n' "$_json" | write_atomic "$_dir/result.json"; then
+        rm -f result.reserve
+        return 0
+    fi
+    rm -f result.json.tmp
+    if [ -z "$_disk_full" ]; then
+        _disk_full=1
+        result_json_v "$@"
+    fi
+    if [ -f result.reserve ] && printf '%s\n' "$_json" 1<>result.reserve; then
+        # The spaces after the text are valid JSON; cutting them off only
+        # spares them to every status read.
+        dd if=/dev/null of=result.reserve bs=$((${#_json} + 1)) seek=1 2>/dev/null || :
+        mv -f result.reserve result.json && return 0
+    fi
+    say "cannot write $_dir/result.json: $_json"
+    return 1
 }
 
 # When the job ends: the reason a person or the time limit gave, else what
@@ -134,7 +183,8 @@ finish() {
     # stays, says that a cancel was asked).
     if [ -e "$_dir/cancel" ] && [ "$_status" -ne 0 ]; then
         _reason=cancelled
-    elif [ -e "$_dir/timed_out" ]; then
+    elif [ -e "$_dir/timed_out" ] || [ -n "$_ended_by" ]; then
+        # _ended_by: a full disk may have kept the timed_out file from being written.
         _reason=timed_out
         [ -n "$_ended_by" ] && _lim="\"$_ended_by\""
     elif [ "$_sig" != null ]; then
@@ -354,6 +404,8 @@ supervise() {
     _cwd=$5
     _origin=$6
     _exec_left=${7:-0}
+    _disk_full=
+    _group_left=
     trap '' HUP
     # signal.sh wakes us with USR1 when a cancel is asked, limit.sh when the
     # deadline moved (trapped before job.json names our pid).
