@@ -41,9 +41,9 @@ abandon() {
 
 # LAUNCH_MIN_FREE_KB: a launch into an async_dir with less free space is
 # refused before anything is written: the job's files (payload, supervisor
-# copy, the reserved result) need about 40 KiB, and a job started on a full
+# copy, the reserved result) need about 30 KiB, and a job started on a full
 # disk could store none of its output.
-LAUNCH_MIN_FREE_KB=256
+LAUNCH_MIN_FREE_KB=64
 
 # install_supervisor OFFSET COUNT: the shared copy of this supervisor, unless
 # an earlier launch wrote it. It is written in the job folder (new, ours,
