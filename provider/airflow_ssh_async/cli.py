@@ -44,6 +44,7 @@ from airflow_ssh_async.job import (
     JobStatus,
     ListedJob,
     ProtocolError,
+    gc_candidate,
     validate_job_id,
 )
 
@@ -465,22 +466,6 @@ async def cmd_kill(args: argparse.Namespace, hook: SSHAsyncJobHook, host: Remote
         )
         return Exit.ERROR
     return Exit.OK
-
-
-def gc_candidate(entry: ListedJob, cutoff: int) -> bool:
-    """Finished long enough ago, and surely not running.
-
-    Jobs with a result count from their end time. Lost jobs have none, so they
-    count from their start, and only when the job's own process is gone too.
-    """
-    status, facts = entry.status, entry.facts
-    if status is None or facts is None:
-        return False
-    if status.state.has_result:
-        return status.end_time is not None and status.end_time <= cutoff
-    if status.state is JobState.LOST:
-        return facts.job_alive is not True and status.start_time is not None and status.start_time <= cutoff
-    return False
 
 
 async def cmd_gc(args: argparse.Namespace, hook: SSHAsyncJobHook, host: RemoteHost) -> int:

@@ -495,6 +495,22 @@ class JobListing:
     jobs: list[ListedJob]
 
 
+def gc_candidate(entry: ListedJob, cutoff: int) -> bool:
+    """Finished long enough ago, and surely not running: what `airflow-ssh-async gc` may remove.
+
+    Jobs with a result count from their end time. Lost jobs have none, so they
+    count from their start, and only when the job's own process is gone too.
+    """
+    status, facts = entry.status, entry.facts
+    if status is None or facts is None:
+        return False
+    if status.state.has_result:
+        return status.end_time is not None and status.end_time <= cutoff
+    if status.state is JobState.LOST:
+        return facts.job_alive is not True and status.start_time is not None and status.start_time <= cutoff
+    return False
+
+
 # --- what the trigger reports and the operator returns ----------------------------
 
 
