@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
 
 from airflow_ssh_async.client import RemoteHost
@@ -334,18 +335,54 @@ class SSHAsyncJobOperator(BaseOperator):
         self._watching = ref
         if self.deferrable:
             self.defer(trigger=self._trigger(ref), method_name="execute_complete", timeout=self._deferral_timeout())
-        event = asyncio.run(
-            watch_job(
-                hook,
-                ref,
-                log=self.log,
-                poll_interval=self.poll_interval,
-                tail_bytes=self.tail_bytes,
-                connection_patience=self.connection_patience,
-                stream_output=self.stream_output,
-                masker=self._masker,
-            )
+        return self._settle(context, asyncio.run(self._watch_here(hook, ref, self.poll_interval)))
+
+    async def _watch_here(self, hook: SSHAsyncJobHook, ref: JobRef, poll_interval: float) -> dict[str, Any]:
+        """Wait for the job in this process (the worker), as the trigger would in the triggerer."""
+        return await watch_job(
+            hook,
+            ref,
+            log=self.log,
+            poll_interval=poll_interval,
+            tail_bytes=self.tail_bytes,
+            connection_patience=self.connection_patience,
+            stream_output=self.stream_output,
+            masker=self._masker,
         )
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """The deferral's backstop timeout ends the task as the host's limit would, not as TaskDeferralTimeout.
+
+        It fires only when no triggerer reported the job's end in time (the
+        host's limit + grace + margin). The host has enforced the limit on its
+        own, so the worker asks it once: an ended job settles exactly as the
+        trigger's event would (a limit fails with ``AirflowTaskTimeout`` and the
+        result in XCom); a job still running after ``grace`` and 25 s more is
+        cancelled, and the task fails as timed out all the same.
+        """
+        if next_method != TRIGGER_FAIL_REPR or (next_kwargs or {}).get("error") != TriggerFailureReason.TRIGGER_TIMEOUT:
+            return super().resume_execution(next_method, next_kwargs, context)
+        job_id = self._resolve_job_id(context)
+        self._secrets = task_secrets(self.environment)
+        self._masker = Masker(self._secrets, airflow_min_length())
+        hook = self._hook()
+        ref = JobRef(self.ssh_conn_id, job_id, hook.job_dir(job_id))
+        self.log.warning(
+            "No triggerer reported job %s's end before the deferral's timeout (is a triggerer running? "
+            "`airflow jobs check --job-type TriggererJob`): asking %s for the job's end from the worker",
+            job_id, self.ssh_conn_id,
+        )  # fmt: skip
+        try:
+            event = asyncio.run(asyncio.wait_for(self._watch_here(hook, ref, 1.0), cancel_bound(self.grace)))
+        except (TimeoutError, SSHAsyncJobError) as exc:
+            state = "still runs" if isinstance(exc, TimeoutError) else f"could not be read ({exc})"
+            try:
+                hook.cancel(ref.job_dir, grace=self.grace)
+            except SSHAsyncJobError as cancel_exc:
+                state += f"; the cancel failed too ({cancel_exc}): kill it with `airflow-ssh-async kill {job_id}`"
+            raise AirflowTaskTimeout(
+                f"job {job_id!r} on {self.ssh_conn_id}: the deferral's timeout passed and the job {state}"
+            ) from None
         return self._settle(context, event)
 
     def _trigger(self, ref: JobRef) -> SSHAsyncJobTrigger:

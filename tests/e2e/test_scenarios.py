@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from tests.e2e.conftest import RemoteJobs, job_processes
 from tests.e2e.dags.ssh_async_e2e import (
@@ -761,10 +762,35 @@ def test_14_the_host_ends_the_job_at_execution_timeout_with_no_triggerer_running
     assert no_job_process_left(job_id), job_processes(job_id)
     assert af.task_instance(dag_id, run_id, "job")["state"] == "deferred"
 
-    af.start_triggerer(timeout=60)  # the default is what is left of the stack's startup budget
-    finish(af, dag_id, run_id, "failed", timeout=90)
-    wait_for_log(af, dag_id, run_id, r"AirflowTaskTimeout")
+    # Still no triggerer when the deferral's own (backstop) timeout passes: brought
+    # forward in the database rather than waited for (limit + grace + 120 s). The
+    # scheduler times the deferral out; the worker asks the host and fails the task as
+    # the host's limit would, not as TaskDeferralTimeout.
+    try:
+        expire_deferral(af, dag_id, run_id, "job")
+        finish(af, dag_id, run_id, "failed", timeout=90)
+    finally:
+        af.start_triggerer(timeout=60)  # the default is what is left of the stack's startup budget
+    log = wait_for_log(af, dag_id, run_id, r"AirflowTaskTimeout")
+    assert "No triggerer reported job" in log and "TaskDeferralTimeout" not in log, log[-3000:]
     assert af.xcom(dag_id, run_id, "job", key="result")["limit"] == "execution_timeout"
+
+
+def expire_deferral(af: AirflowStack, dag_id: str, run_id: str, task_id: str) -> None:
+    """Make a deferred task's trigger timeout already past (its start_date, in Airflow's own format)."""
+    db = sqlalchemy.create_engine(af.db_url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with db.begin() as conn:
+            done = conn.execute(
+                sqlalchemy.text(
+                    "UPDATE task_instance SET trigger_timeout = start_date"
+                    " WHERE dag_id = :dag AND run_id = :run AND task_id = :task AND state = 'deferred'"
+                ),
+                {"dag": dag_id, "run": run_id, "task": task_id},
+            )
+            assert done.rowcount == 1, f"{dag_id}/{run_id}/{task_id} is not deferred"
+    finally:
+        db.dispose()
 
 
 @pytest.mark.timeout(180)
