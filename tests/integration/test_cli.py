@@ -328,7 +328,13 @@ def test_logs_follow_prints_while_running_and_exits_with_the_state(server) -> No
     user, async_dir = "asyncdash", new_async_dir("asyncdash")
     hook = SSHAsyncJobHook(DASH, async_dir=async_dir)
     try:
-        hook.launch("steps", "echo step1; sleep 3; echo step2; echo warn >&2; exit 3")
+        # The job holds until the test has seen step1 while it runs (a release file, not a
+        # fixed sleep: the console script alone can take seconds to start on a busy machine).
+        release = f"{async_dir.replace('~', '$HOME', 1)}/release-steps"
+        hook.launch(
+            "steps",
+            f'echo step1; while [ ! -e "{release}" ]; do sleep 0.1; done; echo step2; echo warn >&2; exit 3',
+        )
         proc = subprocess.Popen(
             [str(SCRIPT), "logs", DASH, "steps", "--follow", "--interval", "0.2", "--async-dir", async_dir],
             stdout=subprocess.PIPE,
@@ -339,6 +345,7 @@ def test_logs_follow_prints_while_running_and_exits_with_the_state(server) -> No
         assert proc.stdout.readline() == "step1\n"
         # the first line arrived while the job was still running
         assert hook.status([hook.job_dir("steps")])[hook.job_dir("steps")][0].state.value == "running"
+        assert run_as(user, f': > "{release}"').returncode == 0
         out, err = proc.communicate(timeout=60)
         assert out == "step2\n"
         assert proc.returncode == 4
@@ -369,7 +376,7 @@ def test_kill_cancels_a_running_job(server, capsysbinary) -> None:
     user, async_dir = "asyncash", new_async_dir("asyncash")
     hook = SSHAsyncJobHook("cli_asyncash", async_dir=async_dir)
     try:
-        hook.launch("victim", "sleep 6")
+        hook.launch("victim", "sleep 60")  # the kill ends it; running for sure when the kill comes
         hook.launch("done", "true")
         wait_for_states(hook, {"victim": "running", "done": "succeeded"})
         code, out, err = run_cli(

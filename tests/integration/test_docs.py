@@ -24,6 +24,7 @@ templated against the class's ``template_fields``.
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
 import os
@@ -215,24 +216,50 @@ def test_dag_example_runs(block: Block, docs_bag: Any) -> None:
 # --- the console examples ---------------------------------------------------------------
 
 
-@pytest.fixture
-def console_job(sshd: Any) -> Iterator[None]:
-    """A fresh `nightly-migrate` on ssh_async_db: three lines a second apart."""
-    from airflow_ssh_async.hooks import SSHAsyncJobHook
-    from airflow_ssh_async.job import JobState
+@dataclass(frozen=True)
+class ConsoleJob:
+    """The docs' `nightly-migrate` in an async_dir of this test's own (the docs' commands get
+    ``--async-dir`` added): another run sharing the SSH user's home never meets it."""
 
-    hook = SSHAsyncJobHook(CONSOLE_CONN)
-    d = hook.job_dir(CONSOLE_JOB)
-    status = hook.status([d])[d][0]
-    if not status.state.finished:
-        hook.cancel(d, grace=1)
-        deadline = time.monotonic() + 20
+    async_dir: str  # as given to the CLI: ~/docs-console-<hex>
+    release: Path  # the job prints `step 1`, then holds until this file exists
+
+    def release_now(self) -> None:
+        self.release.touch()
+
+
+@pytest.fixture
+def console_job(sshd: Any) -> Iterator[ConsoleJob]:
+    """A fresh `nightly-migrate` on ssh_async_db that runs until the test lets it end: the
+    examples show it running, then follow its three lines to the end. A fixed-length job
+    would end before a slow console script starts on a busy machine."""
+    from airflow_ssh_async.hooks import SSHAsyncJobHook
+
+    name = f"docs-console-{uuid.uuid4().hex[:10]}"
+    folder = home(CONSOLE_USER) / name
+    job = ConsoleJob(f"~/{name}", home(CONSOLE_USER) / f"{name}-release")
+    hook = SSHAsyncJobHook(CONSOLE_CONN, async_dir=job.async_dir)
+    hold = f"while [ ! -e {shlex.quote(str(job.release))} ]; do sleep 0.1; done"
+    hook.launch(CONSOLE_JOB, f'echo "step 1"; {hold}; echo "step 2"; echo "step 3"')
+    try:
+        yield job
+    finally:
+        job.release_now()  # ends the job if a command failed before the follow
+        deadline = time.monotonic() + 30
+        d = hook.job_dir(CONSOLE_JOB)
         while not hook.status([d])[d][0].state.finished and time.monotonic() < deadline:
             time.sleep(0.2)
-    if hook.status([d])[d][0].state is not JobState.MISSING:
-        hook.archive(d, remove=True)
-    hook.launch(CONSOLE_JOB, 'for i in 1 2 3; do echo "step $i"; sleep 1; done')
-    yield
+        shutil.rmtree(folder, ignore_errors=True)
+        job.release.unlink(missing_ok=True)
+
+
+def takes_async_dir(subcommand: str) -> bool:
+    """Whether the CLI's SUBCOMMAND has an ``--async-dir`` option (host-key has none)."""
+    from airflow_ssh_async import cli
+
+    [sub] = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    parser = sub.choices.get(subcommand)
+    return parser is not None and any("--async-dir" in a.option_strings for a in parser._actions)
 
 
 def commands(block: Block) -> list[tuple[str, list[str]]]:
@@ -248,12 +275,16 @@ def commands(block: Block) -> list[tuple[str, list[str]]]:
 
 
 @pytest.mark.parametrize("block", CONSOLE_BLOCKS, ids=[b.name for b in CONSOLE_BLOCKS])
-def test_console_example_runs(block: Block, console_job: None) -> None:
+def test_console_example_runs(block: Block, console_job: ConsoleJob) -> None:
     assert SCRIPT.exists(), f"{SCRIPT} is missing: pip install -e the repo"
     want = int(block.tag("exit=") or 0)
     for command, documented in commands(block):
         argv = shlex.split(command)
         assert argv[0] == "airflow-ssh-async", f"{block.name}: only airflow-ssh-async commands are run: {command}"
+        if "--follow" in argv:
+            console_job.release_now()  # what the docs show before it saw the job running
+        if len(argv) > 1 and takes_async_dir(argv[1]) and "--async-dir" not in argv:
+            argv += ["--async-dir", console_job.async_dir]
         done = subprocess.run([str(SCRIPT), *argv[1:]], capture_output=True, text=True, timeout=120)
         real = done.stdout + done.stderr
         assert done.returncode == want, f"{block.name}: `{command}` exited {done.returncode}, not {want}:\n{real}"
