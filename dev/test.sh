@@ -11,20 +11,33 @@ VENV=${VENV:-.venv}
 echo "test: shellcheck -s sh (the remote scripts and our own, as POSIX sh)"
 shellcheck -s sh provider/airflow_ssh_async/scripts/*.sh dev/*.sh bench/*.sh
 
-# Two pytest sessions at once, each with its own sshd and Airflow stack: most of
-# an e2e scenario is waiting, so the Celery stack's scenarios and load scenario
-# overlap the rest (docs/reliability.md, "Time budget"). Every test has its own
-# timeout (setup.cfg); `timeout` bounds each session.
-echo "test: pytest (unit, integration, e2e on the SQLite stack; the Celery stack's e2e in a second session)"
-celery_log=$(mktemp)
-E2E_STACKS=celery timeout 1500 "$VENV/bin/python" -m pytest -p no:cacheprovider -q "$@" tests/e2e \
-    >"$celery_log" 2>&1 &
-celery=$!
+# Three pytest sessions at once, each with its own sshd (and Airflow stack): most
+# of an e2e scenario is waiting, for a poll, a heartbeat or a triggerer's health
+# threshold, so the two e2e sessions overlap the CPU-bound unit and integration
+# tests (docs/reliability.md, "Time budget"). Every test has its own timeout
+# (setup.cfg); `timeout` bounds each session with SIGINT, so that a session cut
+# short still prints its failures and its slowest tests.
+# Extra arguments go to every session (e.g. --durations=40).
+echo "test: pytest in three sessions at once: unit and integration; e2e on the SQLite stack; e2e on the Celery stack"
+logs=$(mktemp -d)
+session() { # NAME E2E_STACKS PATHS...: one pytest session in the background, its output in $logs/NAME
+    name=$1 stacks=$2
+    shift 2
+    E2E_STACKS=$stacks timeout -s INT -k 60 1500 "$VENV/bin/python" -m pytest -p no:cacheprovider -q \
+        "$@" >"$logs/$name" 2>&1 &
+    echo $! >"$logs/$name.pid"
+}
+session e2e-sqlite sqlite "$@" tests/e2e
+session e2e-celery celery "$@" tests/e2e
 rc=0
-E2E_STACKS=sqlite timeout 1500 "$VENV/bin/python" -m pytest -p no:cacheprovider -q "$@" tests || rc=$?
-celery_rc=0
-wait "$celery" || celery_rc=$?
-echo "test: the Celery stack's session (exit $celery_rc):"
-cat "$celery_log"
-rm -f "$celery_log"
-[ "$rc" -eq 0 ] && [ "$celery_rc" -eq 0 ]
+E2E_STACKS=sqlite timeout -s INT -k 60 1500 "$VENV/bin/python" -m pytest -p no:cacheprovider -q \
+    "$@" tests/unit tests/integration || rc=$?
+for name in e2e-sqlite e2e-celery; do
+    code=0
+    wait "$(cat "$logs/$name.pid")" || code=$?
+    echo "test: the session $name (exit $code):"
+    cat "$logs/$name"
+    [ "$code" -eq 0 ] || rc=1
+done
+rm -rf "$logs"
+[ "$rc" -eq 0 ]
