@@ -149,6 +149,23 @@ def second_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def silent_host() -> Iterator[str]:
+    """A connection to a port that accepts TCP and never says a word (a hung host): its
+    URI. The kernel completes the handshake from the listen backlog; no SSH banner comes."""
+    import json
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    try:
+        yield json.dumps({"conn_type": "ssh", "host": "127.0.0.1", "port": port, "login": USER})
+    finally:
+        sock.close()
+
+
 _failed: list[str] = []
 
 
@@ -166,6 +183,7 @@ def airflow_stack(
     second_host: SSHServer,
     bad_connections: dict[str, str],
     secret_values: dict[str, str],
+    silent_host: str,
 ) -> Iterator[AirflowStack]:
     """The suite's stack of one kind (``request.param``). ``sshd`` first: its connections must be set."""
     assert os.environ.get("AIRFLOW_CONN_TEST_ASYNCDASH"), "the sshd fixture did not set its connections"
@@ -174,6 +192,9 @@ def airflow_stack(
         **bad_connections,
         **_secret_env(secret_values),
         "AIRFLOW_CONN_TEST_ASYNCDASH_B": second_host.conn_uri_json(USER),
+        "AIRFLOW_CONN_E2E_UI_SILENT": silent_host,  # the Remote jobs view's hung host (test_ui.py)
+        # The view's per-host time bound, short enough for a test to wait it out.
+        "AIRFLOW__SSH_ASYNC__UI_HOST_TIMEOUT": "8",
     }
     stack = AirflowStack(DAGS, env=env, dag_ids=DAG_IDS, parallelism=5 if kind == "sqlite" else 32, kind=kind)
     stack.start()  # raises (and cleans up) when Airflow cannot start: the tests fail, never skip

@@ -364,6 +364,9 @@ class AirflowStack:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.username = "admin"
         self.password = secrets.token_urlsafe(16)
+        # A second, read-only user (SimpleAuthManager's VIEWER role): for permission tests.
+        self.viewer_username = "viewer"
+        self.viewer_password = secrets.token_urlsafe(16)
         self.env: dict[str, str] = {}
         self.components: dict[str, Component] = {}
         self._client: httpx.Client | None = None
@@ -484,7 +487,7 @@ class AirflowStack:
     def _write_config(self) -> None:
         """Passwords file for SimpleAuthManager, plus the env every component shares."""
         passwords = self.home / "simple_auth_manager_passwords.json"
-        passwords.write_text(json.dumps({self.username: self.password}))
+        passwords.write_text(json.dumps({self.username: self.password, self.viewer_username: self.viewer_password}))
         self.env = self._base_env(passwords)
         if self.kind == "celery":
             self.worker_env = self._worker_env()
@@ -559,7 +562,7 @@ class AirflowStack:
             **self._shared_settings(),
             # LocalExecutor pre-forks this many workers; tasks here mostly wait on SSH.
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:ADMIN",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:ADMIN,{self.viewer_username}:VIEWER",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
@@ -811,6 +814,16 @@ class AirflowStack:
                 raise AirflowStackError(f"login failed: HTTP {resp.status_code} {resp.text}")
             self._client.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
         return self._client
+
+    def token(self, username: str | None = None, password: str | None = None) -> str:
+        """A JWT for a user (default: the admin), as the UI gets one at login."""
+        username = username or self.username
+        if password is None:
+            password = self.viewer_password if username == self.viewer_username else self.password
+        resp = httpx.post(f"{self.base_url}/auth/token", json={"username": username, "password": password}, timeout=30)
+        if resp.status_code != 201:
+            raise AirflowStackError(f"login of {username} failed: HTTP {resp.status_code} {resp.text}")
+        return str(resp.json()["access_token"])
 
     def request(
         self,

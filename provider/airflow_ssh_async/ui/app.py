@@ -1,0 +1,319 @@
+"""The Remote jobs view: a FastAPI app the plugin mounts at ``/ssh-async``.
+
+Every route, the static pages included, depends on :func:`access.current_user`
+(401 without Airflow's token). Jobs are filtered per user (access.py) before
+anything about them is sent. What the browser gets is JSON built from
+whitelisted fields (records.py) and pages that put every value in with
+``textContent``; a Content-Security-Policy forbids inline script, so even a
+value that slipped into markup could not run.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from fastapi import Body, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JOB_ID_RE
+from airflow_ssh_async.ui import hosts, sources
+from airflow_ssh_async.ui.access import Access, CurrentUser, check_forgery, csrf_token, user_name
+from airflow_ssh_async.ui.records import DAMAGED, JobRow, lead_cut, select, state_counts, whole_utf8
+
+URL_PREFIX = "/ssh-async"
+STREAMS = ("stdout", "stderr")
+DEFAULT_CHUNK = 64 * 1024
+MAX_GRACE = 3600
+AUDIT_EVENT = "ssh_async.kill"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
+
+app = FastAPI(title="SSH async: Remote jobs", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@app.middleware("http")
+async def _headers(request: Request, call_next: Any) -> Response:
+    response: Response = await call_next(request)
+    for k, v in SECURITY_HEADERS.items():
+        response.headers.setdefault(k, v)
+    return response
+
+
+def _static(name: str) -> Response:
+    suffix = name[name.rfind(".") :]
+    if "/" in name or suffix not in STATIC_TYPES:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
+    try:
+        body = resources.files("airflow_ssh_async.ui").joinpath("static", name).read_bytes()
+    except (FileNotFoundError, OSError):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file") from None
+    return Response(body, media_type=STATIC_TYPES[suffix])
+
+
+# --- pages --------------------------------------------------------------------------
+
+
+@app.get("/", include_in_schema=False)
+async def index_page(user: Any = CurrentUser) -> Response:
+    return _static("index.html")
+
+
+@app.get("/job", include_in_schema=False)
+async def job_page(user: Any = CurrentUser) -> Response:
+    return _static("job.html")
+
+
+@app.get("/ti", include_in_schema=False)
+async def ti_page(user: Any = CurrentUser) -> Response:
+    return _static("job.html")
+
+
+@app.get("/static/{name}", include_in_schema=False)
+async def static_file(name: str, user: Any = CurrentUser) -> Response:
+    return _static(name)
+
+
+# --- data ---------------------------------------------------------------------------
+
+
+def _conn_id(value: str) -> str:
+    value = value.strip()
+    # Airflow's own rule for connection ids, so a typed id never reaches a lookup malformed.
+    if not value or len(value) > 250 or not all(c.isalnum() or c in "._-" for c in value):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"invalid connection id {value[:80]!r}")
+    return value
+
+
+def _async_dir(value: str | None) -> str:
+    value = (value or "").strip() or DEFAULT_ASYNC_DIR
+    if "\x00" in value or "\x1f" in value or len(value) > 4096:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid async_dir")
+    return value
+
+
+def _job_id(value: str) -> str:
+    if not JOB_ID_RE.fullmatch(value):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"invalid job id {value[:80]!r}")
+    return value
+
+
+def _visible(access: Access, conn_id: str, rows: list[JobRow]) -> list[JobRow]:
+    access.prime(r.origin.dag_id for r in rows if r.origin)
+    return [r for r in rows if access.can_see(conn_id, r)]
+
+
+@app.get("/api/session")
+async def session_info(user: Any = CurrentUser) -> dict[str, Any]:
+    """Who is signed in, and the token a kill must carry (readable by this origin only)."""
+    return {"user": user_name(user), "csrf_token": csrf_token(user)}
+
+
+@app.get("/api/hosts")
+async def host_list(user: Any = CurrentUser) -> dict[str, Any]:
+    """The host sections found in Airflow's records, for the DAGs this user may read."""
+    access = Access(user)
+    found = await run_in_threadpool(sources.sections, access.readable_dag_ids)
+    return {"hosts": [{"conn_id": s.conn_id, "async_dir": s.async_dir} for s in found]}
+
+
+def _snapshot_head(snap: hosts.Snapshot) -> dict[str, Any]:
+    return {
+        "conn_id": snap.conn_id,
+        "async_dir": snap.async_dir,
+        "resolved_dir": snap.resolved_dir,
+        "host": snap.label,
+        "error": snap.error,
+        "error_kind": snap.error_kind,
+        "now": snap.now,
+        "read_seconds": round(snap.seconds, 3),
+        "ssh_calls": hosts.CACHE.calls.get(snap.conn_id, 0),
+    }
+
+
+@app.get("/api/jobs")
+async def job_list(
+    user: Any = CurrentUser,
+    conn_id: str = Query(...),
+    async_dir: str | None = Query(None),
+    state: list[str] = Query(default=[]),  # noqa: B008 - FastAPI's way to declare a repeated parameter
+    dag_id: str = Query(""),
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=500),
+) -> dict[str, Any]:
+    """One host's section: the jobs this user may see, filtered, newest first, one page."""
+    conn = _conn_id(conn_id)
+    snap = await hosts.CACHE.snapshot(conn, _async_dir(async_dir))
+    access = Access(user)
+    rows = await run_in_threadpool(_visible, access, conn, snap.rows)
+    page, total = select(rows, states=state, dag_id=dag_id, offset=offset, limit=limit)
+    return {
+        **_snapshot_head(snap),
+        "total": total,
+        "visible": len(rows),
+        "counts": state_counts(rows),
+        "dag_ids": sorted({r.dag_id for r in rows if r.dag_id}),
+        "offset": offset,
+        "limit": limit,
+        "jobs": [r.to_dict(snap.now, snap.progress.get(r.job_id, "")) for r in page],
+    }
+
+
+async def _find(user: Any, conn_id: str, async_dir: str | None, job_id: str) -> tuple[hosts.Snapshot, JobRow, Access]:
+    """The job as this user may see it; 404 when it is not there or not theirs to see (no hint which)."""
+    conn, job = _conn_id(conn_id), _job_id(job_id)
+    snap = await hosts.CACHE.snapshot(conn, _async_dir(async_dir))
+    if snap.error:
+        status_code = 404 if snap.error_kind == "unknown_connection" else 502
+        raise HTTPException(status_code, f"{snap.label or conn}: {snap.error}")
+    row = snap.find(job)
+    access = Access(user)
+    if row is None or not await run_in_threadpool(access.can_see, conn, row):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job!r} on {snap.label or conn} that you may see")
+    return snap, row, access
+
+
+@app.get("/api/job")
+async def job_detail(
+    user: Any = CurrentUser, conn_id: str = Query(...), async_dir: str | None = Query(None), job_id: str = Query(...)
+) -> dict[str, Any]:
+    snap, row, access = await _find(user, conn_id, async_dir, job_id)
+    can_kill = await run_in_threadpool(access.can_kill, snap.conn_id, row)
+    can_read = await run_in_threadpool(access.can_read_output, snap.conn_id, row)
+    return {
+        **_snapshot_head(snap),
+        "job": row.to_dict(snap.now, snap.progress.get(row.job_id, "")),
+        "can_kill": can_kill,
+        "can_read_output": can_read,
+    }
+
+
+@app.get("/api/output")
+async def job_output(
+    user: Any = CurrentUser,
+    conn_id: str = Query(...),
+    async_dir: str | None = Query(None),
+    job_id: str = Query(...),
+    stream: str = Query("stdout"),
+    offset: int = Query(-1, ge=-1),
+    max_bytes: int = Query(DEFAULT_CHUNK, ge=1, le=hosts.MAX_CHUNK),
+) -> dict[str, Any]:
+    """At most MAX_BYTES of a stream from OFFSET (-1: the tail), ending on a whole character."""
+    if stream not in STREAMS:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"stream is one of {', '.join(STREAMS)}")
+    snap, row, access = await _find(user, conn_id, async_dir, job_id)
+    if not await run_in_threadpool(access.can_read_output, snap.conn_id, row):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "you may not read this job's output (its DAG's task logs)")
+    if row.state == DAMAGED:
+        return {"stream": stream, "offset": 0, "next_offset": 0, "size": 0, "text": "", "missing": True}
+    size = dict(row.sizes).get(stream, 0)
+    start = max(0, size - max_bytes) if offset < 0 else offset
+    try:
+        chunk = await hosts.CACHE.read(snap.conn_id, snap.async_dir, row.job_dir, stream, start, max_bytes)
+    except Exception as exc:  # a host gone since the listing: the page shows it and tries again
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"{snap.label}: {exc}") from None
+    if chunk.shrunk:
+        start, data = 0, b""
+    else:
+        data = chunk.data
+    if start > 0:
+        cut = lead_cut(data, at_tail=offset < 0)
+        start, data = start + cut, data[cut:]
+    whole = whole_utf8(data)
+    return {
+        "stream": stream,
+        "offset": start,
+        "next_offset": start + whole,
+        "size": max(chunk.size, start + whole),
+        "text": data[:whole].decode("utf-8", "replace"),
+        "missing": chunk.missing,
+    }
+
+
+@app.get("/api/ti")
+async def task_instance_job(
+    user: Any = CurrentUser,
+    dag_id: str = Query(...),
+    run_id: str = Query(...),
+    task_id: str = Query(...),
+    map_index: str = Query("-1"),
+) -> dict[str, Any]:
+    """Which job a task instance of this provider has (for its Remote job tab)."""
+    index = int(map_index) if map_index.lstrip("-").isdigit() else -1  # "{MAP_INDEX}" unfilled: not mapped
+    access = Access(user)
+    if not await run_in_threadpool(access.dag, dag_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may not read DAG {dag_id!r}")
+    job, why = await run_in_threadpool(sources.task_job, dag_id, run_id, task_id, index)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, why)
+    return {
+        "conn_id": job.conn_id,
+        "async_dir": job.async_dir,
+        "job_id": job.job_id,
+        "found_in": job.found_in,
+        "try_number": job.try_number,
+    }
+
+
+def _audit(user: Any, snap: hosts.Snapshot, row: JobRow, grace: int, outcome: str) -> None:
+    """The kill in Airflow's audit log (the Log table, the UI's Audit Log): who, which host, which job."""
+    from airflow.models.log import Log
+    from airflow.utils.session import create_session
+
+    origin = row.origin
+    extra = {
+        "conn_id": snap.conn_id,
+        "host": snap.label,
+        "job_id": row.job_id,
+        "job_dir": row.job_dir,
+        "grace": grace,
+        "outcome": outcome,
+    }
+    kwargs: dict[str, Any] = {}
+    if origin is not None:
+        kwargs = {"dag_id": origin.dag_id, "task_id": origin.task_id, "run_id": origin.run_id}
+        kwargs["map_index"] = origin.map_index
+    with create_session() as session:
+        session.add(Log(event=AUDIT_EVENT, owner=user_name(user), extra=json.dumps(extra), **kwargs))
+
+
+@app.post("/api/kill")
+async def kill_job(
+    request: Request,
+    user: Any = CurrentUser,
+    body: dict[str, Any] = Body(...),  # noqa: B008 - FastAPI's way to declare a body
+) -> JSONResponse:
+    """SIGTERM the job's process group, SIGKILL after GRACE seconds; written to the audit log."""
+    check_forgery(request, user)
+    try:
+        conn_id, job_id = str(body["conn_id"]), str(body["job_id"])
+        grace = int(body.get("grace", 10))
+    except (KeyError, TypeError, ValueError):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "give conn_id, job_id and grace (seconds)") from None
+    if not 0 <= grace <= MAX_GRACE:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"grace is 0 to {MAX_GRACE} seconds")
+    snap, row, access = await _find(user, conn_id, body.get("async_dir"), job_id)
+    if not await run_in_threadpool(access.can_kill, snap.conn_id, row):
+        what = f"edit connection {snap.conn_id!r}"
+        if row.origin:
+            what = f"edit task instances of DAG {row.origin.dag_id!r}"
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"killing this job needs permission to {what}")
+    if row.state == DAMAGED:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id!r} is damaged ({row.reason}): nothing to signal")
+    try:
+        outcome = await hosts.CACHE.cancel(snap.conn_id, snap.async_dir, row.job_dir, grace)
+    except Exception as exc:
+        await run_in_threadpool(_audit, user, snap, row, grace, f"error: {exc}")
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"{snap.label}: {exc}") from None
+    await run_in_threadpool(_audit, user, snap, row, grace, outcome)
+    return JSONResponse({"outcome": outcome, "job_id": row.job_id, "host": snap.label})

@@ -1,0 +1,241 @@
+"""The view's data layer: one shared, time-bounded snapshot of each host's jobs.
+
+Every browser tab, every viewer and every route of one API server process
+reads the same cache, so ten open tabs cost the host no more than one: a
+host is asked again only once its snapshot is older than ``REFRESH``, and
+callers that arrive while a refresh runs wait for that refresh (single
+flight). A refresh is one ``list`` and one batched ``status`` call for all
+the host's jobs (never one call per job), plus one batched read of the
+progress tails that changed. Each refresh is bounded by ``HOST_TIMEOUT``; a
+host that does not answer in time, or refuses us, becomes a snapshot with
+its error, and the other hosts are unaffected.
+
+Output is read in bounded chunks (``MAX_CHUNK``) through the hook's batched
+read, also shared between callers that ask for the same bytes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_ssh_async.client import RemoteHost, remote_host
+from airflow_ssh_async.errors import SSHAsyncJobError
+from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JOB_ID_RE, JobFacts, JobStatus, ProtocolError
+from airflow_ssh_async.job import parse_frames as _parse_frames
+from airflow_ssh_async.ui.records import JobRow, job_row, last_line
+
+REFRESH = 3.0  # seconds a snapshot is served before the host is asked again
+HOST_TIMEOUT = 15.0  # the most one host's refresh may take before it shows as an error
+MAX_CHUNK = 256 * 1024  # the most one output read returns
+PROGRESS_TAIL = 512  # bytes of a progress file read for its last line
+OUTPUT_TTL = 1.0  # identical output reads within this many seconds share one SSH call
+
+HookFactory = Callable[[str, str], Any]
+
+
+@dataclass
+class Snapshot:
+    """One host's jobs as last read, or the error that stopped the read."""
+
+    conn_id: str
+    async_dir: str
+    rows: list[JobRow] = field(default_factory=list)
+    progress: dict[str, str] = field(default_factory=dict)  # job id -> last progress line
+    now: int = 0  # the host's clock at the read
+    resolved_dir: str = ""
+    label: str = ""  # user@host:port, as errors name it
+    error: str = ""
+    error_kind: str = ""  # "unknown_connection", "unreachable", "refused", "timeout", "protocol"
+    read_at: float = 0.0  # time.monotonic() of the read
+    seconds: float = 0.0  # how long the read took
+
+    def find(self, job_id: str) -> JobRow | None:
+        return next((r for r in self.rows if r.job_id == job_id), None)
+
+
+def _make_hook(conn_id: str, async_dir: str) -> Any:
+    from airflow_ssh_async.hooks import SSHAsyncJobHook
+
+    return SSHAsyncJobHook(conn_id, async_dir)
+
+
+async def list_folders(hook: Any, host: RemoteHost) -> tuple[int, str, dict[str, str]]:
+    """(host clock, resolved async_dir, job id -> folder) of the hook's async_dir.
+
+    The adapter until the hook has a listing call of its own: list.sh, as
+    the ops command uses it. Archived attempts are not listed.
+    """
+    now, resolved, names = 0, hook.async_dir, []
+    for name, value in _parse_frames(await host.run("list", [hook.async_dir])):
+        if name == "now":
+            now = int(value)
+        elif name == "async_dir":
+            resolved = value.decode("utf-8", "replace")
+        elif name == "job":
+            job = value.decode("utf-8", "replace")
+            if JOB_ID_RE.fullmatch(job):
+                names.append(job)
+        elif name == "protocol" and value != b"1":
+            raise ProtocolError(f"list protocol {value!r}, expected 1")
+    return now, resolved, {n: f"{resolved.rstrip('/')}/{n}" for n in sorted(names)}
+
+
+def _kind(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if name == "ConnectionNotFoundError":
+        return "unknown_connection"
+    if name in ("SSHAuthError", "HostKeyError"):
+        return "refused"
+    if isinstance(exc, ProtocolError):
+        return "protocol"
+    return "unreachable"
+
+
+class HostCache:
+    """Snapshots per (connection, async_dir), shared by every caller of this process."""
+
+    def __init__(
+        self,
+        make_hook: HookFactory = _make_hook,
+        refresh: float = REFRESH,
+        host_timeout: float = HOST_TIMEOUT,
+    ) -> None:
+        self.make_hook = make_hook
+        self.refresh = refresh
+        self.host_timeout = host_timeout
+        self._snapshots: dict[tuple[str, str], Snapshot] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Task[Snapshot]] = {}
+        self._reads: dict[tuple[Any, ...], tuple[float, asyncio.Task[Any]]] = {}
+        self._progress: dict[tuple[str, str, int], str] = {}  # (conn, folder, progress size) -> last line
+        self.calls: dict[str, int] = {}  # SSH commands run per connection id, for tests and benchmarks
+
+    def _count(self, conn_id: str, n: int = 1) -> None:
+        self.calls[conn_id] = self.calls.get(conn_id, 0) + n
+
+    def forget(self, conn_id: str, async_dir: str = DEFAULT_ASYNC_DIR) -> None:
+        """Drop a snapshot (after a kill), so the next look asks the host."""
+        self._snapshots.pop((conn_id, async_dir), None)
+
+    async def snapshot(self, conn_id: str, async_dir: str = DEFAULT_ASYNC_DIR) -> Snapshot:
+        key = (conn_id, async_dir or DEFAULT_ASYNC_DIR)
+        snap = self._snapshots.get(key)
+        if snap is not None and time.monotonic() - snap.read_at < self.refresh:
+            return snap
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._read(*key))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
+        # Shielded: a browser that goes away must not cancel a read other tabs wait for.
+        return await asyncio.shield(task)
+
+    async def _read(self, conn_id: str, async_dir: str) -> Snapshot:
+        started = time.monotonic()
+        snap = Snapshot(conn_id, async_dir)
+        try:
+            await asyncio.wait_for(self._fill(snap), self.host_timeout)
+        except asyncio.TimeoutError:
+            snap.rows, snap.error_kind = [], "timeout"
+            snap.error = f"no answer within {self.host_timeout:.0f} s (the per-host time bound)"
+        except (SSHAsyncJobError, ProtocolError, OSError) as exc:
+            snap.rows, snap.error_kind, snap.error = [], _kind(exc), str(exc)
+        snap.read_at = time.monotonic()
+        snap.seconds = snap.read_at - started
+        self._snapshots[(conn_id, async_dir)] = snap
+        return snap
+
+    async def _fill(self, snap: Snapshot) -> None:
+        hook = self.make_hook(snap.conn_id, snap.async_dir)
+        options = await hook.aget_options()
+        snap.label = options.label
+        async with remote_host(options) as host:
+            self._count(snap.conn_id)
+            snap.now, snap.resolved_dir, folders = await list_folders(hook, host)
+            rows: list[JobRow] = []
+            if folders:
+                self._count(snap.conn_id)
+                answers: dict[str, tuple[JobStatus, JobFacts] | ProtocolError] = await hook.astatus_each(
+                    list(folders.values()), host=host
+                )
+                rows = [job_row(j, d, answers[d]) for j, d in folders.items()]
+            snap.rows = rows
+            snap.progress = await self._progress_lines(snap.conn_id, hook, host, rows)
+
+    async def _progress_lines(self, conn_id: str, hook: Any, host: RemoteHost, rows: list[JobRow]) -> dict[str, str]:
+        """Last progress line of every job that has one; only changed files are read (one batched call)."""
+        out: dict[str, str] = {}
+        todo: list[tuple[JobRow, int]] = []
+        for r in rows:
+            size = dict(r.sizes).get("progress", 0)
+            if size <= 0:
+                continue
+            known = self._progress.get((conn_id, r.job_dir, size))
+            if known is not None:
+                out[r.job_id] = known
+            else:
+                todo.append((r, size))
+        if todo:
+            self._count(conn_id)
+            chunks = await hook.aread(
+                [(r.job_dir, "progress", max(0, size - PROGRESS_TAIL)) for r, size in todo],
+                max_bytes=PROGRESS_TAIL,
+                host=host,
+            )
+            for (r, size), chunk in zip(todo, chunks, strict=True):
+                line = last_line(chunk.data)
+                self._progress[(conn_id, r.job_dir, size)] = out[r.job_id] = line
+        return out
+
+    async def read(self, conn_id: str, async_dir: str, job_dir: str, stream: str, offset: int, max_bytes: int) -> Any:
+        """One bounded chunk of a job's stream (hook.aread); identical reads at once share one call."""
+        key = (conn_id, async_dir, job_dir, stream, offset, max_bytes)
+        now = time.monotonic()
+        for k, (at, _task) in list(self._reads.items()):
+            if now - at > OUTPUT_TTL:
+                del self._reads[k]
+        found = self._reads.get(key)
+        if found is None:
+
+            async def go() -> Any:
+                hook = self.make_hook(conn_id, async_dir)
+                options = await hook.aget_options()
+                async with remote_host(options) as host:
+                    self._count(conn_id)
+                    return (await hook.aread([(job_dir, stream, offset)], max_bytes=max_bytes, host=host))[0]
+
+            found = (now, asyncio.ensure_future(self._bounded(go())))
+            self._reads[key] = found
+        return await asyncio.shield(found[1])
+
+    async def _bounded(self, work: Awaitable[Any]) -> Any:
+        return await asyncio.wait_for(work, self.host_timeout)
+
+    async def cancel(self, conn_id: str, async_dir: str, job_dir: str, grace: int) -> str:
+        """Kill a job (hook.acancel: SIGTERM to its group, SIGKILL after GRACE); the snapshot is dropped."""
+        from airflow_ssh_async.hooks import cancel_bound
+
+        hook = self.make_hook(conn_id, async_dir)
+        options = await hook.aget_options()
+        try:
+            async with remote_host(options) as host:
+                self._count(conn_id)
+                return str(await asyncio.wait_for(hook.acancel(job_dir, grace=grace, host=host), cancel_bound(grace)))
+        finally:
+            self.forget(conn_id, async_dir)
+
+
+def _configured(key: str, default: float) -> float:
+    """``[ssh_async] KEY`` of airflow.cfg (or AIRFLOW__SSH_ASYNC__KEY), else DEFAULT."""
+    try:
+        from airflow.configuration import conf
+
+        return float(conf.getfloat("ssh_async", key, fallback=default))
+    except Exception:  # no Airflow config here (a unit test): the default
+        return default
+
+
+CACHE = HostCache(refresh=_configured("ui_refresh", REFRESH), host_timeout=_configured("ui_host_timeout", HOST_TIMEOUT))

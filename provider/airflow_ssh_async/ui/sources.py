@@ -1,0 +1,153 @@
+"""Which hosts to show, and which job a task instance has: read from Airflow's own records.
+
+Sync functions (SQLAlchemy sessions): the routes run them in a thread, off
+the API server's event loop.
+
+* Hosts: the ``ssh_conn_id`` and ``async_dir`` of this provider's triggers
+  (deferred tasks, sensors started in the triggerer) and of the rendered
+  fields of the provider's recent task instances (``RECENT`` of them), only
+  for DAGs the user may read. A connection typed in the page is added by
+  the route.
+* A task instance's job: its trigger's kwargs while it is deferred, else
+  its rendered fields (connection, job id or the id derived from the task
+  instance, async_dir).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JOB_ID_RE, derive_job_id
+
+TRIGGER_CLASSPATH = "airflow_ssh_async.triggers.SSHAsyncJobTrigger"
+OPERATORS = ("SSHAsyncJobOperator", "SSHAsyncJobSensor")
+RECENT = 500  # task instances looked at for connections, newest first
+
+
+@dataclass(frozen=True)
+class Section:
+    """One host section: a connection and the async_dir its jobs live in."""
+
+    conn_id: str
+    async_dir: str = DEFAULT_ASYNC_DIR
+
+
+@dataclass(frozen=True)
+class TaskJob:
+    """Where a task instance's job lives, and how that was found."""
+
+    conn_id: str
+    job_id: str
+    async_dir: str
+    job_dir: str
+    found_in: str  # "trigger" or "rendered fields"
+    try_number: int | None = None
+
+
+def _dir(value: object) -> str:
+    return value if isinstance(value, str) and value else DEFAULT_ASYNC_DIR
+
+
+def sections(readable: Callable[[set[str]], set[str]]) -> list[Section]:
+    """Connections this provider's tasks use, for the DAGs READABLE keeps."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.models.trigger import Trigger
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    found: list[tuple[str, Section]] = []
+    with create_session() as session:
+        rows = session.execute(
+            select(Trigger, TI.dag_id)
+            .join(TI, TI.trigger_id == Trigger.id)
+            .where(Trigger.classpath == TRIGGER_CLASSPATH)
+        ).all()
+        for trigger, dag_id in rows:
+            try:
+                kwargs = trigger.kwargs
+            except Exception:  # kwargs this server cannot decrypt: nothing to show from it
+                continue
+            conn = kwargs.get("ssh_conn_id")
+            if isinstance(conn, str) and conn and kwargs.get("source", "airflow-ssh-async") != "ansible":
+                found.append((dag_id, Section(conn, _dir(kwargs.get("async_dir")))))
+        recent = session.execute(
+            select(RTIF.dag_id, RTIF.rendered_fields)
+            .join(
+                TI,
+                (TI.dag_id == RTIF.dag_id)
+                & (TI.task_id == RTIF.task_id)
+                & (TI.run_id == RTIF.run_id)
+                & (TI.map_index == RTIF.map_index),
+            )
+            .where(TI.operator.in_(OPERATORS))
+            .order_by(TI.start_date.desc())
+            .limit(RECENT)
+        ).all()
+        for dag_id, fields in recent:
+            conn = (fields or {}).get("ssh_conn_id")
+            if isinstance(conn, str) and conn:
+                found.append((dag_id, Section(conn, _dir(fields.get("async_dir")))))
+    allowed = readable({d for d, _ in found})
+    return sorted({s for d, s in found if d in allowed}, key=lambda s: (s.conn_id, s.async_dir))
+
+
+def task_job(dag_id: str, run_id: str, task_id: str, map_index: int) -> tuple[TaskJob | None, str]:
+    """The job of a task instance of this provider, or None and why not."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.models.trigger import Trigger
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ti = session.scalar(
+            select(TI).where(TI.dag_id == dag_id, TI.run_id == run_id, TI.task_id == task_id, TI.map_index == map_index)
+        )
+        if ti is None:
+            return None, f"no task instance {dag_id}/{run_id}/{task_id} (map index {map_index})"
+        if ti.operator not in OPERATORS:
+            return None, f"task {task_id} is a {ti.operator}, not a task of airflow-provider-ssh-async"
+        if ti.trigger_id is not None:
+            trigger = session.get(Trigger, ti.trigger_id)
+            if trigger is not None and trigger.classpath == TRIGGER_CLASSPATH:
+                job = _from_kwargs(_safe_kwargs(trigger), ti.try_number)
+                if job is not None:
+                    return job, ""
+        fields = session.scalar(
+            select(RTIF.rendered_fields).where(
+                RTIF.dag_id == dag_id, RTIF.run_id == run_id, RTIF.task_id == task_id, RTIF.map_index == map_index
+            )
+        )
+        conn = (fields or {}).get("ssh_conn_id")
+        if not isinstance(conn, str) or not conn:
+            return None, (
+                f"no job recorded for {task_id} yet: the task has not run (or not deferred), so Airflow "
+                "holds neither its trigger nor its rendered fields"
+            )
+        job_id = (fields or {}).get("job_id")
+        if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
+            job_id = derive_job_id(dag_id, task_id, run_id, map_index)
+        async_dir = _dir((fields or {}).get("async_dir"))
+        job_dir = f"{async_dir.rstrip('/')}/{job_id}"
+        return TaskJob(conn, job_id, async_dir, job_dir, "rendered fields", ti.try_number), ""
+
+
+def _safe_kwargs(trigger: Any) -> dict[str, Any]:
+    try:
+        return dict(trigger.kwargs)
+    except Exception:
+        return {}
+
+
+def _from_kwargs(kwargs: dict[str, Any], try_number: int | None) -> TaskJob | None:
+    conn, job_id = kwargs.get("ssh_conn_id"), kwargs.get("job_id")
+    if not isinstance(conn, str) or not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
+        return None
+    if kwargs.get("source", "airflow-ssh-async") == "ansible":
+        return None
+    async_dir = _dir(kwargs.get("async_dir"))
+    job_dir = kwargs.get("job_dir") or f"{async_dir.rstrip('/')}/{job_id}"
+    return TaskJob(conn, job_id, async_dir, str(job_dir), "trigger", try_number)
