@@ -12,7 +12,8 @@ say() { printf 'setup: %s\n' "$*"; }
 # command:Debian package that provides it
 missing=
 for need in sshd:openssh-server ssh-keygen:openssh-client shellcheck:shellcheck busybox:busybox \
-    dash:dash mawk:mawk pgrep:procps runuser:util-linux setsid:util-linux redis-server:redis-server; do
+    dash:dash mawk:mawk pgrep:procps runuser:util-linux setsid:util-linux redis-server:redis-server \
+    chromium:chromium chromedriver:chromium-driver; do
     cmd=${need%%:*}
     if [ ! -x "/usr/sbin/$cmd" ] && ! command -v "$cmd" >/dev/null 2>&1; then
         missing="$missing ${need#*:}"

@@ -14,7 +14,7 @@ import json
 from importlib import resources
 from typing import Any
 
-from fastapi import Body, FastAPI, HTTPException, Query, Request, status
+from fastapi import FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -288,17 +288,18 @@ def _audit(user: Any, snap: hosts.Snapshot, row: JobRow, grace: int, outcome: st
 
 
 @app.post("/api/kill")
-async def kill_job(
-    request: Request,
-    user: Any = CurrentUser,
-    body: dict[str, Any] = Body(...),  # noqa: B008 - FastAPI's way to declare a body
-) -> JSONResponse:
-    """SIGTERM the job's process group, SIGKILL after GRACE seconds; written to the audit log."""
+async def kill_job(request: Request, user: Any = CurrentUser) -> JSONResponse:
+    """SIGTERM the job's process group, SIGKILL after GRACE seconds; written to the audit log.
+
+    The body is read here, after the forgery check, so that a form or text
+    POST is refused as such (415) whatever it holds.
+    """
     check_forgery(request, user)
     try:
+        body = await request.json()
         conn_id, job_id = str(body["conn_id"]), str(body["job_id"])
         grace = int(body.get("grace", 10))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "give conn_id, job_id and grace (seconds)") from None
     if not 0 <= grace <= MAX_GRACE:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"grace is 0 to {MAX_GRACE} seconds")

@@ -34,7 +34,7 @@ function renderFacts(data) {
   fact(dl, "State", stateBadge(j.state));
   fact(dl, "Reason", j.reason);
   fact(dl, "Launched by", originLink(j.origin));
-  fact(dl, "Host", `${data.host} (connection ${data.conn_id})`);
+  fact(dl, "Host", data.host);
   fact(dl, "Folder", data.resolved_dir ? `${data.resolved_dir}/${j.job_id}` : j.job_id);
   fact(dl, "Working directory", f.cwd || "—");
   fact(dl, "Started", fmtTime(j.start_time));
@@ -123,10 +123,19 @@ async function poll() {
   }
 }
 
-async function kill() {
+// The frame is sandboxed without allow-modals (window.confirm does nothing there): the
+// confirmation is part of the page.
+function askKill() {
   const grace = parseInt($("grace").value, 10);
   if (!(grace >= 0 && grace <= 3600)) { $("kill-result").textContent = "grace is 0 to 3600 seconds"; return; }
-  if (!window.confirm(`Kill job ${job.job_id}? Its process group gets SIGTERM, then SIGKILL after ${grace} s.`)) return;
+  $("confirm-text").textContent = `Kill job ${job.job_id}? Its process group gets SIGTERM, then SIGKILL after ${grace} s.`;
+  $("confirm").hidden = false;
+  $("confirm-kill").focus();
+}
+
+async function kill() {
+  $("confirm").hidden = true;
+  const grace = parseInt($("grace").value, 10);
   $("kill").disabled = true;
   $("kill-result").textContent = "killing…";
   try {
@@ -147,7 +156,9 @@ async function kill() {
 }
 
 async function start() {
-  $("kill").addEventListener("click", kill);
+  $("kill").addEventListener("click", askKill);
+  $("confirm-kill").addEventListener("click", kill);
+  $("confirm-cancel").addEventListener("click", () => { $("confirm").hidden = true; });
   $("stdout-earlier").addEventListener("click", () => earlier("stdout"));
   $("stderr-earlier").addEventListener("click", () => earlier("stderr"));
   if (location.pathname.endsWith("/ti")) {
