@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "provider")]
 
 from airflow_ssh_async.masking import Masker  # noqa: E402
-from airflow_ssh_async.watch import OutputFollower  # noqa: E402
+from airflow_ssh_async.follower import OutputFollower  # noqa: E402
 
 CHUNK = 4 * 1024 * 1024
 

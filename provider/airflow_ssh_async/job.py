@@ -525,6 +525,10 @@ def delivery_marker(pid: int | None, start_time: str | None) -> dict[str, Any]:
     return {"pid": pid, "start_time": start_time}
 
 
+# How much of stdout and stderr a result keeps (bytes), unless told otherwise.
+TAIL_BYTES = 4096
+
+
 def build_result(
     ref: JobRef, status: JobStatus, *, progress: str = "", stdout_tail: str = "", stderr_tail: str = ""
 ) -> dict[str, Any]:

@@ -11,34 +11,14 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import StartTriggerArgs
 
-from airflow_ssh_async.ansible import (
-    DEFAULT_ANSIBLE_ASYNC_DIR,
-    SOURCE_AIRFLOW,
-    SOURCE_ANSIBLE,
-    aansible_status,
-    ansible_file,
-    ansible_output,
-    ansible_request,
-    classify_ansible,
-    load_ansible_result,
-    validate_source,
-)
+from airflow_ssh_async.ansible import DEFAULT_ANSIBLE_ASYNC_DIR, SOURCE_AIRFLOW, SOURCE_ANSIBLE, validate_source
 from airflow_ssh_async.client import RemoteHost
 from airflow_ssh_async.hooks import SSHAsyncJobHook
-from airflow_ssh_async.job import (
-    DEFAULT_ASYNC_DIR,
-    JobRef,
-    JobState,
-    JobStatus,
-    ProtocolError,
-    build_result,
-    job_dir,
-    job_event,
-)
+from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef
 from airflow_ssh_async.masking import Masker, airflow_min_length, task_secrets
 from airflow_ssh_async.outcome import settle
 from airflow_ssh_async.triggers import SSHAsyncJobTrigger
-from airflow_ssh_async.watch import OutputFollower
+from airflow_ssh_async.watch import Watch, new_watch
 
 
 class SSHAsyncJobSensor(BaseSensorOperator):
@@ -47,6 +27,13 @@ class SSHAsyncJobSensor(BaseSensorOperator):
     Succeeds with the job's result dict when it succeeded; fails (or skips,
     per ``skip_on_exit_code``) when it did not; a job that does not exist
     fails at once with the host and folder it looked in.
+
+    Each poke is one check of the trigger's watch (watch.py). A poke that
+    finds the job ended logs the last ``tail_bytes`` of its stdout and stderr
+    (stderr as warnings, as the trigger does); while it runs, a sensor that
+    pokes in its worker (``mode="poke"``) logs each new line from its first
+    poke on, and a deferred one leaves the log to the trigger, which logs
+    the output from its first byte.
 
     :param ssh_conn_id: Airflow `ssh` connection of the host.
     :param job_id: the job to watch. Templated.
@@ -117,6 +104,8 @@ class SSHAsyncJobSensor(BaseSensorOperator):
         self.job_dir = job_dir
         self.secrets = [secrets] if isinstance(secrets, str) else list(secrets or [])
         self._masker: Masker | None = None
+        self._watch: Watch | None = None  # kept from poke to poke (mode="poke")
+        self._job_hook: SSHAsyncJobHook | None = None
         self.deferrable = deferrable
         self.kill_on_cancel = kill_on_cancel
         self.stream_output = stream_output
@@ -152,79 +141,39 @@ class SSHAsyncJobSensor(BaseSensorOperator):
             self._masker = Masker(task_secrets(extra=self.secrets), airflow_min_length())
         return self._masker
 
-    def _ref(self) -> JobRef:
-        return JobRef(self.ssh_conn_id, self.job_id, self.job_dir or job_dir(self.async_dir, self.job_id))
+    def _hook(self) -> SSHAsyncJobHook:
+        if self._job_hook is None:
+            self._job_hook = SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
+        return self._job_hook
+
+    def _new_watch(self) -> Watch:
+        return new_watch(
+            self._hook(),
+            JobRef(self.ssh_conn_id, self.job_id, self.job_dir),
+            log=self.log,
+            source=self.source,
+            ansible_async_dir=self.ansible_async_dir,
+            stream_output=self.stream_output,
+            masker=self._task_masker(),
+            from_tail=True,
+        )
 
     def poke(self, context: Context) -> PokeReturnValue:
-        """One status read: done with the result, or not yet."""
-        if self.source == SOURCE_ANSIBLE:
-            return self._poke_ansible()
-        hook = SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
-        ref = self._ref()
-        masker = self._task_masker()
+        """One check of the watch: done with the result, or not yet."""
+        watch = self._watch = self._watch or self._new_watch()
 
-        async def look(host: RemoteHost) -> tuple[JobRef, JobStatus, dict[str, Any] | None]:
-            status, facts = (await hook.astatus([ref.job_dir], host=host))[ref.job_dir]
-            found = dataclasses.replace(ref, job_dir=facts.path or ref.job_dir, host=host.options.address)
-            if not status.state.finished or status.state is JobState.MISSING:
-                return found, status, None
-            return found, status, await hook.afinished_result(found, status, host=host, masker=masker)
+        async def check(host: RemoteHost) -> dict[str, Any] | None:
+            async with watch.attached(host):
+                return await watch.check()
 
-        ref, status, result = hook.run_sync(look)
-        if status.state is JobState.MISSING:
-            raise AirflowException(
-                f"{self.task_id}: job {ref.job_id!r} has no folder {ref.job_dir} on {ref.host}: it was never "
-                "launched there or was removed. Check job_id, the connection and async_dir."
-            )
-        if not status.state.finished:
-            self.log.info("job %s on %s is %s", ref.job_id, ref.host, status.state.value)
+        event = self._hook().run_sync(check)
+        if event is None:
+            self.log.info("%s", watch.describe())
             return PokeReturnValue(is_done=False)
-        if self.stream_output and result is not None:
-            for line in result["stdout_tail"].splitlines():
-                self.log.info("%s", line)
-        return PokeReturnValue(
-            is_done=True, xcom_value=settle(job_event("finished", "", ref, result), self.skip_on_exit_code)
-        )
-
-    def _poke_ansible(self) -> PokeReturnValue:
-        """One read of Ansible's result file (see airflow_ssh_async.ansible)."""
-        hook = SSHAsyncJobHook(self.ssh_conn_id)
-        request = ansible_request(self.ansible_async_dir, self.job_id, self.job_dir)
-        [facts] = hook.run_sync(lambda h: aansible_status(h, [request]))
-        ref = JobRef(
-            self.ssh_conn_id,
-            self.job_id,
-            facts.path or ansible_file(self.ansible_async_dir, self.job_id, self.job_dir),
-            hook.get_options().address,
-        )
-        try:
-            status = classify_ansible(facts)
-            data = load_ansible_result(facts) if facts.exists else {}
-        except ProtocolError as exc:
-            raise AirflowException(
-                f"{self.task_id}: cannot read Ansible job {ref.job_id!r} on {ref.host}: {exc}"
-            ) from None
-        if status.state is JobState.MISSING:
-            raise AirflowException(
-                f"{self.task_id}: Ansible job {ref.job_id!r} has no result file {ref.job_dir} on {ref.host}: "
-                "Ansible never started it there or its file was removed. Check job_id, the connection and "
-                "ansible_async_dir."
-            )
-        if not status.state.finished:
-            self.log.info("Ansible job %s on %s is %s: %s", ref.job_id, ref.host, status.state.value, status.reason)
-            return PokeReturnValue(is_done=False)
-        # The same delivery as the trigger's: lines to the log, tails kept.
-        follower = OutputFollower(ref.job_dir, self.log, 4096, self.stream_output, self._task_masker())
-        for stream, raw in zip(("stdout", "stderr"), ansible_output(data), strict=True):
-            follower.deliver(stream, raw)
-        follower.finish()
-        tails = {s: follower.tails[s].text() for s in ("stdout", "stderr")}
-        result = self._task_masker().redact(
-            build_result(ref, status, stdout_tail=tails["stdout"], stderr_tail=tails["stderr"])
-        )
-        return PokeReturnValue(
-            is_done=True, xcom_value=settle(job_event("finished", "", ref, result), self.skip_on_exit_code)
-        )
+        event = self._task_masker().redact(event)
+        if event["status"] != "finished":
+            raise AirflowException(f"{self.task_id}: {event['message']}")
+        return PokeReturnValue(is_done=True, xcom_value=settle(event, self.skip_on_exit_code))
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:

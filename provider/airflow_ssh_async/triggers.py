@@ -11,7 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_ssh_async.ansible import DEFAULT_ANSIBLE_ASYNC_DIR, SOURCE_AIRFLOW, SOURCE_ANSIBLE, validate_source
 from airflow_ssh_async.errors import SSHAsyncJobError
 from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook, cancel_bound
-from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef, job_dir, log_key
+from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, TAIL_BYTES, JobRef, job_dir, log_key
 from airflow_ssh_async.masking import Masker, airflow_min_length, seal, unseal
 from airflow_ssh_async.watch import watch_job
 
@@ -67,7 +67,7 @@ class SSHAsyncJobTrigger(BaseTrigger):
         poll_interval: float = 10.0,
         kill_on_cancel: bool = True,
         stream_output: bool = True,
-        tail_bytes: int = 4096,
+        tail_bytes: int = TAIL_BYTES,
         connection_patience: float = 300.0,
         grace: int = DEFAULT_GRACE,
         source: str = SOURCE_AIRFLOW,
@@ -152,9 +152,8 @@ class SSHAsyncJobTrigger(BaseTrigger):
         return self._job_hook
 
     def _ref(self) -> JobRef:
-        # job_id may have been rendered in the triggerer (start_from_trigger).
-        if self.source == SOURCE_ANSIBLE:
-            return JobRef(self.ssh_conn_id, self.job_id, self.job_dir)  # watch_job derives the file
+        """This provider's job (on_kill cancels no other). job_id may have been
+        rendered in the triggerer (start_from_trigger)."""
         return JobRef(self.ssh_conn_id, self.job_id, self.job_dir or job_dir(self.async_dir, self.job_id))
 
     def _log_key(self) -> str:
@@ -169,7 +168,7 @@ class SSHAsyncJobTrigger(BaseTrigger):
         masker, readable = self._masker()
         event = await watch_job(
             self._hook(),
-            self._ref(),
+            JobRef(self.ssh_conn_id, self.job_id, self.job_dir),  # an empty job_dir: the source's default place
             log=self.log,
             poll_interval=self.poll_interval,
             log_key=self._log_key(),

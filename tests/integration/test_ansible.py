@@ -299,17 +299,17 @@ def test_the_hosts_own_ansible_async_dir_wins_for_the_default(sshd, ansible) -> 
 
 
 def test_one_remote_call_serves_many_watchers(sshd, ansible) -> None:
-    from airflow_ssh_async import watch as watch_module
+    from airflow_ssh_async import sources
 
     jids = [launch(ansible, f"sh -c 'sleep 2; echo job{i}'") for i in range(3)]
     calls: list[int] = []
-    real = watch_module.aansible_status
+    real = sources.aansible_status
 
     async def counting(host: Any, requests: Any, **kw: Any) -> Any:
         calls.append(len(requests))
         return await real(host, requests, **kw)
 
-    watch_module.aansible_status = counting
+    sources.aansible_status = counting
     try:
 
         async def all_of() -> list[dict[str, Any]]:
@@ -323,6 +323,6 @@ def test_one_remote_call_serves_many_watchers(sshd, ansible) -> None:
 
         events = asyncio.run(all_of())
     finally:
-        watch_module.aansible_status = real
+        sources.aansible_status = real
     assert [e["result"]["stdout_tail"] for e in events] == ["job0", "job1", "job2"]
     assert max(calls) == 3 and calls.count(3) >= 1
