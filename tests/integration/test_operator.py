@@ -210,15 +210,66 @@ def test_sensor_on_a_missing_job_fails_at_once_naming_host_and_dir(sshd, dag_bag
     assert f"{home(USER)}/.airflow_async/no-such-job" in out and "127.0.0.1" in out
 
 
+class LevelLog:
+    """(level, line) of everything a sensor logs."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str]] = []
+
+    def info(self, fmt: str, *args: Any) -> None:
+        self.records.append(("info", fmt % args))
+
+    def warning(self, fmt: str, *args: Any) -> None:
+        self.records.append(("warning", fmt % args))
+
+    debug = info
+
+
+def logging_sensor(job_id: str) -> tuple[Any, LevelLog]:
+    from airflow_ssh_async.sensors import SSHAsyncJobSensor
+
+    log = LevelLog()
+
+    class Sensor(SSHAsyncJobSensor):
+        @property
+        def log(self) -> LevelLog:  # type: ignore[override]
+            return log
+
+    return Sensor(task_id="watch", ssh_conn_id=f"test_{USER}", job_id=job_id, deferrable=False), log
+
+
+def test_a_poking_sensor_logs_as_the_trigger_does_stderr_as_warnings(sshd, job_id) -> None:
+    hook = SSHAsyncJobHook(f"test_{USER}")
+    folder = hook.launch(job_id, "echo before; sleep 3; echo out; echo err >&2").job_dir
+    deadline = time.monotonic() + 20
+    while hook.status([folder])[folder][0].sizes.get("stdout", 0) == 0:
+        assert time.monotonic() < deadline, "the job never wrote its first line"
+        time.sleep(0.2)
+    sensor, log = logging_sensor(job_id)
+    # One sensor poking in its worker: each poke is one check of the same watch.
+    pokes = [sensor.poke({})]
+    while not pokes[-1].is_done:
+        assert time.monotonic() < deadline + 20, log.records
+        time.sleep(0.5)
+        pokes.append(sensor.poke({}))
+    assert len(pokes) >= 2 and ("info", f"job {job_id} on {pokes[-1].xcom_value['host']} is running") in log.records
+    # Like tail -f: lines from the first poke on; what came before is in the result's tail.
+    assert ("info", "out") in log.records and ("warning", "err") in log.records
+    assert ("info", "before") not in log.records
+    result = pokes[-1].xcom_value
+    assert (result["stdout_tail"], result["stderr_tail"]) == ("before\nout\n", "err\n")
+    # A sensor whose first poke finds the job ended logs the tails, stderr as warnings.
+    again, log = logging_sensor(job_id)
+    done = again.poke({})
+    assert done.is_done and done.xcom_value == result
+    assert [r for r in log.records if r[1] in ("before", "out", "err")] == [
+        ("info", "before"),
+        ("info", "out"),
+        ("warning", "err"),
+    ]
+
+
 # --- the trigger on its own: kill, cleanup, serialization, big output ------------------
-
-
-def test_trigger_serializes_to_an_equal_trigger() -> None:
-    trigger = SSHAsyncJobTrigger("c", "j", job_dir="/d/j", poll_interval=3.0, kill_on_cancel=False)
-    path, kwargs = trigger.serialize()
-    assert path == "airflow_ssh_async.triggers.SSHAsyncJobTrigger"
-    again = SSHAsyncJobTrigger(**kwargs)
-    assert again.serialize() == (path, kwargs)
 
 
 async def _start_trigger(trigger: SSHAsyncJobTrigger) -> asyncio.Task[Any]:
@@ -306,47 +357,6 @@ def test_ssh_conn_id_is_templated(sshd, dag_bag, job_id) -> None:
     assert ti_of(run).state == "success"
     result = xcom(run)
     assert result["host"].startswith("asyncbash@") and result["stdout_tail"] == "as asyncbash\n"
-
-
-@pytest.mark.parametrize(
-    ("args", "says"),
-    [
-        ('command=""', "command must be non-empty shell text"),
-        ('command="  \\n\\t"', "command must be non-empty shell text"),
-        ("command=None", "command must be non-empty shell text"),
-        ('environment={"BAD-NAME": "x"}', "invalid environment variable name 'BAD-NAME'"),
-        ('environment={"1X": "x"}', "invalid environment variable name '1X'"),
-        ('environment={"A; reboot": "x"}', "invalid environment variable name 'A; reboot'"),
-        ('environment={"X" * 5000 + "=": "x"}', "invalid environment variable name"),
-        ('job_id="../etc"', "invalid job id '../etc'"),
-        ('job_id="a" * 129', "invalid job id"),
-        ('job_id="-x"', "invalid job id '-x'"),
-        ('cleanup="sometimes"', "cleanup must be one of"),
-        ('on_existing="ignore"', "on_existing must be one of"),
-    ],
-)
-def test_arguments_wrong_whatever_the_host_fail_the_dag_import_naming_the_task(args, says, tmp_path) -> None:
-    from airflow.dag_processing.dagbag import DagBag
-
-    (tmp_path / "bad_dag.py").write_text(
-        "import pendulum\n"
-        "from airflow.sdk import DAG\n"
-        "from airflow_ssh_async import SSHAsyncJobOperator\n"
-        "with DAG('bad', schedule=None, start_date=pendulum.datetime(2026, 1, 1)):\n"
-        f"    SSHAsyncJobOperator(task_id='migrate', ssh_conn_id='x', **dict(command='true') | dict({args}))\n"
-    )
-    bag = DagBag(str(tmp_path))
-    [error] = bag.import_errors.values()
-    assert "migrate: " in error and says in error, error
-
-
-def test_templated_job_ids_and_commands_are_checked_once_rendered_not_at_parse_time() -> None:
-    from airflow.sdk import DAG
-
-    from airflow_ssh_async import SSHAsyncJobOperator
-
-    with DAG("parse_ok", schedule=None):
-        SSHAsyncJobOperator(task_id="t", command="{{ params.cmd }}", job_id="{{ params.id }}/..", environment={})
 
 
 def test_a_missing_key_file_fails_the_task_at_once_as_a_credential_error(sshd, dag_bag, job_id, capfd) -> None:
