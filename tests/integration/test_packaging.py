@@ -31,11 +31,3 @@ def test_airflow_lists_the_provider_with_its_hooks_operators_sensors_triggers(ai
         "sensors": ["airflow_ssh_async.sensors"],
         "triggers": ["airflow_ssh_async.triggers"],
     }
-
-
-def test_remote_scripts_ship_as_package_data() -> None:
-    from importlib import resources
-
-    scripts = resources.files("airflow_ssh_async").joinpath("scripts")
-    names = {p.name for p in scripts.iterdir()}
-    assert {"lib.sh", "launch.sh", "supervise.sh", "status.sh", "output.sh", "signal.sh", "archive.sh"} <= names

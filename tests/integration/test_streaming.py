@@ -184,10 +184,3 @@ def test_a_batch_of_reads_is_answered_within_the_reply_budget(sshd: SSHServer) -
     chunks = hook.read(reads)
     # Three 3 MB backlogs in one call of an 8 MiB budget: a third each.
     assert [len(c.data) for c in chunks] == [hooks.REPLY_BUDGET // 3] * 3
-
-
-def test_an_async_dir_holding_the_batch_separator_is_refused_before_any_ssh() -> None:
-    from airflow_ssh_async.errors import SSHAsyncJobError
-
-    with pytest.raises(SSHAsyncJobError, match="0x1f.*connection 'no_such_conn'.*choose one without 0x1f"):
-        SSHAsyncJobHook("no_such_conn", async_dir="~/jobs\x1fx")
