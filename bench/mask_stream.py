@@ -29,8 +29,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "provider")]
 
-from airflow_ssh_async.masking import Masker  # noqa: E402
 from airflow_ssh_async.follower import OutputFollower  # noqa: E402
+from airflow_ssh_async.hooks import ReadRequest  # noqa: E402
+from airflow_ssh_async.job import TAIL_BYTES  # noqa: E402
+from airflow_ssh_async.masking import Masker  # noqa: E402
 
 CHUNK = 4 * 1024 * 1024
 
@@ -39,6 +41,7 @@ CHUNK = 4 * 1024 * 1024
 class _Chunk:
     data: bytes
     missing: bool = False
+    shrunk: bool = False
 
 
 class _Reads:
@@ -47,9 +50,9 @@ class _Reads:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
-    async def get(self, request: tuple[str, str, int, int]) -> _Chunk:
-        _, stream, offset, size = request
-        return _Chunk(self.data[offset : offset + size] if stream == "stdout" else b"")
+    async def get(self, request: ReadRequest) -> _Chunk:
+        offset, size = request.offset, request.max_bytes
+        return _Chunk(self.data[offset : offset + size] if request.stream == "stdout" else b"")
 
 
 class _Batcher:
@@ -71,7 +74,7 @@ def output(lines: int, secrets: list[str], rng: random.Random) -> bytes:
 
 
 def follow(data: bytes, masker: Masker, log: logging.Logger) -> float:
-    follower = OutputFollower("/bench/job", log, {}, 4096, True, masker)
+    follower = OutputFollower("/bench/job", log, TAIL_BYTES, True, masker)
     start = time.perf_counter()
     asyncio.run(follower.catch_up(_Batcher(data), {"stdout": len(data)}, CHUNK))  # type: ignore[arg-type]
     follower.finish()
