@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_ssh_async.cli import Entry, gc_candidate
-from airflow_ssh_async.job import JobFacts, JobState, JobStatus
+from airflow_ssh_async.job import JobFacts, JobState, JobStatus, ListedJob, gc_candidate
 
 CUTOFF = 1_000_000
 
 
-def entry(state: JobState, *, start: int | None = None, end: int | None = None, alive: bool | None = None) -> Entry:
+def entry(state: JobState, *, start: int | None = None, end: int | None = None, alive: bool | None = None) -> ListedJob:
     status = JobStatus(state, state.value, start_time=start, end_time=end)
-    return Entry("j", "/h/.airflow_async/j", status, JobFacts(job="j", exists=True, job_alive=alive))
+    return ListedJob("j", "/h/.airflow_async/j", status, JobFacts(job="j", exists=True, job_alive=alive))
 
 
 @pytest.mark.parametrize(
@@ -38,4 +37,4 @@ def test_a_job_not_finished_or_not_there_is_never_removed(state: JobState) -> No
 
 
 def test_an_entry_whose_state_could_not_be_read_is_left_alone() -> None:
-    assert not gc_candidate(Entry("j", "/h/.airflow_async/j", None, None, error="damaged job.json"), CUTOFF)
+    assert not gc_candidate(ListedJob("j", "/h/.airflow_async/j", None, None, error="damaged job.json"), CUTOFF)
