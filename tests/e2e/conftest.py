@@ -46,6 +46,7 @@ DAG_IDS = (
     "e2e_exec_job_limit",
     "e2e_exec_clear",
     "e2e_dagrun_timeout",
+    "e2e_ui",
 )
 USER = "asyncdash"
 # A bound on a start that hangs, not a speed target: a busy 2-core machine (CI with
@@ -194,7 +195,7 @@ def airflow_stack(
         "AIRFLOW_CONN_TEST_ASYNCDASH_B": second_host.conn_uri_json(USER),
         "AIRFLOW_CONN_E2E_UI_SILENT": silent_host,  # the Remote jobs view's hung host (test_ui.py)
         # The view's per-host time bound, short enough for a test to wait it out.
-        "AIRFLOW__SSH_ASYNC__UI_HOST_TIMEOUT": "8",
+        "AIRFLOW__SSH_ASYNC__UI_HOST_TIMEOUT": "12",
     }
     stack = AirflowStack(DAGS, env=env, dag_ids=DAG_IDS, parallelism=5 if kind == "sqlite" else 32, kind=kind)
     stack.start()  # raises (and cleans up) when Airflow cannot start: the tests fail, never skip

@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.stacks("sqlite")]
 UI = "/ssh-async"
 CONN = "test_asyncdash"
 ORIGIN_DAG = "e2e_job"  # a DAG the stack has parsed: the viewer may read it
-HOST_BOUND = 8.0  # AIRFLOW__SSH_ASYNC__UI_HOST_TIMEOUT in tests/e2e/conftest.py
+UI_DAG, UI_DIR = "e2e_ui", "~/.airflow_async_ui"  # its jobs live in an async_dir of their own (dags/ssh_async_e2e.py)
+HOST_BOUND = 12.0  # AIRFLOW__SSH_ASYNC__UI_HOST_TIMEOUT in tests/e2e/conftest.py
 
 
 def client(af: AirflowStack, token: str | None = None, cookie: str | None = None) -> httpx.Client:
@@ -237,16 +238,17 @@ def test_listing_shows_exactly_the_hosts_jobs_and_a_damaged_folder_with_its_reas
 
 
 def test_a_host_that_does_not_answer_shows_its_error_in_its_own_section(
-    airflow_stack: AirflowStack, tokens: dict[str, str]
+    airflow_stack: AirflowStack, tokens: dict[str, str], ui_jobs: UIJobs
 ) -> None:
     af = airflow_stack
+    ui_jobs.launch("ok", "echo fine")
     with client(af, tokens["admin"]) as admin, concurrent.futures.ThreadPoolExecutor(2) as pool:
         started = time.monotonic()
         hung = pool.submit(jobs_of, admin, "~/.airflow_async", "e2e_ui_silent")
         time.sleep(0.5)
-        healthy = jobs_of(admin, "~/.airflow_async")  # answers while the hung host is still being waited for
+        healthy = jobs_of(admin, ui_jobs.async_dir)  # answers while the hung host is still being waited for
         healthy_at = time.monotonic() - started
-        assert not healthy["error"], healthy["error"]
+        assert not healthy["error"] and len(healthy["jobs"]) == 1, healthy
         silent = hung.result(timeout=HOST_BOUND + 30)
         took = time.monotonic() - started
     assert silent["error"] and silent["error_kind"] in ("timeout", "unreachable"), silent
@@ -285,20 +287,22 @@ def test_hosts_come_from_airflow_records_and_the_task_instance_tab_finds_its_job
 
     af = airflow_stack
     job_id = remote_jobs.new("ui-tab")
-    run_id = af.trigger_dag(ORIGIN_DAG, conf={"job_id": job_id, "command": held_job(remote_jobs, job_id, "tab")})
-    defer_and_hold(af, ORIGIN_DAG, run_id)
+    run_id = af.trigger_dag(UI_DAG, conf={"job_id": job_id, "command": held_job(remote_jobs, job_id, "tab")})
+    defer_and_hold(af, UI_DAG, run_id)
     try:
         with client(af, tokens["viewer"]) as viewer:
             hosts = viewer.get("/api/hosts").json()["hosts"]
-            assert {"conn_id": CONN, "async_dir": "~/.airflow_async"} in hosts, hosts
-            q = {"dag_id": ORIGIN_DAG, "run_id": run_id, "task_id": "job", "map_index": "{MAP_INDEX}"}
+            assert {"conn_id": CONN, "async_dir": UI_DIR} in hosts, hosts
+            q = {"dag_id": UI_DAG, "run_id": run_id, "task_id": "job", "map_index": "{MAP_INDEX}"}
             found = viewer.get("/api/ti", params=q)
             assert found.status_code == 200, found.text
-            assert found.json()["job_id"] == job_id and found.json()["conn_id"] == CONN
-            detail = viewer.get("/api/job", params={"conn_id": CONN, "job_id": job_id}).json()
-            assert detail["job"]["origin"]["run_id"] == run_id and detail["can_kill"] is False
+            assert found.json() == {**found.json(), "job_id": job_id, "conn_id": CONN, "async_dir": UI_DIR}
+            detail = viewer.get("/api/job", params={"conn_id": CONN, "async_dir": UI_DIR, "job_id": job_id})
+            assert detail.status_code == 200, detail.text
+            assert detail.json()["job"]["origin"]["run_id"] == run_id and detail.json()["can_kill"] is False
             other = viewer.get("/api/ti", params={**q, "task_id": "no_such_task"})
             assert other.status_code == 404
     finally:
         release(remote_jobs, job_id)
-    assert af.wait_for_dag_run(ORIGIN_DAG, run_id, timeout=90) == "success"
+    assert af.wait_for_dag_run(UI_DAG, run_id, timeout=90) == "success"
+    shutil.rmtree(home(USER) / UI_DIR[2:] / job_id, ignore_errors=True)

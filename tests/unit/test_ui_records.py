@@ -94,3 +94,17 @@ def test_a_chunk_from_inside_a_file_starts_on_a_character_and_a_tail_on_a_line()
 def test_last_progress_line() -> None:
     assert last_line(b"10%\r20%\r30%\n\n") == "30%"
     assert last_line(b"") == ""
+
+
+def test_output_is_masked_with_the_tasks_secrets_across_chunk_ends() -> None:
+    from airflow_ssh_async.masking import Masker
+    from airflow_ssh_async.ui.app import _masked
+
+    masker = Masker(["s3cret-value"])
+    text = "a s3cret-value b s3cr"
+    shown, whole = _masked(masker, text, len(text.encode()), lead=False, running=True)
+    assert shown == "a *** b " and whole == len("a s3cret-value b ")  # the possible start waits for more
+    shown, _ = _masked(masker, text, len(text.encode()), lead=False, running=False)
+    assert shown == "a *** b s3cr"  # the job has ended: nothing more can come
+    shown, _ = _masked(masker, "et-value tail", 13, lead=True, running=False)
+    assert shown == "*** tail" and "value" not in shown  # a chunk from inside the stream, begun inside a secret

@@ -11,6 +11,7 @@ value that slipped into markup could not run.
 from __future__ import annotations
 
 import json
+import time
 from importlib import resources
 from typing import Any
 
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JOB_ID_RE
+from airflow_ssh_async.masking import MASK, Masker, airflow_min_length
 from airflow_ssh_async.ui import hosts, sources
 from airflow_ssh_async.ui.access import Access, CurrentUser, check_forgery, csrf_token, user_name
 from airflow_ssh_async.ui.records import DAMAGED, JobRow, lead_cut, select, state_counts, whole_utf8
@@ -190,9 +192,14 @@ async def job_detail(
     snap, row, access = await _find(user, conn_id, async_dir, job_id)
     can_kill = await run_in_threadpool(access.can_kill, snap.conn_id, row)
     can_read = await run_in_threadpool(access.can_read_output, snap.conn_id, row)
+    command = None
+    if row.origin is not None:
+        o = row.origin
+        command = await run_in_threadpool(sources.rendered_command, o.dag_id, o.run_id, o.task_id, o.map_index)
     return {
         **_snapshot_head(snap),
         "job": row.to_dict(snap.now, snap.progress.get(row.job_id, "")),
+        "command": command,
         "can_kill": can_kill,
         "can_read_output": can_read,
     }
@@ -230,14 +237,52 @@ async def job_output(
         cut = lead_cut(data, at_tail=offset < 0)
         start, data = start + cut, data[cut:]
     whole = whole_utf8(data)
+    text = data[:whole].decode("utf-8", "replace")
+    masker = await _masker(row)
+    if masker:
+        text, whole = _masked(masker, text, whole, lead=start > 0, running=not row.finished)
     return {
         "stream": stream,
         "offset": start,
         "next_offset": start + whole,
         "size": max(chunk.size, start + whole),
-        "text": data[:whole].decode("utf-8", "replace"),
+        "text": text,
         "missing": chunk.missing,
+        "masked": bool(masker),
     }
+
+
+_SECRETS: dict[tuple[str, str, str, int], tuple[float, Masker]] = {}
+SECRETS_TTL = 10.0
+
+
+async def _masker(row: JobRow) -> Masker:
+    """The masker of the task that launched ROW, from its trigger's secrets (cached briefly)."""
+    if row.origin is None:
+        return Masker()
+    o = row.origin
+    key = (o.dag_id, o.run_id, o.task_id, o.map_index)
+    now = time.monotonic()
+    found = _SECRETS.get(key)
+    if found is None or now - found[0] > SECRETS_TTL:
+        secrets = await run_in_threadpool(sources.task_secrets, *key)
+        found = _SECRETS[key] = (now, Masker(secrets, min_length=airflow_min_length()))
+        for k in [k for k, (at, _) in _SECRETS.items() if now - at > SECRETS_TTL]:
+            del _SECRETS[k]
+    return found[1]
+
+
+def _masked(masker: Masker, text: str, whole: int, *, lead: bool, running: bool) -> tuple[str, int]:
+    """TEXT masked; while the job runs, a tail that may still become a secret is held back
+    (WHOLE shrinks to where it starts), and a chunk from inside the stream that may begin
+    inside a secret has that head masked too."""
+    if running:
+        keep = masker.held_from(text)
+        if keep < len(text):
+            whole -= len(text[keep:].encode())
+            text = text[:keep]
+    head = masker.cut_lead(text) if lead else 0
+    return (MASK if head else "") + masker.mask(text[head:]), whole
 
 
 @app.get("/api/ti")

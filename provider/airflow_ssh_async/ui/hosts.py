@@ -24,8 +24,7 @@ from typing import Any
 
 from airflow_ssh_async.client import RemoteHost, remote_host
 from airflow_ssh_async.errors import SSHAsyncJobError
-from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JOB_ID_RE, JobFacts, JobStatus, ProtocolError
-from airflow_ssh_async.job import parse_frames as _parse_frames
+from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, ProtocolError
 from airflow_ssh_async.ui.records import JobRow, job_row, last_line
 
 REFRESH = 3.0  # seconds a snapshot is served before the host is asked again
@@ -61,27 +60,6 @@ def _make_hook(conn_id: str, async_dir: str) -> Any:
     from airflow_ssh_async.hooks import SSHAsyncJobHook
 
     return SSHAsyncJobHook(conn_id, async_dir)
-
-
-async def list_folders(hook: Any, host: RemoteHost) -> tuple[int, str, dict[str, str]]:
-    """(host clock, resolved async_dir, job id -> folder) of the hook's async_dir.
-
-    The adapter until the hook has a listing call of its own: list.sh, as
-    the ops command uses it. Archived attempts are not listed.
-    """
-    now, resolved, names = 0, hook.async_dir, []
-    for name, value in _parse_frames(await host.run("list", [hook.async_dir])):
-        if name == "now":
-            now = int(value)
-        elif name == "async_dir":
-            resolved = value.decode("utf-8", "replace")
-        elif name == "job":
-            job = value.decode("utf-8", "replace")
-            if JOB_ID_RE.fullmatch(job):
-                names.append(job)
-        elif name == "protocol" and value != b"1":
-            raise ProtocolError(f"list protocol {value!r}, expected 1")
-    return now, resolved, {n: f"{resolved.rstrip('/')}/{n}" for n in sorted(names)}
 
 
 def _kind(exc: BaseException) -> str:
@@ -153,15 +131,14 @@ class HostCache:
         options = await hook.aget_options()
         snap.label = options.label
         async with remote_host(options) as host:
-            self._count(snap.conn_id)
-            snap.now, snap.resolved_dir, folders = await list_folders(hook, host)
-            rows: list[JobRow] = []
-            if folders:
-                self._count(snap.conn_id)
-                answers: dict[str, tuple[JobStatus, JobFacts] | ProtocolError] = await hook.astatus_each(
-                    list(folders.values()), host=host
-                )
-                rows = [job_row(j, d, answers[d]) for j, d in folders.items()]
+            listing = await hook.alist_jobs(host=host)
+            # hook.alist_jobs: list.sh, then one status.sh call for all the folders (none without any).
+            self._count(snap.conn_id, 2 if listing.jobs else 1)
+            snap.now, snap.resolved_dir = listing.now, listing.async_dir
+            rows = [
+                job_row(j.job_id, j.job_dir, (j.status, j.facts) if j.status else ProtocolError(j.error))
+                for j in listing.jobs
+            ]
             snap.rows = rows
             snap.progress = await self._progress_lines(snap.conn_id, hook, host, rows)
 

@@ -85,6 +85,10 @@ class JobRow:
     facts: tuple[tuple[str, Any], ...] = ()
 
     @property
+    def finished(self) -> bool:
+        return self.state not in ("running", "starting")
+
+    @property
     def dag_id(self) -> str | None:
         return self.origin.dag_id if self.origin else None
 

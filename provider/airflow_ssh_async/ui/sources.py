@@ -151,3 +151,57 @@ def _from_kwargs(kwargs: dict[str, Any], try_number: int | None) -> TaskJob | No
     async_dir = _dir(kwargs.get("async_dir"))
     job_dir = kwargs.get("job_dir") or f"{async_dir.rstrip('/')}/{job_id}"
     return TaskJob(conn, job_id, async_dir, str(job_dir), "trigger", try_number)
+
+
+def rendered_command(dag_id: str, run_id: str, task_id: str, map_index: int) -> str | None:
+    """The first line of the command the launching task rendered, as Airflow stored it
+    (its rendered fields, masked by Airflow), or None when Airflow no longer has it.
+
+    Taken from Airflow rather than from the job's folder on the host: a secret
+    templated into the command is masked there, and would not be in the file.
+    """
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        fields = session.scalar(
+            select(RTIF.rendered_fields).where(
+                RTIF.dag_id == dag_id, RTIF.run_id == run_id, RTIF.task_id == task_id, RTIF.map_index == map_index
+            )
+        )
+    command = (fields or {}).get("command")
+    if not isinstance(command, str):
+        return None
+    lines = [line for line in command.splitlines() if line.strip()]
+    return (lines[0][:300] + (" …" if len(lines) > 1 or len(lines[0]) > 300 else "")) if lines else ""
+
+
+def task_secrets(dag_id: str, run_id: str, task_id: str, map_index: int) -> list[str]:
+    """The secrets the task's trigger masks its log with (masking.seal), while it has one.
+
+    The same values are masked in the view's output then; a task that no
+    longer waits (finished, or not deferred) has left no secret with Airflow.
+    """
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.models.trigger import Trigger
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_ssh_async.masking import unseal
+
+    with create_session() as session:
+        trigger = session.scalar(
+            select(Trigger)
+            .join(TI, TI.trigger_id == Trigger.id)
+            .where(TI.dag_id == dag_id, TI.run_id == run_id, TI.task_id == task_id, TI.map_index == map_index)
+        )
+        if trigger is None or trigger.classpath != TRIGGER_CLASSPATH:
+            return []
+        token = _safe_kwargs(trigger).get("secrets")
+    if isinstance(token, list):
+        return [s for s in token if isinstance(s, str)]
+    try:
+        return unseal(token) if isinstance(token, str) else []
+    except ValueError:
+        return []

@@ -196,3 +196,12 @@ with dag("e2e_exec_clear"):
 
 with dag("e2e_dagrun_timeout", dagrun_timeout=timedelta(seconds=DAGRUN_TIMEOUT_S)):
     SSHAsyncJobOperator(task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, poll_interval=1)
+
+# The Remote jobs view (tests/e2e/test_ui*.py): an async_dir of its own, so that what the
+# view lists is only these tests' jobs (the test users' homes are shared by every test).
+UI_ASYNC_DIR = "~/.airflow_async_ui"
+with dag("e2e_ui"):
+    SSHAsyncJobOperator(
+        task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, poll_interval=1,
+        async_dir=UI_ASYNC_DIR,
+    )  # fmt: skip

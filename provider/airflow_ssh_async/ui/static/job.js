@@ -36,6 +36,7 @@ function renderFacts(data) {
   fact(dl, "Launched by", originLink(j.origin));
   fact(dl, "Host", data.host);
   fact(dl, "Folder", data.resolved_dir ? `${data.resolved_dir}/${j.job_id}` : j.job_id);
+  fact(dl, "Command (first line)", data.command === null || data.command === undefined ? "— (not in Airflow's records)" : data.command);
   fact(dl, "Working directory", f.cwd || "—");
   fact(dl, "Started", fmtTime(j.start_time));
   fact(dl, "Ended", fmtTime(j.end_time));
