@@ -170,7 +170,7 @@ def main() -> int:
         stack.start()
         token = stack.token()
         base = stack.base_url + UI
-        refresh = 3.0
+        refresh = 5.0  # hosts.REFRESH
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:
             figures["page"] = page_response(c, async_dir, refresh, args.rounds)
         figures["viewers"] = [

@@ -30,6 +30,7 @@ UI = "/ssh-async"
 CONN = "test_asyncdash"
 ORIGIN_DAG = "e2e_job"  # a DAG the stack has parsed: the viewer may read it
 UI_DAG, UI_DIR = "e2e_ui", "~/.airflow_async_ui"  # its jobs live in an async_dir of their own (dags/ssh_async_e2e.py)
+REFRESHED = 5.5  # just past the view's refresh period (hosts.REFRESH): the next look asks the host
 HOST_BOUND = 12.0  # AIRFLOW__SSH_ASYNC__UI_HOST_TIMEOUT in tests/e2e/conftest.py
 
 
@@ -156,8 +157,10 @@ def test_viewer_follows_but_cannot_kill_and_admin_kills_the_process_group(
 
         # Follows: the output grows between two reads, each from where the last ended.
         q = {"conn_id": CONN, "async_dir": d, "job_id": dag_job, "stream": "stdout"}
-        first = viewer.get("/api/output", params={**q, "offset": 0}).json()
-        time.sleep(4)  # past the cache's refresh: the sizes are read again
+        first = wait_until(
+            lambda: (r := viewer.get("/api/output", params={**q, "offset": 0}).json())["text"] and r, 30, "output"
+        )
+        time.sleep(REFRESHED)  # past the cache's refresh: the sizes are read again
         later = wait_until(
             lambda: (r := viewer.get("/api/output", params={**q, "offset": first["next_offset"]}).json())["text"] and r,
             30,
@@ -219,7 +222,7 @@ def test_listing_shows_exactly_the_hosts_jobs_and_a_damaged_folder_with_its_reas
     for p in (damaged, damaged / "job.json"):
         os.chown(p, owner.st_uid, owner.st_gid)
     on_disk = {p.name for p in ui_jobs.path.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    time.sleep(3.5)  # past the cache's refresh
+    time.sleep(REFRESHED)  # past the cache's refresh
     with client(af, tokens["admin"]) as admin:
         data = jobs_of(admin, ui_jobs.async_dir)
         assert not data["error"], data["error"]
@@ -265,10 +268,10 @@ def test_ten_viewers_cost_the_host_what_one_does(
     af = airflow_stack
     for i in range(3):
         ui_jobs.launch(f"c{i}", COUNTER)
-    time.sleep(3.5)
+    time.sleep(REFRESHED)
     with client(af, tokens["viewer"]) as viewer:
         before = jobs_of(viewer, ui_jobs.async_dir)["ssh_calls"]
-        time.sleep(3.5)  # the snapshot is stale: the next look asks the host once, for all ten
+        time.sleep(REFRESHED)  # the snapshot is stale: the next look asks the host once, for all ten
         with concurrent.futures.ThreadPoolExecutor(10) as pool:
             answers = list(pool.map(lambda _: jobs_of(viewer, ui_jobs.async_dir), range(10)))
     after = max(a["ssh_calls"] for a in answers)

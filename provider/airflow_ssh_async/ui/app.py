@@ -225,8 +225,11 @@ async def job_output(
         return {"stream": stream, "offset": 0, "next_offset": 0, "size": 0, "text": "", "missing": True}
     size = dict(row.sizes).get(stream, 0)
     start = max(0, size - max_bytes) if offset < 0 else offset
+    if start >= size:  # nothing new since the snapshot: no SSH call
+        return {"stream": stream, "offset": start, "next_offset": start, "size": size, "text": "", "missing": False}
+    want = min(max_bytes, size - start)  # only what the snapshot saw: those bytes do not change
     try:
-        chunk = await hosts.CACHE.read(snap.conn_id, snap.async_dir, row.job_dir, stream, start, max_bytes)
+        chunk = await hosts.CACHE.read(snap.conn_id, snap.async_dir, row.job_dir, stream, start, want, size)
     except Exception as exc:  # a host gone since the listing: the page shows it and tries again
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"{snap.label}: {exc}") from None
     if chunk.shrunk:

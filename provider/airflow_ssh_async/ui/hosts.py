@@ -11,12 +11,16 @@ host that does not answer in time, or refuses us, becomes a snapshot with
 its error, and the other hosts are unaffected.
 
 Output is read in bounded chunks (``MAX_CHUNK``) through the hook's batched
-read, also shared between callers that ask for the same bytes at once.
+read, and only up to the size the snapshot saw: the bytes below it do not
+change (the files only grow), so followers that ask for the same bytes share
+one read until the next refresh, and a follower that has everything the
+snapshot knows costs no SSH call at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,11 +31,10 @@ from airflow_ssh_async.errors import SSHAsyncJobError
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, ProtocolError
 from airflow_ssh_async.ui.records import JobRow, job_row, last_line
 
-REFRESH = 3.0  # seconds a snapshot is served before the host is asked again
+REFRESH = 5.0  # seconds a snapshot is served before the host is asked again: the list page's period
 HOST_TIMEOUT = 15.0  # the most one host's refresh may take before it shows as an error
 MAX_CHUNK = 256 * 1024  # the most one output read returns
 PROGRESS_TAIL = 512  # bytes of a progress file read for its last line
-OUTPUT_TTL = 1.0  # identical output reads within this many seconds share one SSH call
 
 HookFactory = Callable[[str, str], Any]
 
@@ -107,9 +110,12 @@ class HostCache:
         if task is None:
             task = asyncio.ensure_future(self._read(*key))
             self._inflight[key] = task
-            task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
+            task.add_done_callback(functools.partial(self._done, key))
         # Shielded: a browser that goes away must not cancel a read other tabs wait for.
         return await asyncio.shield(task)
+
+    def _done(self, key: tuple[str, str], _task: asyncio.Task[Snapshot]) -> None:
+        self._inflight.pop(key, None)
 
     async def _read(self, conn_id: str, async_dir: str) -> Snapshot:
         started = time.monotonic()
@@ -167,12 +173,18 @@ class HostCache:
                 self._progress[(conn_id, r.job_dir, size)] = out[r.job_id] = line
         return out
 
-    async def read(self, conn_id: str, async_dir: str, job_dir: str, stream: str, offset: int, max_bytes: int) -> Any:
-        """One bounded chunk of a job's stream (hook.aread); identical reads at once share one call."""
-        key = (conn_id, async_dir, job_dir, stream, offset, max_bytes)
+    async def read(
+        self, conn_id: str, async_dir: str, job_dir: str, stream: str, offset: int, max_bytes: int, size: int
+    ) -> Any:
+        """One bounded chunk of a job's stream (hook.aread) from OFFSET, of a file the snapshot saw at SIZE.
+
+        Reads of the same bytes (same offset, length and size seen) share one
+        SSH call for as long as a snapshot lives.
+        """
+        key = (conn_id, async_dir, job_dir, stream, offset, max_bytes, size)
         now = time.monotonic()
         for k, (at, _task) in list(self._reads.items()):
-            if now - at > OUTPUT_TTL:
+            if now - at > self.refresh:
                 del self._reads[k]
         found = self._reads.get(key)
         if found is None:
@@ -186,7 +198,11 @@ class HostCache:
 
             found = (now, asyncio.ensure_future(self._bounded(go())))
             self._reads[key] = found
-        return await asyncio.shield(found[1])
+        try:
+            return await asyncio.shield(found[1])
+        except BaseException:
+            self._reads.pop(key, None)  # a failed read is not kept for the others
+            raise
 
     async def _bounded(self, work: Awaitable[Any]) -> Any:
         return await asyncio.wait_for(work, self.host_timeout)
