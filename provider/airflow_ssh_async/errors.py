@@ -86,11 +86,3 @@ class JobRunningError(RemoteCommandError):
 
 class MissingToolError(RemoteCommandError):
     """The host lacks a command the remote scripts need."""
-
-
-class JobFailedError(SSHAsyncJobError):
-    """The job ended in a state that fails the task; ``result`` has the details."""
-
-    def __init__(self, message: str, *, result: dict | None = None, **kwargs: str) -> None:
-        self.result = result or {}
-        super().__init__(message, **kwargs)

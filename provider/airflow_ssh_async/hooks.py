@@ -19,6 +19,7 @@ from airflow_ssh_async.errors import ConnectionNotFoundError, RemoteWriteError, 
 from airflow_ssh_async.job import (
     ARCHIVE_DIR,
     DEFAULT_ASYNC_DIR,
+    TAIL_BYTES,
     JobFacts,
     JobListing,
     JobRef,
@@ -27,8 +28,7 @@ from airflow_ssh_async.job import (
     ProtocolError,
     build_result,
     classify,
-    fields_dict,
-    job_dir,
+    job_dir_in,
     launch_payload,
     parse_frames,
     parse_listing,
@@ -180,7 +180,7 @@ class SSHAsyncJobHook(BaseHook):
         return self._options
 
     def job_dir(self, job_id: str) -> str:
-        return job_dir(self.async_dir, job_id)
+        return job_dir_in(self.async_dir, job_id)
 
     async def _with_host(self, fn: Callable[[RemoteHost], Awaitable[T]]) -> T:
         async with remote_host(await self.aget_options()) as host:
@@ -223,7 +223,7 @@ class SSHAsyncJobHook(BaseHook):
             args.append(str(int(execution_left)))
 
         async def go(h: RemoteHost) -> Launched:
-            out = fields_dict(parse_frames(await h.run("launch", args, stdin=payload, job_id=job_id)))
+            out = dict(parse_frames(await h.run("launch", args, stdin=payload, job_id=job_id)))
             if "pid" not in out:
                 # The supervisor reports on the channel itself: silence means it never ran.
                 where = self.job_dir(job_id)
@@ -418,7 +418,7 @@ class SSHAsyncJobHook(BaseHook):
         ref: JobRef,
         status: JobStatus,
         *,
-        tail_bytes: int = 4096,
+        tail_bytes: int = TAIL_BYTES,
         host: RemoteHost | None = None,
         masker: Masker | None = None,
     ) -> dict[str, Any]:
@@ -453,7 +453,7 @@ class SSHAsyncJobHook(BaseHook):
 
         async def go(h: RemoteHost) -> str:
             out = await h.run("signal", [job_dir, str(grace)], job_id=_ids([job_dir]))
-            return fields_dict(parse_frames(out))["outcome"].decode()
+            return dict(parse_frames(out))["outcome"].decode()
 
         return await (go(host) if host else self._with_host(go))
 
@@ -466,7 +466,7 @@ class SSHAsyncJobHook(BaseHook):
 
         async def go(h: RemoteHost) -> str:
             out = await h.run("limit", [job_dir, str(int(seconds))], job_id=_ids([job_dir]))
-            return fields_dict(parse_frames(out))["outcome"].decode()
+            return dict(parse_frames(out))["outcome"].decode()
 
         return await (go(host) if host else self._with_host(go))
 
@@ -475,7 +475,7 @@ class SSHAsyncJobHook(BaseHook):
 
         async def go(h: RemoteHost) -> str:
             raw = await h.run("archive", [job_dir, "remove" if remove else "archive"], job_id=_ids([job_dir]))
-            out = fields_dict(parse_frames(raw))
+            out = dict(parse_frames(raw))
             return (out.get("archived") or out["removed"]).decode()
 
         return await (go(host) if host else self._with_host(go))

@@ -25,7 +25,7 @@ JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class JobState(str, enum.Enum):
-    """What a job is doing, as DESIGN.md names it."""
+    """What a job is doing, as docs/protocol.md "States" names it."""
 
     STARTING = "starting"  # the job directory exists but job.json is not written yet
     RUNNING = "running"
@@ -96,7 +96,8 @@ def log_key(dag_id: str, run_id: str, task_id: str, map_index: int, try_number: 
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def job_dir(async_dir: str, job_id: str) -> str:
+def job_dir_in(async_dir: str, job_id: str) -> str:
+    """The folder of job JOB_ID under ASYNC_DIR, as given (``~`` is resolved on the host)."""
     return f"{async_dir.rstrip('/')}/{validate_job_id(job_id)}"
 
 
@@ -135,10 +136,6 @@ def parse_frames(data: bytes) -> list[tuple[str, bytes]]:
         records.append((name, data[nl + 1 : value_end]))
         pos = value_end + 1
     return records
-
-
-def fields_dict(records: list[tuple[str, bytes]]) -> dict[str, bytes]:
-    return dict(records)
 
 
 # --- the launch payload ----------------------------------------------------------
@@ -419,7 +416,7 @@ def _ended(facts: JobFacts, info: dict[str, Any], result: dict[str, Any], base: 
 
 
 def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] | None = None) -> JobStatus:
-    """The state rules of DESIGN.md, as one pure function.
+    """The state rules of docs/protocol.md "States", as one pure function.
 
     ``job_json`` is the caller's cached copy when status.sh was asked not to
     send it again.
@@ -579,7 +576,7 @@ class ExistingAction(enum.Enum):
 
 
 def decide_existing(on_existing: OnExisting, state: JobState, delivered: bool, same_origin: bool) -> ExistingAction:
-    """DESIGN.md "Job ids and idempotency", as one pure function.
+    """docs/reference.md "on_existing", as one pure function.
 
     ``same_origin``: the job was launched by this task instance (an earlier
     try of it). A succeeded job from another run (a fixed job_id reused by

@@ -18,6 +18,7 @@ from airflow_ssh_async.errors import JobExistsError, JobRunningError, SSHAsyncJo
 from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook, cancel_bound
 from airflow_ssh_async.job import (
     DEFAULT_ASYNC_DIR,
+    TAIL_BYTES,
     ExistingAction,
     JobIdError,
     JobRef,
@@ -77,7 +78,7 @@ class SSHAsyncJobOperator(BaseOperator):
         the job reference (XCom) and succeed.
     :param poll_interval: seconds between status checks.
     :param deferrable: wait in the triggerer (True) or in the worker (False).
-    :param on_existing: ``reattach`` (default), ``rerun`` or ``fail``; see DESIGN.md.
+    :param on_existing: ``reattach`` (default), ``rerun`` or ``fail``; see docs/reference.md "on_existing".
     :param kill_on_cancel: cancel the remote job when the task is marked
         failed or success while waiting. A clear does not cancel: the next
         try re-attaches to the running job.
@@ -114,7 +115,7 @@ class SSHAsyncJobOperator(BaseOperator):
         async_dir: str = DEFAULT_ASYNC_DIR,
         cleanup: str = "never",
         skip_on_exit_code: int | Iterable[int] | None = None,
-        tail_bytes: int = 4096,
+        tail_bytes: int = TAIL_BYTES,
         connection_patience: float = 300.0,
         grace: int = DEFAULT_GRACE,
         stream_output: bool = True,

@@ -11,7 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_ssh_async.ansible import DEFAULT_ANSIBLE_ASYNC_DIR, SOURCE_AIRFLOW, SOURCE_ANSIBLE, validate_source
 from airflow_ssh_async.errors import SSHAsyncJobError
 from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook, cancel_bound
-from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, TAIL_BYTES, JobRef, job_dir, log_key
+from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, TAIL_BYTES, JobRef, job_dir_in, log_key
 from airflow_ssh_async.masking import Masker, airflow_min_length, seal, unseal
 from airflow_ssh_async.watch import watch_job
 
@@ -154,7 +154,7 @@ class SSHAsyncJobTrigger(BaseTrigger):
     def _ref(self) -> JobRef:
         """This provider's job (on_kill cancels no other). job_id may have been
         rendered in the triggerer (start_from_trigger)."""
-        return JobRef(self.ssh_conn_id, self.job_id, self.job_dir or job_dir(self.async_dir, self.job_id))
+        return JobRef(self.ssh_conn_id, self.job_id, self.job_dir or job_dir_in(self.async_dir, self.job_id))
 
     def _log_key(self) -> str:
         """This try's log, set by the triggerer: a restarted trigger of the

@@ -21,7 +21,7 @@ import pytest
 from airflow_ssh_async import SSHAsyncJobTrigger, triggers
 from airflow_ssh_async.client import open_connection, remote_command, script
 from airflow_ssh_async.hooks import SSHAsyncJobHook
-from airflow_ssh_async.job import JobState, fields_dict, launch_payload, parse_frames
+from airflow_ssh_async.job import JobState, launch_payload, parse_frames
 from tests.harness.logs import ListLog
 from tests.harness.procs import live_group_members
 from tests.harness.sshd import home
@@ -138,7 +138,7 @@ async def _launch_in_two_halves(user: str, job_id: str, command: str, cancel: An
         process.stdin.write_eof()
         report = await asyncio.wait_for(process.stdout.read(), 60)
         await process.wait(timeout=60)
-        return fields_dict(parse_frames(report))
+        return dict(parse_frames(report))
     finally:
         conn.close()
 
