@@ -34,7 +34,7 @@ from airflow_ssh_async.job import (
 )
 from airflow_ssh_async.limits import Limit, deferral_timeout, effective_limit, execution_left, host_seconds, seconds
 from airflow_ssh_async.masking import Masker, airflow_min_length, task_secrets
-from airflow_ssh_async.outcome import settle
+from airflow_ssh_async.outcome import exit_codes, settle
 from airflow_ssh_async.triggers import SSHAsyncJobTrigger
 from airflow_ssh_async.watch import watch_job
 
@@ -135,9 +135,7 @@ class SSHAsyncJobOperator(BaseOperator):
         self.kill_on_cancel = kill_on_cancel
         self.async_dir = async_dir
         self.cleanup = cleanup
-        if isinstance(skip_on_exit_code, int):
-            skip_on_exit_code = [skip_on_exit_code]
-        self.skip_on_exit_code = list(skip_on_exit_code or [])
+        self.skip_on_exit_code = exit_codes(skip_on_exit_code)
         self.tail_bytes = tail_bytes
         self.connection_patience = connection_patience
         self.grace = grace

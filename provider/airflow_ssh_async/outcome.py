@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException, AirflowTaskTimeout
@@ -20,6 +20,13 @@ _HINTS: dict[object, str] = {
     JobState.LOST: "Its supervisor died or the host rebooted; the job's own state is unknown. "
     "Clear the task to start a new attempt.",
 }
+
+
+def exit_codes(skip_on_exit_code: int | Iterable[int] | None) -> list[int]:
+    """``skip_on_exit_code`` as a list, however it was given (one code, several, none)."""
+    if isinstance(skip_on_exit_code, int):
+        return [skip_on_exit_code]
+    return list(skip_on_exit_code or [])
 
 
 def settle(event: dict[str, Any], skip_on_exit_code: Container[int] = ()) -> dict[str, Any]:

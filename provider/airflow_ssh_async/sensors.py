@@ -16,7 +16,7 @@ from airflow_ssh_async.client import RemoteHost
 from airflow_ssh_async.hooks import SSHAsyncJobHook
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JobRef
 from airflow_ssh_async.masking import Masker, airflow_min_length, task_secrets
-from airflow_ssh_async.outcome import settle
+from airflow_ssh_async.outcome import exit_codes, settle
 from airflow_ssh_async.triggers import SSHAsyncJobTrigger
 from airflow_ssh_async.watch import Watch, new_watch
 
@@ -109,9 +109,7 @@ class SSHAsyncJobSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.kill_on_cancel = kill_on_cancel
         self.stream_output = stream_output
-        if isinstance(skip_on_exit_code, int):
-            skip_on_exit_code = [skip_on_exit_code]
-        self.skip_on_exit_code = list(skip_on_exit_code or [])
+        self.skip_on_exit_code = exit_codes(skip_on_exit_code)
         if deferrable and start_from_trigger:
             self.start_from_trigger = True
             # Replaced rather than mutated: start_trigger_args is a class attribute.

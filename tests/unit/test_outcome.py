@@ -8,7 +8,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException, AirflowTaskTimeout
 
 from airflow_ssh_async.job import JobRef, JobState, JobStatus, build_result, job_event
-from airflow_ssh_async.outcome import settle
+from airflow_ssh_async.outcome import exit_codes, settle
 
 REF = JobRef("conn", "nightly", "/home/u/.airflow_async/nightly", "u@db1:22")
 
@@ -85,3 +85,9 @@ def test_an_error_event_raises_its_message() -> None:
 def test_a_malformed_event_is_named_not_taken_for_success() -> None:
     with pytest.raises(AirflowException, match="bad trigger event"):
         settle({"status": "weird", "message": ""})
+
+
+def test_skip_on_exit_code_is_taken_as_one_code_several_or_none() -> None:
+    assert exit_codes(3) == [3]
+    assert exit_codes((3, 4)) == [3, 4]
+    assert exit_codes(None) == [] and exit_codes([]) == []
