@@ -140,42 +140,6 @@ def zoo(server: SSHServer) -> Iterator[tuple[SSHAsyncJobHook, str]]:
     remove_async_dir(user, async_dir)
 
 
-# --- usage and help ------------------------------------------------------------------------
-
-
-@pytest.mark.timeout(60)
-def test_help_has_examples_and_documents_exit_codes() -> None:
-    proc = run_script("--help")
-    assert proc.returncode == 0, proc.stderr
-    for text in ("examples:", "exit codes:", "jobs", "status", "logs", "kill", "gc", "--older-than 7d"):
-        assert text in proc.stdout
-    for code, word in [
-        (2, "usage"),
-        (3, "SSH or connection"),
-        (4, "failed"),
-        (5, "killed"),
-        (6, "timed_out"),
-        (7, "cancelled"),
-        (8, "lost"),
-        (9, "missing"),
-    ]:
-        assert any(line.strip().startswith(f"{code}  ") and word in line for line in proc.stdout.splitlines()), word
-    sub = run_script("logs", "--help")
-    assert sub.returncode == 0 and "--follow" in sub.stdout and "--stderr" in sub.stdout
-
-
-@pytest.mark.timeout(60)
-def test_usage_errors_exit_2_before_any_ssh(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    for argv in (["status", DASH, "../etc"], ["gc", DASH], ["gc", DASH, "--older-than", "soon"], ["frobnicate"]):
-        with pytest.raises(SystemExit) as exc:
-            cli.main(argv)
-        assert exc.value.code == 2, argv
-    assert "invalid job id '../etc'" in capsysbinary.readouterr().err.decode()
-    assert cli.parse_duration("7d") == 7 * 86400
-    assert cli.parse_duration("90") == 90
-    assert cli.parse_duration("1.5h") == 5400
-
-
 # --- jobs --------------------------------------------------------------------------------------
 
 
@@ -613,25 +577,6 @@ def test_gc_removes_supervisor_copies_of_other_versions_that_no_running_job_uses
         wait_for_states(hook, {"after-gc": "succeeded"})
     finally:
         remove_async_dir(user, async_dir)
-
-
-@pytest.mark.timeout(60)
-def test_version_prints_the_package_version() -> None:
-    from airflow_ssh_async import __version__
-
-    proc = run_script("--version")
-    assert proc.returncode == 0 and proc.stdout.strip() == f"airflow-ssh-async {__version__}", proc
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("command", ["jobs", "status", "logs", "kill", "gc", "host-key"])
-def test_each_subcommand_help_shows_its_own_examples_only(command) -> None:
-    proc = run_script(command, "--help")
-    assert proc.returncode == 0, proc.stderr
-    examples = proc.stdout.split("examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert examples, proc.stdout
-    assert all(line.split()[:2] == ["airflow-ssh-async", command] for line in examples), examples
-    assert "exit codes:" in proc.stdout
 
 
 @pytest.mark.timeout(120)
