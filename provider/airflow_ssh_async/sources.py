@@ -39,15 +39,14 @@ class JobSource(Protocol):
 
     ``ref`` is the job as given, its folder (or file) and host filled in by
     the first poll. The message attributes complete the watch's messages:
-    "{noun} 'ID' has no {place} PATH on HOST: {why_missing}. Check {what_to_check}."
+    "{noun} 'ID' has no {place} PATH on HOST: {missing_hint}."
     """
 
     ref: JobRef
     follower: OutputFollower
     noun: str
     place: str
-    why_missing: str
-    what_to_check: str
+    missing_hint: str
 
     def attach(self, host: RemoteHost) -> contextlib.AbstractAsyncContextManager[None]:
         """Borrow HOST's batched calls in this event loop for the block."""
@@ -87,8 +86,9 @@ class AirflowJob:
 
     noun = "job"
     place = "directory"
-    why_missing = "it was never launched there, or its folder was removed"
-    what_to_check = "the job id, the connection and async_dir"
+    missing_hint = (
+        "it was never launched there, or its folder was removed. Check the job id, the connection and async_dir"
+    )
 
     def __init__(self, hook: SSHAsyncJobHook, ref: JobRef, follow: Follow, chunk_bytes: int = DEFAULT_CHUNK) -> None:
         self.ref = ref
@@ -153,8 +153,10 @@ class AnsibleJob:
 
     noun = "Ansible job"
     place = "result file"
-    why_missing = "Ansible never started it there, or async_status mode=cleanup removed the file"
-    what_to_check = "the jid, the connection and ansible_async_dir (Ansible's ANSIBLE_ASYNC_DIR)"
+    missing_hint = (
+        "Ansible never started it there, or async_status mode=cleanup removed the file. "
+        "Check the jid, the connection and ansible_async_dir (Ansible's ANSIBLE_ASYNC_DIR)"
+    )
 
     def __init__(self, ref: JobRef, follow: Follow, log: logging.Logger | Any, ansible_async_dir: str) -> None:
         result_file = ref.job_dir

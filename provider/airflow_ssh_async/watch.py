@@ -94,7 +94,7 @@ class Watch:
             return job_event(
                 "error",
                 f"{source.noun} {ref.job_id!r} has no {source.place} {ref.job_dir} on {ref.host}: "
-                f"{source.why_missing}. Check {source.what_to_check}.",
+                f"{source.missing_hint}.",
                 ref,
             )
         if status.state is JobState.STARTING:
