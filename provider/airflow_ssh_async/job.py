@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import shlex
+import signal
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -550,6 +551,36 @@ def build_result(
         "progress": progress,
         "stdout_tail": stdout_tail,
         "stderr_tail": stderr_tail,
+    }
+
+
+OUTPUT_KEYS = ("progress", "stdout_tail", "stderr_tail")
+
+
+def signal_name(number: int) -> str:
+    """SIGKILL for 9: how a person reads a signal number."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def job_record(ref: JobRef, status: JobStatus, now: float) -> dict[str, Any]:
+    """A job as a listing shows it (`airflow-ssh-async ... --json`): the result
+    dict, so a script reads one shape from XCom and from the ops command,
+    without the output (``progress`` and the tails: a listing reads none)
+    and with what a person at a shell asks for: ages from NOW (epoch
+    seconds), the signal's name and the size of each stream."""
+    start, end = status.start_time, status.end_time
+    record = {k: v for k, v in build_result(ref, status).items() if k not in OUTPUT_KEYS}
+    return {
+        **record,
+        "signal_name": signal_name(status.signal) if status.signal is not None else None,
+        "age": int(now - start) if start is not None else None,
+        "ended_ago": int(now - end) if end is not None else None,
+        "stdout_size": status.sizes.get("stdout"),
+        "stderr_size": status.sizes.get("stderr"),
+        "progress_size": status.sizes.get("progress"),
     }
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from airflow_ssh_async import cli, client
 from airflow_ssh_async.hooks import SSHAsyncJobHook
+from airflow_ssh_async.job import OUTPUT_KEYS, JobRef
 from tests.harness.sshd import USERS, SSHServer, free_port, run_as, start_server
 
 SCRIPT = Path(sys.executable).parent / "airflow-ssh-async"
@@ -254,6 +255,22 @@ def test_status_exit_code_follows_the_state(zoo, capsysbinary) -> None:
     code, out, _ = run_cli(capsysbinary, "status", DASH, "tout", "--async-dir", async_dir, "--json")
     rec = json.loads(out)
     assert code == 6 and rec["state"] == "timed_out" and rec["signal"] == 15 and rec["duration"] >= 1
+
+
+@pytest.mark.timeout(60)
+def test_status_json_is_the_xcom_result_without_the_output(zoo, capsysbinary) -> None:
+    hook, async_dir = zoo
+    d = hook.job_dir("tout")
+    status = hook.status([d])[d][0]
+    ref = JobRef(DASH, "tout", f"/home/asyncdash/{async_dir[2:]}/tout", hook.get_options().address)
+    result = hook.run_sync(lambda h: hook.afinished_result(ref, status, host=h))  # what XCom gets
+    code, out, _ = run_cli(capsysbinary, "status", DASH, "tout", "--async-dir", async_dir, "--json")
+    rec = json.loads(out)
+    assert code == 6
+    assert {k: rec[k] for k in result if k not in OUTPUT_KEYS} == {
+        k: v for k, v in result.items() if k not in OUTPUT_KEYS
+    }
+    assert rec["limit"] == "job_timeout" and rec["host"] == "asyncdash@127.0.0.1:" + str(hook.get_options().port)
 
 
 @pytest.mark.timeout(60)

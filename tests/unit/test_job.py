@@ -7,18 +7,23 @@ import hashlib
 import pytest
 
 from airflow_ssh_async.job import (
+    OUTPUT_KEYS,
     ExistingAction,
     JobFacts,
     JobIdError,
+    JobRef,
     JobState,
+    JobStatus,
     ListedJob,
     OnExisting,
     OutputCut,
     ProtocolError,
+    build_result,
     classify,
     decide_existing,
     derive_job_id,
     env_exports,
+    job_record,
     launch_payload,
     parse_frames,
     parse_listing,
@@ -244,3 +249,18 @@ def test_tail_keeps_the_last_bytes_only() -> None:
     cut = Tail(4)
     cut.feed("xé€".encode())  # the cut lands inside é: its broken byte is dropped
     assert cut.text() == "€"
+
+
+def test_a_listed_job_has_the_result_dicts_shape_without_the_output() -> None:
+    ref = JobRef("c", "j", "/d/j", "u@h:22")
+    status = JobStatus(JobState.KILLED, "killed by signal 9", signal=9, pid=7, start_time=100, end_time=160)
+    record = job_record(ref, status, now=200)
+    result = build_result(ref, status)
+    assert {k: record[k] for k in result if k not in OUTPUT_KEYS} == {
+        k: v for k, v in result.items() if k not in OUTPUT_KEYS
+    }
+    assert not set(OUTPUT_KEYS) & set(record)
+    assert record["start_time"] == "1970-01-01T00:01:40+00:00" and record["duration"] == 60
+    assert (record["signal_name"], record["age"], record["ended_ago"]) == ("SIGKILL", 100, 40)
+    running = job_record(ref, JobStatus(JobState.RUNNING, "running", start_time=100, sizes={"stdout": 3}), now=130)
+    assert (running["duration"], running["age"], running["ended_ago"], running["stdout_size"]) == (None, 30, None, 3)
