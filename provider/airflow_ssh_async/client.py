@@ -603,12 +603,26 @@ class RemoteHost:
         """
         for delay in CHANNEL_RETRY_DELAYS:
             try:
-                return await conn.run(command, input=stdin, encoding=None, check=False, timeout=timeout)
+                return await _run_once(conn, command, stdin, timeout)
             except asyncssh.ChannelOpenError:
                 if conn.is_closed():
                     raise
                 await asyncio.sleep(delay)
-        return await conn.run(command, input=stdin, encoding=None, check=False, timeout=timeout)
+        return await _run_once(conn, command, stdin, timeout)
+
+
+async def _run_once(
+    conn: asyncssh.SSHClientConnection, command: str, stdin: bytes, timeout: float
+) -> asyncssh.SSHCompletedProcess:
+    """conn.run, whose channel is closed when the caller gives up on it: a
+    status call that waits on the host (status.sh --wait) is cut short that
+    way, and its script ends at its next write."""
+    process = await conn.create_process(command, input=stdin, encoding=None)
+    try:
+        return await process.wait(check=False, timeout=timeout)
+    except asyncio.CancelledError:
+        process.close()
+        raise
 
 
 def _bytes(data: bytes | str | None) -> bytes:

@@ -118,6 +118,9 @@ class SSHOptions:
     jump_host_key_file: str | None = None  # private key for the jump host (default: the connection's)
     jump_host_host_key: str | None = None  # "ssh-ed25519 AAAA..." of the jump host
     ciphers: tuple[str, ...] | None = None
+    # The trigger's status call may wait on the host for a job's end (our
+    # extra; status.sh --wait). False: one plain status call per poll.
+    wait_on_host: bool = True
 
     @property
     def address(self) -> str:
@@ -225,6 +228,7 @@ def options_from_connection(conn: Any) -> SSHOptions:
         jump_host_key_file=os.path.expanduser(jump_host_key_file) if jump_host_key_file else None,
         jump_host_host_key=jump_host_host_key or None,
         ciphers=tuple(ciphers) if ciphers else None,
+        wait_on_host=str(extra.get("wait_on_host", "true")).lower() != "false",
     )
 
 

@@ -13,7 +13,13 @@ from typing import Any, NamedTuple, TypeVar
 
 from airflow.sdk.bases.hook import BaseHook
 
-from airflow_ssh_async.client import ARG_SEPARATOR, RemoteHost, remote_host, supervisor_program
+from airflow_ssh_async.client import (
+    ARG_SEPARATOR,
+    DEFAULT_COMMAND_TIMEOUT,
+    RemoteHost,
+    remote_host,
+    supervisor_program,
+)
 from airflow_ssh_async.connection import SSHOptions, options_from_connection
 from airflow_ssh_async.errors import ConnectionNotFoundError, RemoteWriteError, SSHAsyncJobError
 from airflow_ssh_async.job import (
@@ -103,6 +109,26 @@ class Chunk:
     size: int
     missing: bool = False
     shrunk: bool = False
+
+
+@dataclass(frozen=True)
+class StatusWait:
+    """How long a status call may wait on the host (status.sh --wait).
+
+    It returns when a watched job ends, after ``max_seconds``, or, once
+    ``grow_after`` seconds have passed (None: never), when the jobs'
+    streams together are no longer ``known_total`` bytes (None: their size
+    when the wait began).
+    """
+
+    max_seconds: int
+    grow_after: int | None = None
+    known_total: int | None = None
+
+    def args(self) -> list[str]:
+        grow = "-1" if self.grow_after is None else str(max(0, int(self.grow_after)))
+        known = "-" if self.known_total is None else str(int(self.known_total))
+        return ["--wait", str(max(0, int(self.max_seconds))), grow, known]
 
 
 def share_budget(requests: Sequence[ReadRequest], budget: int = REPLY_BUDGET) -> list[list[ReadRequest]]:
@@ -274,11 +300,30 @@ class SSHAsyncJobHook(BaseHook):
         For batches of unrelated watchers: one job's damaged file must not
         fail the poll of every other job on the host.
         """
+        out, _ = await self.astatus_wait(job_dirs, None, cached_job_json=cached_job_json, host=host)
+        return out
+
+    async def astatus_wait(
+        self,
+        job_dirs: Sequence[str],
+        wait: StatusWait | None,
+        *,
+        cached_job_json: dict[str, dict[str, Any]] | None = None,
+        host: RemoteHost | None = None,
+    ) -> tuple[dict[str, tuple[JobStatus, JobFacts] | ProtocolError], str]:
+        """As :meth:`astatus_each`, the report held on the host until WAIT says
+        (see :class:`StatusWait`); also why it returned (``StatusReport.woke``).
+
+        :raises SSHConnectError: the connection dropped, also during the wait.
+        """
         cached = cached_job_json or {}
         args = [f"+{d}" if d in cached else d for d in job_dirs]
+        head: list[str] = wait.args() if wait else []
+        timeout = DEFAULT_COMMAND_TIMEOUT + (wait.max_seconds if wait else 0)
 
-        async def go(h: RemoteHost) -> dict[str, tuple[JobStatus, JobFacts] | ProtocolError]:
-            report = parse_status(await h.run("status", args, args_on_stdin=True, job_id=_ids(job_dirs)))
+        async def go(h: RemoteHost) -> tuple[dict[str, tuple[JobStatus, JobFacts] | ProtocolError], str]:
+            raw = await h.run("status", head + args, args_on_stdin=True, job_id=_ids(job_dirs), timeout=timeout)
+            report = parse_status(raw)
             out: dict[str, tuple[JobStatus, JobFacts] | ProtocolError] = {}
             for arg, d in zip(args, job_dirs, strict=True):
                 facts = report.jobs[arg]
@@ -286,7 +331,7 @@ class SSHAsyncJobHook(BaseHook):
                     out[d] = (classify(facts, report.boot_id, report.now, cached.get(d)), facts)
                 except ProtocolError as exc:
                     out[d] = exc
-            return out
+            return out, report.woke
 
         return await (go(host) if host else self._with_host(go))
 

@@ -209,6 +209,9 @@ class StatusReport:
     now: int
     boot_id: str
     jobs: dict[str, JobFacts]
+    # Why a waiting call returned (status.sh --wait): "ended", "grew" or
+    # "time"; empty for a call that did not wait.
+    woke: str = ""
 
 
 def _load_json(name: str, job: str, raw: bytes) -> dict[str, Any]:
@@ -255,6 +258,7 @@ def parse_status(data: bytes) -> StatusReport:
         now=int(head["now"]),
         boot_id=head.get("boot_id", b"").decode().strip(),
         jobs={k: JobFacts(**v) for k, v in jobs.items()},
+        woke=head.get("woke", b"").decode(),
     )
 
 

@@ -27,7 +27,7 @@ from airflow_ssh_async.ansible import (
     load_ansible_result,
     validate_source,
 )
-from airflow_ssh_async.batching import Coalescer, HostBatcher, SharedPerLoop, batcher_for
+from airflow_ssh_async.batching import Coalescer, HostBatcher, SharedPerLoop, batcher_for, sleep_to_next_tick
 from airflow_ssh_async.client import RemoteHost
 from airflow_ssh_async.follower import OutputFollower
 from airflow_ssh_async.hooks import DEFAULT_CHUNK, SSHAsyncJobHook
@@ -51,12 +51,17 @@ class JobSource(Protocol):
     def attach(self, host: RemoteHost) -> contextlib.AbstractAsyncContextManager[None]:
         """Borrow HOST's batched calls in this event loop for the block."""
 
-    async def poll(self) -> JobStatus:
-        """One status read.
+    async def poll(self, poll_interval: float) -> JobStatus:
+        """One status read (for a source that waits on the host: the next
+        news, paced by POLL_INTERVAL; see batching.HostStatus).
 
         :raises SSHAsyncJobError: the host could not be asked.
         :raises ProtocolError: the job's files cannot be read.
         """
+
+    async def between_polls(self, poll_interval: float) -> None:
+        """What the watch does between two polls: sleep to the next tick, or
+        nothing when the poll itself waits."""
 
     async def catch_up(self, status: JobStatus) -> None:
         """Log the output written since the last poll (what STATUS sizes)."""
@@ -114,8 +119,11 @@ class AirflowJob:
             raise RuntimeError(f"job {self.ref.job_id!r}: poll outside attach()")
         return self._batcher
 
-    async def poll(self) -> JobStatus:
-        status, facts = await self._attached().status.get(self._key)
+    async def between_polls(self, poll_interval: float) -> None:
+        """Nothing: the next poll waits on the host, or for the tick (batcher.poll)."""
+
+    async def poll(self, poll_interval: float = 10.0) -> JobStatus:
+        status, facts = await self._attached().poll(self._key, poll_interval)
         self.ref = _at(self.ref, facts.path)
         return status
 
@@ -188,7 +196,10 @@ class AnsibleJob:
             finally:
                 self._batcher = None
 
-    async def poll(self) -> JobStatus:
+    async def between_polls(self, poll_interval: float) -> None:
+        await sleep_to_next_tick(poll_interval)
+
+    async def poll(self, poll_interval: float = 10.0) -> JobStatus:
         if self._batcher is None:
             raise RuntimeError(f"Ansible job {self.ref.job_id!r}: poll outside attach()")
         facts = await self._batcher.get(self._request)

@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 from airflow_ssh_async.ansible import DEFAULT_ANSIBLE_ASYNC_DIR, SOURCE_AIRFLOW
-from airflow_ssh_async.batching import sleep_to_next_tick
 from airflow_ssh_async.client import RemoteHost, remote_host
 from airflow_ssh_async.errors import SSHAsyncJobError
 from airflow_ssh_async.follower import OutputFollower
@@ -69,8 +68,11 @@ class Watch:
         state, reason = self.status.state.value, self.status.reason
         return f"{where} is {state}" + (f": {reason}" if reason != state else "")
 
-    async def check(self) -> dict[str, Any] | None:
+    async def check(self, poll_interval: float = 10.0) -> dict[str, Any] | None:
         """One poll: None while the job runs (its new output logged), else the event.
+
+        POLL_INTERVAL paces a source whose polls wait on the host (see
+        :meth:`JobSource.poll`).
 
         A job that is missing or whose files are damaged ends the watch: an
         error event (see :func:`job_event`).
@@ -79,14 +81,14 @@ class Watch:
             decides whether to retry.
         """
         try:
-            return await self._check()
+            return await self._check(poll_interval)
         except ProtocolError as exc:
             where = f"{self.source.noun} {self.ref.job_id!r} on {self.ref.host}"
             return job_event("error", f"cannot read {where}: {exc}", self.ref)
 
-    async def _check(self) -> dict[str, Any] | None:
+    async def _check(self, poll_interval: float) -> dict[str, Any] | None:
         source = self.source
-        status = await source.poll()
+        status = await source.poll(poll_interval)
         await source.catch_up(status)
         ref = self.ref
         if status.state is JobState.MISSING:
@@ -205,7 +207,7 @@ async def _loop(
     backoff = min(1.0, poll_interval)
     while True:
         try:
-            event = await watch.check()
+            event = await watch.check(poll_interval)
         except SSHAsyncJobError as exc:
             ref = watch.ref
             if exc.permanent:
@@ -229,4 +231,4 @@ async def _loop(
         failing_since, backoff = None, min(1.0, poll_interval)
         if event is not None:
             return event
-        await sleep_to_next_tick(poll_interval)
+        await watch.source.between_polls(poll_interval)

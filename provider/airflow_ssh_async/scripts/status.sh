@@ -1,9 +1,11 @@
 # shellcheck shell=sh
 # airflow-ssh-async status: facts about one or many jobs, in one call.
 #
-# Usage: status JOB_DIR...   (a leading '+' on a JOB_DIR: the caller has its
-#        job.json already, do not send it again). A batch comes as
-#        `status --stdin-args` with the folders on stdin (see lib.sh).
+# Usage: status [--wait MAX GROW_AFTER KNOWN] JOB_DIR...   (a leading '+' on
+#        a JOB_DIR: the caller has its job.json already, do not send it
+#        again). A batch comes as `status --stdin-args` with the folders on
+#        stdin (see lib.sh). With --wait the report is held until a watched
+#        job ends, or for at most MAX seconds (see wait_news).
 # Stdout: framed fields; `protocol`, `now`, `boot_id` once, then per job
 # `job` (the dir as given), `path` (it with ~ resolved) and its facts. This script only reports;
 # the client decides the state (job.py), so the rules live in one place.
@@ -151,6 +153,156 @@ status_one() {
     field progress_size "$_prog"
 }
 
+# --- the long poll ------------------------------------------------------------
+# wait_news MAX GROW_AFTER KNOWN JOB...: hold the report until a watcher has
+# something to act on, at most MAX seconds:
+# - a watched job ended: its result.json is there, its folder is gone, or
+#   its supervisor's pid is not alive (killed with SIGKILL, writing nothing);
+# - its output grew: the streams' total size is not KNOWN (what the caller's
+#   last report said; `-`: what it is now), once GROW_AFTER seconds have
+#   passed (-1: never), so the caller bounds how often output ends a wait.
+# The supervisor rewrites ASYNC_DIR/.ended as a job ends (supervise.sh):
+# with inotifywait the wait sleeps in it on each async_dir (and on the job
+# folders once growth counts), without it it naps NAP seconds between reads
+# of .ended. Whichever: once a second it looks at every job itself, for a
+# supervisor that died and for supervisors older than .ended. Every second
+# it also writes an empty `wait` record: a caller that gave up (closed the
+# channel) ends this script by SIGPIPE within a second. _woke says why it
+# returned: ended, grew, time.
+NAP=0.25
+wait_news() {
+    _max=$1
+    _grow=$2
+    _known=$3
+    shift 3
+    case $_max in '' | *[!0-9]*) _max=0 ;; esac
+    case $_grow in '' | *[!0-9]*) _grow=-1 ;; esac
+    _woke='time'
+    [ "$_max" -gt 0 ] || return 0
+    # "SUPERVISOR_PID DIR" a job, and the distinct async_dirs.
+    _watch=
+    _bases=
+    for _w do
+        expand_home_v "${_w#+}"
+        case $_path in *"$NL"*) continue ;; esac
+        [ -d "$_path" ] || { _woke=ended && return 0; }
+        [ -e "$_path/result.json" ] && { _woke=ended && return 0; }
+        read_json_file "$_path/job.json" 0
+        _watch="$_watch$NL${_sup:-0} $_path"
+        case $NL$_bases$NL in *"$NL${_path%/*}$NL"*) ;; *) _bases=$_bases$NL${_path%/*} ;; esac
+    done
+    _start_w=$(now)
+    _until=$((_start_w + _max))
+    [ "$_grow" -ge 0 ] && _grow=$((_start_w + _grow))
+    if [ "$_known" = - ] && [ "$_grow" -ge 0 ]; then _known=$(total_size "$@"); fi
+    _inotify=0
+    command -v inotifywait >/dev/null 2>&1 && _inotify=1
+    ended_marks
+    _seen=$_marks
+    _now_w=$_start_w
+    _sized=0
+    while :; do
+        field wait "" 2>/dev/null || exit 1
+        if ! scan_watched; then
+            _woke=ended
+            return 0
+        fi
+        _growing=0
+        if [ "$_grow" -ge 0 ] && [ "$_now_w" -ge "$_grow" ]; then
+            _growing=1
+            # Sizes are read when something may have changed them: at the
+            # first look, then after an inotify event (none: no write).
+            if [ "$_sized" -eq 0 ] && [ "$(total_size "$@")" != "$_known" ]; then
+                _woke=grew
+                return 0
+            fi
+            _sized=1
+        fi
+        [ "$_now_w" -lt "$_until" ] || return 0
+        if [ "$_inotify" -eq 1 ]; then
+            inotify_step "$_growing"
+            case $? in
+                0) _sized=0 ;;
+                2) ;;
+                *) _inotify=0 ;; # no inotify here (too many watches, a file system without it): naps
+            esac
+        else
+            _i=0
+            while [ "$_i" -lt 4 ]; do
+                sleep "$NAP" 2>/dev/null || { sleep 1 && break; }
+                ended_marks
+                [ "$_marks" = "$_seen" ] || break
+                _i=$((_i + 1))
+            done
+            _sized=0
+        fi
+        ended_marks
+        if [ "$_marks" != "$_seen" ]; then
+            _seen=$_marks
+            # A job ended in one of these folders: one of ours?
+            if ! scan_watched; then
+                _woke=ended
+                return 0
+            fi
+        fi
+        _now_w=$(now)
+    done
+}
+
+# scan_watched: 1 when a watched job has ended (see wait_news), else 0.
+scan_watched() {
+    _ended=0
+    set -f
+    IFS=$NL
+    for _l in $_watch; do
+        _sp=${_l%% *}
+        _sd=${_l#* }
+        if [ ! -d "$_sd" ] || [ -e "$_sd/result.json" ] || { [ "$_sp" != 0 ] && ! kill -0 "$_sp" 2>/dev/null; }; then
+            _ended=1
+            break
+        fi
+    done
+    unset IFS
+    set +f
+    return "$_ended"
+}
+
+# total_size JOB...: the size of every stream of the JOBs, together.
+total_size() {
+    stream_sizes "$@" | awk '$2 == "total" { s += $1 } END { print s + 0 }'
+}
+
+# ended_marks: the .ended lines of the watched async_dirs into _marks.
+ended_marks() {
+    _marks=
+    set -f
+    IFS=$NL
+    for _b in $_bases; do
+        _x=
+        { IFS= read -r _x || :; } 2>/dev/null <"$_b/.ended"
+        _marks=$_marks$NL$_x
+    done
+    unset IFS
+    set +f
+}
+
+# inotify_step GROWING: inotifywait for up to a second on the async_dirs
+# (a supervisor writing .ended) and, with GROWING=1, on the job folders (a
+# stream written). Its status: 0 an event, 2 none, 1 it could not watch.
+inotify_step() {
+    _ev=close_write
+    [ "$1" -eq 1 ] && _ev=close_write,modify
+    {
+        set -f
+        IFS=$NL
+        for _b in $_bases; do printf '%s\n' "$_b"; done
+        if [ "$1" -eq 1 ]; then
+            for _l in $_watch; do printf '%s\n' "${_l#* }"; done
+        fi
+        unset IFS
+    } | inotifywait -qq -t 1 -e "$_ev" -e moved_to --fromfile - 2>/dev/null
+}
+
 report() {
     next_wc
     for _job do
@@ -163,7 +315,17 @@ report() {
 main() {
     LC_ALL=C
     export LC_ALL
+    _woke=
+    if [ "${1-}" = --wait ]; then
+        [ $# -ge 4 ] || err "$E_USAGE" "usage: status --wait MAX GROW_AFTER KNOWN JOB_DIR..."
+        _wmax=$2
+        _wgrow=$3
+        _wknown=$4
+        shift 4
+        wait_news "$_wmax" "$_wgrow" "$_wknown" "$@"
+    fi
     field protocol "$PROTOCOL"
+    [ -n "$_woke" ] && field woke "$_woke"
     _now=$(now)
     field now "$_now"
     boot_id_v

@@ -443,6 +443,9 @@ supervise() {
     # Whatever became of the job, no copy of its environment stays on disk.
     if [ -e env ] || [ -e payload ]; then rm -f env payload; fi
     finish "$_st"
+    # Tell a status call that waits on this async_dir (status.sh wait_news)
+    # that a job ended: one small file rewritten, never growing.
+    printf '%s %s\n' "$$" "$_id" >"${_dir%/*}/.ended" 2>/dev/null || :
 }
 
 main() {
