@@ -133,6 +133,8 @@ class HostStatus:
         return await future
 
     def forget(self, key: str) -> None:
+        for f in self._waiting.pop(key, []):
+            f.cancel()  # its watcher left while it waited (the trigger was cancelled)
         self._watched.pop(key, None)
         self._known.pop(key, None)
         self._unread.pop(key, None)
@@ -162,6 +164,8 @@ class HostStatus:
         while self._waiting:
             await asyncio.sleep(GATHER_WINDOW)
             keys = list(self._watched)
+            if not keys:
+                break
             fresh = any(k not in self._known for k in keys)
             wait = None if fresh else self._plan(keys)
             if not fresh and wait is None:

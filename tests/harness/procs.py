@@ -39,3 +39,19 @@ def rss_kb(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below PID (children, their children, ...), zombies left out."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(entry)
+            if fields and fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 
 from airflow_ssh_async import SSHAsyncJobTrigger, batching
-from airflow_ssh_async.hooks import SSHAsyncJobHook
+from airflow_ssh_async.client import remote_host
+from airflow_ssh_async.hooks import SSHAsyncJobHook, StatusWait
 from tests.harness.logs import ListLog
-from tests.harness.sshd import SSHServer, start_server
+from tests.harness.procs import descendants
+from tests.harness.sshd import SSHServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -122,6 +124,18 @@ def test_with_the_switch_off_the_end_waits_for_the_next_tick(sshd, job_id, monke
     assert all(g > 2.5 for g in gaps[1:]), gaps
 
 
+def own_sshd(conn_id: str, path: str = "") -> SSHServer:
+    """An sshd of this test's own (its processes are all this test's), sessions' PATH set to PATH."""
+    server = SSHServer(Path(tempfile.mkdtemp(prefix="ssh-async-sshd-")))
+    server.prepare()
+    if path:
+        config = server.workdir / "sshd_config"
+        config.write_text(config.read_text() + f"SetEnv PATH={path}\n")
+    server.start()
+    server.set_connection(conn_id, "asyncash")
+    return server
+
+
 @pytest.fixture
 def no_inotify_sshd() -> Iterator[SSHServer]:
     """A second sshd whose sessions' PATH has every command of this machine but inotifywait."""
@@ -131,18 +145,53 @@ def no_inotify_sshd() -> Iterator[SSHServer]:
         for name in os.listdir(folder):
             if name != "inotifywait" and not (bin_dir / name).exists():
                 (bin_dir / name).symlink_to(os.path.join(folder, name))
-    server = SSHServer(Path(tempfile.mkdtemp(prefix="ssh-async-sshd-")))
-    server.prepare()
-    config = server.workdir / "sshd_config"
-    config.write_text(config.read_text() + f"SetEnv PATH={bin_dir}\n")
-    server.start()
-    server.set_connection("no_inotify", "asyncash")
+    server = own_sshd("no_inotify", str(bin_dir))
     try:
         yield server
     finally:
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)
         shutil.rmtree(bin_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def lone_sshd() -> Iterator[SSHServer]:
+    server = own_sshd("lone")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def test_a_wait_given_up_by_the_client_ends_on_the_host(lone_sshd, job_id) -> None:
+    """A new watcher cuts a wait short by closing its channel: the script must not linger."""
+    hook = SSHAsyncJobHook("lone", ASYNC_DIR)
+    launched = hook.launch(job_id, "sleep 60")
+
+    def status_scripts() -> list[int]:
+        assert lone_sshd.process is not None
+        return [
+            p
+            for p in descendants(lone_sshd.process.pid)
+            if b"airflow-ssh-async-status" in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        async with remote_host(await hook.aget_options()) as host:
+            call = asyncio.create_task(hook.astatus_wait([launched.job_dir], StatusWait(60), host=host))
+            await asyncio.sleep(2)
+            during = status_scripts()
+            call.cancel()
+            await asyncio.sleep(3)  # a second to notice, and slack for a busy machine
+            return during, status_scripts()
+
+    try:
+        during, after = asyncio.run(scenario())
+        assert during, "no waiting status script on the host"
+        assert after == [], f"status scripts {after} still run after the client gave up"
+    finally:
+        hook.cancel(launched.job_dir, grace=1)
 
 
 def test_a_host_without_inotifywait_is_served_by_the_sleep_loop(no_inotify_sshd, job_id) -> None:

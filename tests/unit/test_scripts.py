@@ -611,3 +611,96 @@ def test_limit_never_lifts_job_timeout_and_answers_finished_unsupported_and_bad_
     out = run(shell, "limit", str(tmp_path / "nope"), "5", home=tmp_path)
     assert out.returncode == 66
     run(shell, "signal", old["job_dir"].decode(), "1", home=tmp_path)
+
+
+# --- the waiting status call (status.sh --wait) ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def no_inotify_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PATH with every command of this machine but inotifywait: a host without inotify-tools."""
+    assert shutil.which("inotifywait"), "inotifywait must be installed (dev/setup.sh installs inotify-tools)"
+    bin_dir = tmp_path_factory.mktemp("no-inotify-bin")
+    for folder in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+        for name in os.listdir(folder):
+            if name != "inotifywait" and not (bin_dir / name).exists():
+                (bin_dir / name).symlink_to(os.path.join(folder, name))
+    return str(bin_dir)
+
+
+@pytest.fixture(params=["inotifywait", "sleep-loop"])
+def wait_path(request: pytest.FixtureRequest, no_inotify_path: str) -> dict[str, str]:
+    return {} if request.param == "inotifywait" else {"PATH": no_inotify_path}
+
+
+def waiting_status(
+    shell: list[str], home: Path, job_dir: str, *wait: str, env: dict[str, str]
+) -> tuple[dict[str, bytes], float]:
+    """status --wait WAIT... for one job: its head records and how long it took."""
+    started = time.monotonic()
+    out = run(shell, "status", "--stdin-args", stdin=stdin_args(["--wait", *wait, job_dir]), home=home, extra_env=env)
+    took = time.monotonic() - started
+    assert out.returncode == 0, out.stderr
+    head = dict(parse_frames(out.stdout.split(b"job ", 1)[0]))
+    return head, took
+
+
+def test_a_waiting_status_returns_as_the_job_ends(shell: list[str], tmp_path: Path, wait_path: dict) -> None:
+    job_dir = launch(shell, tmp_path, "w", "sleep 2; echo done")["job_dir"].decode()
+    head, took = waiting_status(shell, tmp_path, job_dir, "20", "-1", "-", env=wait_path)
+    assert head["woke"] == b"ended"
+    ended = os.stat(Path(job_dir, "result.json")).st_mtime
+    assert time.time() - ended < 1.5, "the report came more than 1.5 s after the job's end"
+    assert took < 10
+    # What told it: the supervisor's mark in async_dir (one small file),
+    # written just after result.json.
+    mark, deadline = Path(job_dir).parent / ".ended", time.monotonic() + 10
+    while not mark.exists():
+        assert time.monotonic() < deadline, "no .ended mark 10 s after the end"
+        time.sleep(0.05)
+    assert mark.read_text().split()[1] == "w"
+    assert status(shell, tmp_path, job_dir) is JobState.SUCCEEDED
+
+
+def test_a_waiting_status_sees_a_supervisor_killed_without_a_result(
+    shell: list[str], tmp_path: Path, wait_path: dict
+) -> None:
+    report = launch(shell, tmp_path, "w", "sleep 60")
+    job_dir = report["job_dir"].decode()
+    sup = int(report["supervisor_pid"])
+    try:
+        proc = subprocess.Popen(
+            [*shell, "-c", program("status"), "status", "--stdin-args"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **wait_path},
+        )
+        time.sleep(1)
+        os.kill(sup, signal.SIGKILL)
+        killed = time.monotonic()
+        out, _ = proc.communicate(stdin_args(["--wait", "30", "-1", "-", job_dir]), timeout=30)
+        assert time.monotonic() - killed < 3, "a dead supervisor was seen late"
+        assert b"woke 5\nended\n" in out
+        report2 = parse_status(out)
+        assert classify(report2.jobs[job_dir], report2.boot_id, report2.now).state is JobState.LOST
+    finally:
+        os.killpg(int(report["pid"]), signal.SIGKILL)
+
+
+def test_a_waiting_status_returns_on_growth_only_once_allowed_and_else_on_time(
+    shell: list[str], tmp_path: Path, wait_path: dict
+) -> None:
+    job_dir = launch(shell, tmp_path, "w", "echo a; sleep 60")["job_dir"].decode()
+    try:
+        wait_state(shell, tmp_path, job_dir, JobState.RUNNING)
+        # The caller's last report said 0 bytes: the job has written "a\n" since.
+        head, took = waiting_status(shell, tmp_path, job_dir, "20", "0", "0", env=wait_path)
+        assert head["woke"] == b"grew" and took < 5
+        # Growth may count only after 2 s: it waits those out, then returns at once.
+        head, took = waiting_status(shell, tmp_path, job_dir, "20", "2", "0", env=wait_path)
+        assert head["woke"] == b"grew" and 1 <= took < 6, took
+        # Nothing new (2 bytes known): it waits its whole time.
+        head, took = waiting_status(shell, tmp_path, job_dir, "2", "0", "2", env=wait_path)
+        assert head["woke"] == b"time" and 1 <= took < 6, took
+    finally:
+        run(shell, "signal", job_dir, "1", home=tmp_path)
