@@ -111,6 +111,7 @@ class HostStatus:
         self._loop_task: asyncio.Task[None] | None = None
         self._call: asyncio.Task[tuple[Mapping[str, Any], str]] | None = None
         self._call_waits = False
+        self._cut = False
         self._wake = asyncio.Event()
         self._last_start = -math.inf
         self._last_grew = -math.inf
@@ -126,8 +127,7 @@ class HostStatus:
         self._waiting.setdefault(key, []).append(future)
         if key not in self._known:
             self._wake.set()
-            if self._call is not None and self._call_waits:
-                self._call.cancel()
+            self._cut_short()
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._run())
         return await future
@@ -138,8 +138,15 @@ class HostStatus:
         self._watched.pop(key, None)
         self._known.pop(key, None)
         self._unread.pop(key, None)
-        if not self._watched and self._call is not None and self._call_waits:
-            self._call.cancel()  # nobody left to tell: do not hold the host
+        if not self._watched:
+            self._cut_short()  # nobody left to tell: do not hold the host
+
+    def _cut_short(self) -> None:
+        """End a wait in progress: its channel is closed, its answer dropped
+        (however it ends: the close may also come back as a lost channel)."""
+        if self._call is not None and self._call_waits and not self._cut:
+            self._cut = True
+            self._call.cancel()
 
     def _plan(self, keys: list[str]) -> StatusWait | None:
         interval = min(self._watched[k][0] for k in keys)
@@ -182,6 +189,7 @@ class HostStatus:
             self._last_start = time.monotonic()
             self.calls += 1
             self._call_waits = wait is not None
+            self._cut = False
             call = self._call = asyncio.create_task(self._fetch(keys, wait))
             try:
                 await asyncio.wait({call})
@@ -190,7 +198,9 @@ class HostStatus:
                 raise
             finally:
                 self._call = None
-            if call.cancelled():
+            if call.cancelled() or self._cut:
+                if not call.cancelled():
+                    call.exception()  # retrieved: a cut call's error is no failed poll
                 continue  # cut short for a new watcher: ask again, with it
             exc = call.exception()
             if exc is not None:

@@ -8,6 +8,7 @@ lacks it) is served by the sleep loop; the switch turns it all off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -76,7 +77,7 @@ class StatusCalls:
 def test_an_end_reaches_the_trigger_within_a_second_at_poll_interval_30(sshd, job_id, user, monkeypatch) -> None:
     calls = StatusCalls(monkeypatch)
     conn = f"test_{user}"
-    launched = SSHAsyncJobHook(conn, ASYNC_DIR).launch(job_id, "echo begin; sleep 4; echo done; exit 3")
+    launched = SSHAsyncJobHook(conn, ASYNC_DIR).launch(job_id, "echo begin; sleep 8; echo done; exit 3")
     event, at = asyncio.run(event_of(trigger_for(conn, job_id, launched.job_dir, poll=30)))
     late = at - ended_at(launched.job_dir)
     assert event["status"] == "finished", event
@@ -183,6 +184,8 @@ def test_a_wait_given_up_by_the_client_ends_on_the_host(lone_sshd, job_id) -> No
             await asyncio.sleep(2)
             during = status_scripts()
             call.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await call  # cancelled, or the closed channel's error
             await asyncio.sleep(3)  # a second to notice, and slack for a busy machine
             return during, status_scripts()
 
