@@ -271,13 +271,17 @@ def test_ten_viewers_cost_the_host_what_one_does(
     time.sleep(REFRESHED)
     with client(af, tokens["viewer"]) as viewer:
         before = jobs_of(viewer, ui_jobs.async_dir)["ssh_calls"]
-        time.sleep(REFRESHED)  # the snapshot is stale: the next look asks the host once, for all ten
+        time.sleep(REFRESHED)  # the snapshot is stale: the next looks start one refresh, for all ten
         with concurrent.futures.ThreadPoolExecutor(10) as pool:
             answers = list(pool.map(lambda _: jobs_of(viewer, ui_jobs.async_dir), range(10)))
-    after = max(a["ssh_calls"] for a in answers)
+        after = wait_until(  # that one refresh, counted once it has run
+            lambda: (n := jobs_of(viewer, ui_jobs.async_dir)["ssh_calls"]) >= before + 2 and n, 30, "the refresh"
+        )
+        time.sleep(1)
+        after = max(after, jobs_of(viewer, ui_jobs.async_dir)["ssh_calls"])
     assert all(len(a["jobs"]) == 3 for a in answers)
     # One refresh: list, one batched status, one batched progress read.
-    assert after - before <= 3, f"{after - before} SSH calls for ten simultaneous viewers"
+    assert 2 <= after - before <= 3, f"{after - before} SSH calls for ten simultaneous viewers"
 
 
 # --- the task instance's tab and hosts from Airflow's records -----------------------------------------
@@ -302,7 +306,8 @@ def test_hosts_come_from_airflow_records_and_the_task_instance_tab_finds_its_job
             assert found.json() == {**found.json(), "job_id": job_id, "conn_id": CONN, "async_dir": UI_DIR}
             detail = viewer.get("/api/job", params={"conn_id": CONN, "async_dir": UI_DIR, "job_id": job_id})
             assert detail.status_code == 200, detail.text
-            assert detail.json()["job"]["origin"]["run_id"] == run_id and detail.json()["can_kill"] is False
+            origin = detail.json()["job"]["origin"]
+            assert origin["run_id"] == run_id and origin["try_number"] == 1 and detail.json()["can_kill"] is False
             other = viewer.get("/api/ti", params={**q, "task_id": "no_such_task"})
             assert other.status_code == 404
     finally:

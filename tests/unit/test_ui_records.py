@@ -46,7 +46,7 @@ def test_only_whitelisted_job_facts_reach_the_browser() -> None:
     shown = row.to_dict(now=110)
     assert shown["facts"] == {"pid": 7, "cwd": "/srv"}
     assert "s3cret" not in repr(shown) and "secret_later" not in repr(shown)
-    assert shown["origin"] == {"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1}
+    assert shown["origin"] == {"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1, "try_number": None}
     assert shown["duration"] == 10 and shown["job_id"] == "x" and "job_dir" not in shown
 
 

@@ -139,6 +139,7 @@ def _snapshot_head(snap: hosts.Snapshot) -> dict[str, Any]:
         "error_kind": snap.error_kind,
         "now": snap.now,
         "read_seconds": round(snap.seconds, 3),
+        "age_seconds": round(time.monotonic() - snap.read_at, 1),
         "ssh_calls": hosts.CACHE.calls.get(snap.conn_id, 0),
     }
 
@@ -159,6 +160,7 @@ async def job_list(
     access = Access(user)
     rows = await run_in_threadpool(_visible, access, conn, snap.rows)
     page, total = select(rows, states=state, dag_id=dag_id, offset=offset, limit=limit)
+    tries = await _tries(page)
     return {
         **_snapshot_head(snap),
         "total": total,
@@ -167,14 +169,29 @@ async def job_list(
         "dag_ids": sorted({r.dag_id for r in rows if r.dag_id}),
         "offset": offset,
         "limit": limit,
-        "jobs": [r.to_dict(snap.now, snap.progress.get(r.job_id, "")) for r in page],
+        "jobs": [r.to_dict(snap.now, snap.progress.get(r.job_id, ""), _try(tries, r)) for r in page],
     }
 
 
-async def _find(user: Any, conn_id: str, async_dir: str | None, job_id: str) -> tuple[hosts.Snapshot, JobRow, Access]:
+def _try(tries: dict[tuple[str, str, str, int], int], row: JobRow) -> int | None:
+    return tries.get(row.origin.key) if row.origin else None
+
+
+async def _tries(rows: list[JobRow]) -> dict[tuple[str, str, str, int], int]:
+    """The launching try of each row's task instance (one query for a page)."""
+    jobs = [(r.origin, r.start_time) for r in rows if r.origin is not None]
+    try:
+        return await run_in_threadpool(sources.launching_tries, jobs)
+    except Exception:  # the tries are a courtesy: a DB hiccup must not hide the jobs
+        return {}
+
+
+async def _find(
+    user: Any, conn_id: str, async_dir: str | None, job_id: str, *, fresh: bool = False
+) -> tuple[hosts.Snapshot, JobRow, Access]:
     """The job as this user may see it; 404 when it is not there or not theirs to see (no hint which)."""
     conn, job = _conn_id(conn_id), _job_id(job_id)
-    snap = await hosts.CACHE.snapshot(conn, _async_dir(async_dir))
+    snap = await hosts.CACHE.snapshot(conn, _async_dir(async_dir), fresh=fresh)
     if snap.error:
         status_code = 404 if snap.error_kind == "unknown_connection" else 502
         raise HTTPException(status_code, f"{snap.label or conn}: {snap.error}")
@@ -198,7 +215,7 @@ async def job_detail(
         command = await run_in_threadpool(sources.rendered_command, o.dag_id, o.run_id, o.task_id, o.map_index)
     return {
         **_snapshot_head(snap),
-        "job": row.to_dict(snap.now, snap.progress.get(row.job_id, "")),
+        "job": row.to_dict(snap.now, snap.progress.get(row.job_id, ""), _try(await _tries([row]), row)),
         "command": command,
         "can_kill": can_kill,
         "can_read_output": can_read,
@@ -351,7 +368,7 @@ async def kill_job(request: Request, user: Any = CurrentUser) -> JSONResponse:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "give conn_id, job_id and grace (seconds)") from None
     if not 0 <= grace <= MAX_GRACE:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"grace is 0 to {MAX_GRACE} seconds")
-    snap, row, access = await _find(user, conn_id, body.get("async_dir"), job_id)
+    snap, row, access = await _find(user, conn_id, body.get("async_dir"), job_id, fresh=True)
     if not await run_in_threadpool(access.can_kill, snap.conn_id, row):
         what = f"edit connection {snap.conn_id!r}"
         if row.origin:

@@ -2,11 +2,12 @@
 
 Every browser tab, every viewer and every route of one API server process
 reads the same cache, so ten open tabs cost the host no more than one: a
-host is asked again only once its snapshot is older than ``REFRESH``, and
-callers that arrive while a refresh runs wait for that refresh (single
-flight). A refresh is one ``list`` and one batched ``status`` call for all
-the host's jobs (never one call per job), plus one batched read of the
-progress tails that changed. Each refresh is bounded by ``HOST_TIMEOUT``; a
+host is asked again only once its snapshot is older than ``REFRESH``, by one
+refresh for all callers (single flight), and meanwhile the last snapshot is
+served (a page never waits for a host it has seen, however many jobs it
+has); only the first look at a host waits for its read. A refresh is one
+``list`` and one batched ``status`` call for all the host's jobs (never one
+call per job), plus one batched read of the progress tails that changed. Each refresh is bounded by ``HOST_TIMEOUT``; a
 host that does not answer in time, or refuses us, becomes a snapshot with
 its error, and the other hosts are unaffected.
 
@@ -101,7 +102,10 @@ class HostCache:
         """Drop a snapshot (after a kill), so the next look asks the host."""
         self._snapshots.pop((conn_id, async_dir), None)
 
-    async def snapshot(self, conn_id: str, async_dir: str = DEFAULT_ASYNC_DIR) -> Snapshot:
+    async def snapshot(self, conn_id: str, async_dir: str = DEFAULT_ASYNC_DIR, *, fresh: bool = False) -> Snapshot:
+        """The host's jobs. A snapshot older than ``refresh`` is still served at once
+        while one refresh runs for everybody (so a page never waits for a host it
+        has seen before); the first look at a host, and FRESH, wait for the read."""
         key = (conn_id, async_dir or DEFAULT_ASYNC_DIR)
         snap = self._snapshots.get(key)
         if snap is not None and time.monotonic() - snap.read_at < self.refresh:
@@ -111,6 +115,8 @@ class HostCache:
             task = asyncio.ensure_future(self._read(*key))
             self._inflight[key] = task
             task.add_done_callback(functools.partial(self._done, key))
+        if snap is not None and not fresh:
+            return snap
         # Shielded: a browser that goes away must not cancel a read other tabs wait for.
         return await asyncio.shield(task)
 

@@ -38,6 +38,10 @@ class Origin:
     def to_dict(self) -> dict[str, Any]:
         return {"dag_id": self.dag_id, "task_id": self.task_id, "run_id": self.run_id, "map_index": self.map_index}
 
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return (self.dag_id, self.run_id, self.task_id, self.map_index)
+
 
 def parse_origin(value: object) -> Origin | None:
     """The launching task instance, or None for a job no DAG launched (CLI, Ansible).
@@ -92,13 +96,14 @@ class JobRow:
     def dag_id(self) -> str | None:
         return self.origin.dag_id if self.origin else None
 
-    def to_dict(self, now: int, progress: str = "") -> dict[str, Any]:
+    def to_dict(self, now: int, progress: str = "", try_number: int | None = None) -> dict[str, Any]:
         end = self.end_time if self.end_time is not None else now
+        origin = {**self.origin.to_dict(), "try_number": try_number} if self.origin else None
         return {
             "job_id": self.job_id,
             "state": self.state,
             "reason": self.reason,
-            "origin": self.origin.to_dict() if self.origin else None,
+            "origin": origin,
             "exit_code": self.exit_code,
             "signal": self.signal,
             "signal_name": signal_name(self.signal),

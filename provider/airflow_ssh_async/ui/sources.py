@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JOB_ID_RE, derive_job_id
+from airflow_ssh_async.ui.records import Origin
 
 TRIGGER_CLASSPATH = "airflow_ssh_async.triggers.SSHAsyncJobTrigger"
 OPERATORS = ("SSHAsyncJobOperator", "SSHAsyncJobSensor")
@@ -205,3 +206,50 @@ def task_secrets(dag_id: str, run_id: str, task_id: str, map_index: int) -> list
         return unseal(token) if isinstance(token, str) else []
     except ValueError:
         return []
+
+
+# A try starts (start_date) a little before it launches its job (start_time on the host).
+TRY_SLACK = 5
+
+
+def launching_tries(jobs: list[tuple[Origin, int | None]]) -> dict[tuple[str, str, str, int], int]:
+    """For (origin, job start) pairs: the try of the origin task instance that launched the job.
+
+    The latest try that started before the job did (TaskInstanceHistory holds
+    the earlier tries, TaskInstance the current one); the current try when
+    the job's start is unknown.
+    """
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.models.taskinstancehistory import TaskInstanceHistory as TIH
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    if not jobs:
+        return {}
+    dags = {o.dag_id for o, _ in jobs}
+    runs = {o.run_id for o, _ in jobs}
+    tries: dict[tuple[str, str, str, int], list[tuple[int, float | None]]] = {}
+    current: dict[tuple[str, str, str, int], int] = {}
+    with create_session() as session:
+        for model in (TI, TIH):
+            rows = session.execute(
+                select(
+                    model.dag_id, model.run_id, model.task_id, model.map_index, model.try_number, model.start_date
+                ).where(model.dag_id.in_(dags), model.run_id.in_(runs))
+            ).all()
+            for dag_id, run_id, task_id, map_index, try_number, start in rows:
+                key = (dag_id, run_id, task_id, map_index)
+                tries.setdefault(key, []).append((try_number, start.timestamp() if start else None))
+                if model is TI:
+                    current[key] = try_number
+    found: dict[tuple[str, str, str, int], int] = {}
+    for o, job_start in jobs:
+        key = (o.dag_id, o.run_id, o.task_id, o.map_index)
+        started = [
+            t for t, s in tries.get(key, []) if s is not None and job_start is not None and s <= job_start + TRY_SLACK
+        ]
+        if started:
+            found[key] = max(started)
+        elif key in current:
+            found[key] = current[key]
+    return found

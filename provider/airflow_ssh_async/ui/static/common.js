@@ -101,7 +101,8 @@ function tiHref(o) {
 }
 function originLink(o) {
   if (!o) return el("span", { class: "muted" }, "no DAG (CLI or Ansible)");
-  const label = `${o.dag_id} / ${o.run_id} / ${o.task_id}${o.map_index >= 0 ? ` [${o.map_index}]` : ""}`;
+  const tryPart = o.try_number ? ` / try ${o.try_number}` : "";
+  const label = `${o.dag_id} / ${o.run_id} / ${o.task_id}${o.map_index >= 0 ? ` [${o.map_index}]` : ""}${tryPart}`;
   return el("a", { href: tiHref(o), target: "_top", title: "the task instance that launched this job" }, label);
 }
 function jobHref(conn, asyncDir, jobId) {

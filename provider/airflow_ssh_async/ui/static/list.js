@@ -70,6 +70,8 @@ function render(s, data) {
     el("span", { class: "muted" }, data.host || ""),
     el("span", { class: "muted" }, data.resolved_dir || s.async_dir),
     el("span", { class: "counts" }, counts || (data.error ? "" : "no jobs")),
+    el("span", { class: "muted", title: "how long ago the host was read (every 5 s at most, for all viewers)" },
+      data.age_seconds !== undefined ? `read ${Math.round(data.age_seconds)} s ago` : ""),
   ));
   if (data.error) {
     const what = data.error_kind === "unknown_connection" ? "Unknown connection" : "Host not available";
@@ -86,7 +88,7 @@ function render(s, data) {
   const body = el("tbody", {});
   data.jobs.forEach((job) => body.append(jobRow(s, job)));
   node.append(el("table", {},
-    el("thead", {}, el("tr", {}, ...["Job", "State", "Launched by (DAG / run / task)", "Started", "Duration", "Exit", "Last progress", "stdout", "stderr"].map((h) => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, ...["Job", "State", "Launched by (DAG / run / task / try)", "Started", "Duration", "Exit", "Last progress", "stdout", "stderr"].map((h) => el("th", {}, h)))),
     body));
   const offset = data.offset || 0;
   const pager = el("div", { class: "pager" },
