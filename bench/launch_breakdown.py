@@ -30,8 +30,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "provider")]
 import asyncssh  # noqa: E402
 from peers import cleanup_jobs, quiet_logs  # noqa: E402
 
-from airflow_ssh_async.client import connect_kwargs, open_connection, remote_command, script  # noqa: E402
+from airflow_ssh_async.client import open_connection, remote_command, script  # noqa: E402
 from airflow_ssh_async.hooks import SSHAsyncJobHook  # noqa: E402
+from airflow_ssh_async.host_keys import connect_kwargs  # noqa: E402
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, launch_payload  # noqa: E402
 from tests.harness.sshd import start_server  # noqa: E402
 

@@ -40,9 +40,10 @@ from typing import Any, Literal, TypeVar
 
 import asyncssh
 
-from airflow_ssh_async.client import connect_kwargs, remote_host
+from airflow_ssh_async.client import remote_host
 from airflow_ssh_async.errors import JobNotFoundError
 from airflow_ssh_async.hooks import Launched, SSHAsyncJobHook
+from airflow_ssh_async.host_keys import connect_kwargs
 from airflow_ssh_async.job import JobState
 from tests.harness.sshd import SSHServer, home
 

@@ -15,13 +15,13 @@ import asyncio
 import contextlib
 import math
 import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, Generic, TypeVar
 
 from airflow_ssh_async.client import RemoteHost
 from airflow_ssh_async.hooks import Chunk, ReadRequest, SSHAsyncJobHook, StatusWait
 from airflow_ssh_async.job import JobFacts, JobStatus
+from airflow_ssh_async.per_loop import SharedPerLoop
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -277,30 +277,6 @@ class HostBatcher:
     def forget(self, job_dir: str) -> None:
         self._job_json.pop(job_dir, None)
         self.polls.forget(job_dir)
-
-
-class SharedPerLoop(Generic[V]):
-    """One object per key (a host's pool key) per event loop, shared by every
-    watcher that borrows it and dropped when the last one leaves."""
-
-    def __init__(self) -> None:
-        self._tables: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[V, int]]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    @contextlib.asynccontextmanager
-    async def borrow(self, key: str, make: Callable[[], V]) -> AsyncIterator[V]:
-        table = self._tables.setdefault(asyncio.get_running_loop(), {})
-        value, users = table[key] if key in table else (make(), 0)
-        table[key] = (value, users + 1)
-        try:
-            yield value
-        finally:
-            value, users = table[key]
-            if users <= 1:
-                del table[key]
-            else:
-                table[key] = (value, users - 1)
 
 
 _host_batchers: SharedPerLoop[HostBatcher] = SharedPerLoop()

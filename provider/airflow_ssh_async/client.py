@@ -1,6 +1,7 @@
-"""The only asyncssh import: connect, run a remote script with stdin, map errors.
+"""The SSH session: connect, run a remote script with stdin, map errors.
 
-Connections are shared: within one event loop, every user of the same host
+Which host keys are trusted, and what asyncssh.connect is given, is
+host_keys.py's. Connections are shared: within one event loop, every user of the same host
 and credentials (:attr:`SSHOptions.pool_key`) borrows one asyncssh connection,
 opened on first use, re-opened after a drop and closed when the last user
 leaves. That is what lets one triggerer watch many jobs on one host over a
@@ -10,16 +11,10 @@ single SSH session.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import hashlib
 import logging
-import os
 import shlex
-import threading
-import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from functools import cache
 from importlib import resources
 
@@ -29,7 +24,6 @@ from airflow_ssh_async.connection import SSHOptions, jump_options
 from airflow_ssh_async.errors import (
     AsyncDirError,
     CwdError,
-    HostKeyError,
     JobExistsError,
     JobNotFoundError,
     JobRunningError,
@@ -42,6 +36,16 @@ from airflow_ssh_async.errors import (
     SSHConnectError,
 )
 from airflow_ssh_async.handshakes import admitted
+from airflow_ssh_async.host_keys import (
+    HostKeyWitness,
+    PresentedKey,
+    aload_trust,
+    connect_kwargs,
+    host_key_error,
+    host_key_source,
+    presented_key,
+)
+from airflow_ssh_async.per_loop import SharedPerLoop
 
 # asyncssh logs every connect and channel at INFO; in a task log that is noise.
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
@@ -113,237 +117,6 @@ def stdin_args(args: Sequence[str]) -> bytes:
     return "".join(f"{a}{ARG_SEPARATOR}" for a in args).encode("utf-8", "surrogateescape")
 
 
-def _default_known_hosts(options: SSHOptions) -> str:
-    return options.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
-
-
-def _known_hosts(options: SSHOptions, trust: _Trust | None = None) -> object:
-    """What asyncssh checks the host key against: SSHHook's rules.
-
-    - ``host_key`` extra: exactly that key.
-    - ``allow_host_key_change``: no check (SSHHook loads no known hosts then).
-    - ``no_host_key_check``: a host listed in the known_hosts file must still
-      present the listed key (paramiko raises BadHostKeyException there); an
-      unlisted host is accepted.
-    - otherwise: the ``known_hosts`` extra's file, or ~/.ssh/known_hosts; a
-      host not in it is refused.
-    """
-    if options.host_key:
-        return asyncssh.import_known_hosts(known_hosts_line(options, options.host_key) + "\n")
-    if options.allow_host_key_change:
-        return None
-    trust = trust or _load_trust(options)
-    if options.no_host_key_check:
-        listed = trust.known_hosts is not None and _match(options, trust.known_hosts)
-        return trust.known_hosts if listed else None
-    # A missing ~/.ssh/known_hosts trusts nothing, as asyncssh's default does.
-    return trust.known_hosts if trust.known_hosts is not None else asyncssh.import_known_hosts("")
-
-
-def _match(options: SSHOptions, known: asyncssh.SSHKnownHosts) -> list[asyncssh.SSHKey]:
-    port = options.port if options.port != 22 else None
-    return list(known.match(options.host, options.host, port)[0])
-
-
-def _listed(options: SSHOptions, path: str) -> list[asyncssh.SSHKey]:
-    """The keys PATH lists for the host (none if the file is missing)."""
-    if not os.path.isfile(path):
-        return []
-    port = options.port if options.port != 22 else None
-    return list(asyncssh.match_known_hosts(path, options.host, options.host, port)[0])
-
-
-def host_key_source(options: SSHOptions) -> str:
-    if options.host_key:
-        return f"the host_key extra of connection {options.conn_id!r}"
-    if options.known_hosts:
-        return f"the known_hosts file {options.known_hosts}"
-    return "~/.ssh/known_hosts of the user running Airflow"
-
-
-def _trusted_keys(options: SSHOptions) -> list[asyncssh.SSHKey] | None:
-    """The keys the trusted source holds for the host; None if it cannot be read."""
-    try:
-        if options.host_key:
-            return [asyncssh.import_public_key(options.host_key)]
-        return _listed(options, _default_known_hosts(options))
-    except (OSError, ValueError, asyncssh.Error):
-        return None
-
-
-def known_hosts_line(options: SSHOptions, key: str) -> str:
-    """KEY ("<type> <base64>") as a known_hosts line for the host, as ssh writes it."""
-    pattern = options.host if options.port == 22 else f"[{options.host}]:{options.port}"
-    return f"{pattern} {key}"
-
-
-def _host_key_error(
-    options: SSHOptions, label: str, key_source: str, reason: str, key: asyncssh.SSHKey | None
-) -> HostKeyError:
-    """Unknown host (first contact) and changed key are different stories: tell which."""
-    shown = f"{key.get_algorithm()} key {key.get_fingerprint()}" if key is not None else "key"
-    source = key_source or host_key_source(options)
-    trusted = _trusted_keys(options)
-    if trusted == []:
-        where = options.known_hosts or "~/.ssh/known_hosts"
-        return HostKeyError(
-            f"host key unknown: the host presented the {shown}, and {source} has no entry for "
-            f"{options.host}:{options.port}",
-            host=label,
-            hint=f"Check that fingerprint with the host's administrator (`ssh-keygen -lf "
-            f"/etc/ssh/ssh_host_*_key.pub` on the host), then add the host to {where} or pin its key in the "
-            f"connection's host_key extra; `airflow-ssh-async host-key {options.conn_id}` prints both.",
-        )
-    expected = "which has " + ", ".join(f"{k.get_algorithm()} {k.get_fingerprint()}" for k in trusted or [])
-    return HostKeyError(
-        f"host key not trusted ({reason}): the host presented the {shown}, which is not the key in "
-        f"{source}" + (f" ({expected})" if trusted else ""),
-        host=label,
-        hint="If the host was reinstalled, update that entry; otherwise do not connect: someone may be in between.",
-    )
-
-
-class _HostKeyWitness(asyncssh.SSHClient):
-    """Remembers the key a host presented that no trusted source listed."""
-
-    presented: asyncssh.SSHKey | None = None
-
-    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        self.presented = key
-        return False
-
-
-@dataclass(frozen=True)
-class _Trust:
-    """What a connect reads from disk: the client keys (decrypted) and the known hosts.
-
-    ``client_keys`` None: let asyncssh pick (agent, ~/.ssh/id_*).
-    """
-
-    client_keys: list[object] | None
-    known_hosts: asyncssh.SSHKnownHosts | None
-
-
-def _stat(path: str) -> tuple[object, ...]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (path, None)
-    return (path, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _secret_digest(*parts: str | None) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()
-
-
-def _read_known_hosts(path: str) -> asyncssh.SSHKnownHosts | None:
-    """PATH parsed; None for a missing default file. A missing known_hosts extra raises (OSError)."""
-    return asyncssh.read_known_hosts(path) if os.path.isfile(path) else None
-
-
-def _trust_parts(options: SSHOptions) -> list[tuple[tuple[object, ...], Callable[[], object]]]:
-    """(cache key, loader) of each piece of _Trust: a key changes when its file or secret does."""
-    if options.private_key:
-        private_key, passphrase = options.private_key, options.passphrase
-        keys = (
-            ("inline", _secret_digest(private_key, passphrase)),
-            lambda: [asyncssh.import_private_key(private_key, passphrase)],
-        )
-    elif options.key_file:
-        path, passphrase = options.key_file, options.passphrase
-        keys = (
-            ("file", _stat(path), _stat(path + "-cert.pub"), _stat(path + ".pub"), _secret_digest(passphrase)),
-            lambda: list(asyncssh.load_keypairs([path], passphrase)),
-        )
-    else:
-        keys = (("none",), lambda: None)
-    if options.host_key or options.allow_host_key_change:
-        hosts: tuple[tuple[object, ...], Callable[[], object]] = (("none",), lambda: None)
-    else:
-        kh = _default_known_hosts(options)
-        must_exist = bool(options.known_hosts) and not options.no_host_key_check
-        hosts = (
-            ("known_hosts", _stat(kh), must_exist),
-            lambda: asyncssh.read_known_hosts(kh) if must_exist else _read_known_hosts(kh),
-        )
-    return [keys, hosts]
-
-
-# Decrypted keys and parsed known_hosts files, shared by every event loop of
-# the process: a reconnect storm reads and decrypts nothing again. Futures,
-# so that concurrent connects with one key wait for a single load.
-_TRUST_CACHE_SIZE = 64
-_trust_cache: dict[tuple[object, ...], concurrent.futures.Future[object]] = {}
-_trust_lock = threading.Lock()
-_trust_pool: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _trust_future(key: tuple[object, ...], load: Callable[[], object]) -> concurrent.futures.Future[object]:
-    global _trust_pool
-    with _trust_lock:
-        fut = _trust_cache.get(key)
-        if fut is None or fut.cancelled() or (fut.done() and fut.exception() is not None):
-            if _trust_pool is None:
-                _trust_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="ssh-async-keys")
-            fut = _trust_cache[key] = _trust_pool.submit(load)
-            while len(_trust_cache) > _TRUST_CACHE_SIZE:
-                _trust_cache.pop(next(iter(_trust_cache)))
-        return fut
-
-
-def _load_trust(options: SSHOptions) -> _Trust:
-    """As :func:`aload_trust`, blocking (benchmarks and sync callers)."""
-    keys, hosts = (_trust_future(k, f).result() for k, f in _trust_parts(options))
-    return _Trust(keys, hosts)  # type: ignore[arg-type]
-
-
-async def aload_trust(options: SSHOptions) -> _Trust:
-    """Client keys and known hosts, read and decrypted in a thread, cached while their files are unchanged.
-
-    Decrypting a passphrase-protected key (bcrypt KDF) and parsing a
-    known_hosts file take tens to hundreds of milliseconds: never on the
-    event loop, and once per key and file, not per (re)connect.
-
-    :raises OSError, asyncssh.KeyImportError: as reading the key or file does.
-    """
-    keys, hosts = await asyncio.gather(
-        *(asyncio.shield(asyncio.wrap_future(_trust_future(k, f))) for k, f in _trust_parts(options))
-    )
-    return _Trust(keys, hosts)  # type: ignore[arg-type]
-
-
-def connect_kwargs(options: SSHOptions, trust: _Trust | None = None) -> dict[str, object]:
-    """asyncssh.connect's arguments; TRUST (from :func:`aload_trust`) or a blocking load."""
-    trust = trust or _load_trust(options)
-    kwargs: dict[str, object] = {
-        "host": options.host,
-        "port": options.port,
-        "username": options.username,
-        "known_hosts": _known_hosts(options, trust),
-        # connection.py already read ~/.ssh/config the way SSHHook does.
-        "config": None,
-        "keepalive_interval": 30,
-        "keepalive_count_max": 3,
-    }
-    if not options.compress:  # SSHHook's compress=false: no compression negotiated
-        kwargs["compression_algs"] = None
-    if options.password:
-        kwargs["password"] = options.password
-    if trust.client_keys is not None:
-        kwargs["client_keys"] = trust.client_keys
-    elif not options.look_for_keys:
-        kwargs["client_keys"] = None
-    if options.conn_timeout:
-        kwargs["connect_timeout"] = options.conn_timeout
-    if options.proxy_command:
-        kwargs["proxy_command"] = options.proxy_command
-    # A jump host is opened by open_connection (with its own key and host
-    # key) and passed as the tunnel.
-    if options.ciphers:
-        kwargs["encryption_algs"] = list(options.ciphers)
-    return kwargs
-
-
 async def open_connection(options: SSHOptions) -> asyncssh.SSHClientConnection:
     """Open one SSH connection, through the connection's jump host if it has one.
 
@@ -373,7 +146,7 @@ async def _connect(
     options: SSHOptions, label: str, key_source: str = "", **extra: object
 ) -> asyncssh.SSHClientConnection:
     """One asyncssh.connect, its errors mapped to ours; LABEL names the host in them."""
-    witness = _HostKeyWitness()
+    witness = HostKeyWitness()
     if options.allow_host_key_change:
         log.warning("%s (%s)", HOST_KEY_CHANGE_WARNING, label)
     if options.no_host_key_check:
@@ -390,7 +163,7 @@ async def _connect(
         ) from None
     except asyncssh.HostKeyNotVerifiable as exc:
         # It reads the known_hosts file again: not on the loop either.
-        error = await asyncio.to_thread(_host_key_error, options, label, key_source, exc.reason, witness.presented)
+        error = await asyncio.to_thread(host_key_error, options, label, key_source, exc.reason, witness.presented)
         raise error from None
     except asyncssh.KeyImportError as exc:
         raise SSHAuthError(
@@ -422,17 +195,6 @@ def _connect_error(label: str, exc: BaseException) -> SSHConnectError:
         host=label,
         hint="Check that the host is up and sshd listens on that port.",
     )
-
-
-@dataclass(frozen=True)
-class PresentedKey:
-    """A host key as the host presented it, not trusted: what `host-key` prints."""
-
-    algorithm: str
-    host_key: str  # "<type> <base64>": the host_key extra's value
-    fingerprint: str  # "SHA256:...", as ssh-keygen -l shows it
-    known_hosts_line: str
-    trusted_by: str = ""  # the source that already lists this key, if one does
 
 
 async def presented_host_key(options: SSHOptions) -> PresentedKey:
@@ -467,25 +229,15 @@ async def presented_host_key(options: SSHOptions) -> PresentedKey:
             tunnel.close()
     if key is None:
         raise SSHConnectError("the host presented no host key", host=options.label)
-    value = " ".join(key.export_public_key("openssh").decode().split()[:2])
-    fingerprint = key.get_fingerprint("sha256")
-    trusted = fingerprint in {k.get_fingerprint("sha256") for k in _trusted_keys(options) or []}
-    return PresentedKey(
-        key.get_algorithm(),
-        value,
-        fingerprint,
-        known_hosts_line(options, value),
-        host_key_source(options) if trusted else "",
-    )
+    return presented_key(options, key)
 
 
 class _Shared:
-    """One pooled connection and how many users hold it."""
+    """One pooled connection: what every user of a host in one event loop shares."""
 
     def __init__(self, options: SSHOptions) -> None:
         self.options = options
         self.conn: asyncssh.SSHClientConnection | None = None
-        self.users = 0
         self.lock = asyncio.Lock()
         self.channels = asyncio.Semaphore(MAX_CHANNELS)
         self.opened = 0  # how many times we connected, for tests and benchmarks
@@ -503,20 +255,12 @@ class _Shared:
         conn.close()
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Shared]] = weakref.WeakKeyDictionary()
-
-
-def _pool() -> dict[str, _Shared]:
-    loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    if pool is None:
-        pool = _pools[loop] = {}
-    return pool
+_pools: SharedPerLoop[_Shared] = SharedPerLoop()
 
 
 def open_connections() -> int:
     """How many pooled SSH connections this event loop has open now."""
-    return sum(1 for s in _pool().values() if s.conn is not None and not s.conn.is_closed())
+    return sum(1 for s in _pools.values() if s.conn is not None and not s.conn.is_closed())
 
 
 class RemoteHost:
@@ -636,18 +380,13 @@ async def remote_host(options: SSHOptions) -> AsyncIterator[RemoteHost]:
     The connection opens lazily on the first command, so entering never
     raises; it closes when the last user of this loop leaves.
     """
-    pool = _pool()
-    shared = pool.get(options.pool_key)
-    if shared is None:
-        shared = pool[options.pool_key] = _Shared(options)
-    shared.users += 1
-    try:
+    async with _pools.borrow(options.pool_key, lambda: _Shared(options), _close) as shared:
         yield RemoteHost(shared)
-    finally:
-        shared.users -= 1
-        if shared.users == 0:
-            pool.pop(options.pool_key, None)
-            if shared.conn is not None:
-                shared.conn.close()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(shared.conn.wait_closed(), 5)
+
+
+async def _close(shared: _Shared) -> None:
+    """The last user left: close the connection, waiting a little for it to go."""
+    if shared.conn is not None:
+        shared.conn.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(shared.conn.wait_closed(), 5)

@@ -16,24 +16,22 @@ place for at most :data:`HOLD` seconds, then goes on without it.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Awaitable
 from typing import TypeVar
+
+from airflow_ssh_async.per_loop import SharedPerLoop
 
 T = TypeVar("T")
 
 HANDSHAKES = 6
 HOLD = 1.0
 
-_places: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+_places: SharedPerLoop[asyncio.Semaphore] = SharedPerLoop()
 
 
 def _semaphore() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    sem = _places.get(loop)
-    if sem is None:
-        sem = _places[loop] = asyncio.Semaphore(HANDSHAKES)
-    return sem
+    """This loop's places (a semaphore is bound to the loop that uses it)."""
+    return _places.get("handshakes", lambda: asyncio.Semaphore(HANDSHAKES))
 
 
 async def admitted(handshake: Awaitable[T]) -> T:

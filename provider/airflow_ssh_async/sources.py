@@ -27,11 +27,12 @@ from airflow_ssh_async.ansible import (
     load_ansible_result,
     validate_source,
 )
-from airflow_ssh_async.batching import Coalescer, HostBatcher, SharedPerLoop, batcher_for, sleep_to_next_tick
+from airflow_ssh_async.batching import Coalescer, HostBatcher, batcher_for, sleep_to_next_tick
 from airflow_ssh_async.client import RemoteHost
 from airflow_ssh_async.follower import OutputFollower
 from airflow_ssh_async.hooks import DEFAULT_CHUNK, SSHAsyncJobHook
 from airflow_ssh_async.job import JobRef, JobState, JobStatus
+from airflow_ssh_async.per_loop import SharedPerLoop
 
 
 class JobSource(Protocol):
