@@ -19,14 +19,33 @@
 # starts again (a triggerer restart) continues its log where it stopped
 # instead of logging the whole output again; see docs/protocol.md.
 # One bad request (a damaged offset, a shrunk file) answers for itself; it
-# never fails the other requests of the batch. Files of any size: `tail -c
-# +N` seeks.
+# never fails the other requests of the batch. Files of any size: `dd`
+# (or `tail -c +N`) seeks.
 
 # record DIR KEY STREAM LOGGED READ: best effort (a full disk loses only
 # the record, which costs a restart some repeated lines, never the job).
 record() {
     [ "$2" = - ] && return 0
     printf '%s %s\n' "$4" "$5" 2>/dev/null >"$1/.delivered-$2-$3" || :
+}
+
+# copy FILE OFFSET COUNT: COUNT bytes of FILE from OFFSET, on stdout. One
+# process a request: a dd that counts in bytes (GNU coreutils since 8.16,
+# busybox since 1.24), probed once per call; else tail | head, two. A
+# poll of 2,000 chatty jobs asks for 6,000 grown streams: each fork saved
+# is about a second of the host's CPU per poll. AIRFLOW_ASYNC_COPY=tail
+# forces the fallback (tests).
+copy() {
+    if [ -z "$_dd" ]; then
+        _dd=no
+        [ "${AIRFLOW_ASYNC_COPY-}" != tail ] &&
+            dd if=/dev/null iflag=skip_bytes,count_bytes count=0 status=none 2>/dev/null && _dd=yes
+    fi
+    if [ "$_dd" = yes ]; then
+        dd if="$1" iflag=skip_bytes,count_bytes skip="$2" count="$3" bs=65536 status=none
+    else
+        tail -c +"$(($2 + 1))" "$1" | head -c "$3"
+    fi
 }
 
 # request_sizes REQUEST...: wc_list lines for every request's file, in
@@ -75,12 +94,13 @@ read_one() {
     [ "$_n" -gt "$4" ] && _n=$4
     field size "$_size"
     printf 'chunk %s\n' "$_n"
-    [ "$_n" -gt 0 ] && tail -c +"$(($3 + 1))" "$_f" | head -c "$_n"
+    [ "$_n" -gt 0 ] && copy "$_f" "$3" "$_n"
     printf '\n'
     record "$_d" "$5" "$2" "$6" $(($3 + _n))
 }
 
 main() {
+    _dd=
     LC_ALL=C
     export LC_ALL
     [ $(($# % 6)) -eq 0 ] || err "$E_USAGE" "usage: output --stdin-args (JOB_DIR STREAM OFFSET MAX_BYTES LOG_KEY LOGGED)..."
