@@ -167,6 +167,32 @@ def test_one_bad_output_request_answers_alone_and_reads_are_recorded_under_each_
     ]
 
 
+@pytest.mark.parametrize("copy", ["dd", "tail"])
+def test_output_reads_exact_byte_ranges_with_dd_and_with_tail_under_each_shell(
+    shell: list[str], copy: str, tmp_path: Path
+) -> None:
+    """One dd a read where dd counts in bytes, tail | head where it does not: the same bytes."""
+    job = tmp_path / "j"
+    job.mkdir()
+    data = bytes(range(256)) * 1200  # 300 KiB, NUL bytes included: several of dd's 64 KiB blocks
+    (job / "stdout").write_bytes(data)
+    (job / "stderr").write_bytes(b"")
+    cases = [(0, 10), (1, 70_000), (65_535, 65_538), (299_990, 100), (len(data), 5), (7, len(data))]
+    requests = [(str(job), "stdout", str(o), str(n), "-", "0") for o, n in cases]
+    requests.append((str(job), "stderr", "0", "100", "-", "0"))
+    out = run(
+        shell,
+        "output",
+        "--stdin-args",
+        stdin=stdin_args([a for r in requests for a in r]),
+        home=tmp_path,
+        extra_env={"AIRFLOW_ASYNC_COPY": copy},
+    )
+    assert out.returncode == 0, out.stderr
+    chunks = [v for k, v in parse_frames(out.stdout) if k == "chunk"]
+    assert chunks == [data[o : o + n] for o, n in cases] + [b""]
+
+
 def test_cancel_kills_the_process_group_under_each_shell(shell: list[str], tmp_path: Path) -> None:
     rep = launch(shell, tmp_path, "j2", "sleep 300 & sleep 301; wait")
     job_dir, pid = rep["job_dir"].decode(), int(rep["pid"])
