@@ -18,6 +18,17 @@ Sections:
   cost      triggerer CPU per job per poll at 100 and at --many jobs
   progress  30 MB of carriage-return progress output: peak RSS growth,
             longest log record, longest event-loop stall
+  upstream  the same N chatty jobs started by SSHRemoteJobOperator's wrapper
+            (apache-airflow-providers-ssh 7.0.1) and watched by N
+            SSHRemoteJobTrigger.run loops in this loop (one SSH connection
+            each, login user asyncbash: its wrapper needs bash), in steps of
+            --upstream-steps jobs until one step fails: events, errors,
+            lines whole in the log, CPU per job per poll, peak RSS, SSH
+            connections, job end to event
+
+Peak RSS and SSH connections are sampled every second (connections every
+5 s, from the process's sockets) within each section. Run it niced on a
+shared machine: 2,000 chatty jobs fork 2,000 `sleep`s a second on the host.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import collections
 import contextlib
 import json
 import os
+import pwd
 import resource
 import shutil
 import sys
@@ -48,6 +60,8 @@ from tests.harness.sshd import start_server  # noqa: E402
 
 USER = "asyncdash"
 CONN = "bench_streaming"
+UPSTREAM_USER = "asyncbash"
+UPSTREAM_CONN = "bench_streaming_upstream"
 
 
 def derived_id(tag: str, i: int) -> str:
@@ -77,10 +91,14 @@ class CountingLog:
 
 
 class Reads:
-    """Every output read made in this process: (job dir, stream, offset, bytes)."""
+    """Every output read made in this process: (job dir, stream, offset, bytes, for the log?).
+
+    A read without a log key is a resumed watcher rebuilding the result's
+    tail (at most tail_bytes before where the log stopped), not a read for the log.
+    """
 
     def __init__(self) -> None:
-        self.done: list[tuple[str, str, int, int]] = []
+        self.done: list[tuple[str, str, int, int, bool]] = []
         real = hooks.SSHAsyncJobHook.aread
         me = self
 
@@ -88,7 +106,7 @@ class Reads:
             chunks = await real(self, requests, **kw)
             for r, c in zip(requests, chunks, strict=True):
                 r = r if isinstance(r, hooks.ReadRequest) else hooks.ReadRequest(*r)
-                me.done.append((r.job_dir, r.stream, r.offset, len(c.data)))
+                me.done.append((r.job_dir, r.stream, r.offset, len(c.data), bool(r.log_key)))
             return chunks
 
         hooks.SSHAsyncJobHook.aread = aread  # type: ignore[method-assign]
@@ -96,6 +114,64 @@ class Reads:
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_now_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def mem_available_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
+def ssh_sockets(port: int) -> int:
+    """Established TCP connections of this process to PORT."""
+    import psutil
+
+    return sum(
+        1
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == port
+    )
+
+
+class Sampler:
+    """Peak RSS (every second) and SSH connections (every 5 s) while a section runs."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.rss_start = rss_now_mb()
+        self.rss_peak = self.rss_start
+        self.connections = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        n = 0
+        while True:
+            self.rss_peak = max(self.rss_peak, rss_now_mb())
+            if n % 5 == 0:
+                self.connections = max(self.connections, ssh_sockets(self.port))
+            n += 1
+            await asyncio.sleep(1)
+
+    def start(self) -> Sampler:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        if self._task:
+            self._task.cancel()
+        return {
+            "rss_mb_at_start": round(self.rss_start, 1),
+            "peak_rss_mb": round(max(self.rss_peak, rss_now_mb()), 1),
+            "ssh_connections_max": self.connections,
+        }
 
 
 async def launch(hook: SSHAsyncJobHook, ids: list[str], command: str) -> list[JobRef]:
@@ -141,25 +217,19 @@ def check_lines(logs: dict[str, CountingLog], lines: int) -> dict[str, int]:
     return {"lines_expected": len(want) * len(logs), "lines_missing": missing, "lines_logged_twice": twice}
 
 
-def section_chatty(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float) -> dict[str, Any]:
+def section_chatty(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float, port: int) -> dict[str, Any]:
     ids = [derived_id("c", i) for i in range(jobs)]
     logs = {j: CountingLog() for j in ids}
 
     async def go() -> dict[str, Any]:
+        t_launch = time.monotonic()
         refs = await launch(hook, ids, chatty(lines))
+        launch_s = time.monotonic() - t_launch
+        sampler = Sampler(port).start()
         cpu0, t0 = time.process_time(), time.monotonic()
-        most = 0
-
-        async def sample() -> None:
-            nonlocal most
-            while True:
-                most = max(most, client.open_connections())
-                await asyncio.sleep(1)
-
-        sampler = asyncio.create_task(sample())
         events = await watch_all(hook, refs, logs, poll, "chatty")
         cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
-        sampler.cancel()
+        sampled = sampler.stop()
         lag = sorted(
             t - datetime.fromisoformat(e["result"]["end_time"]).timestamp()
             for e, t in events.values()
@@ -171,9 +241,10 @@ def section_chatty(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float) ->
             "id_length": len(ids[0]),
             "events": sum(e["status"] == "finished" for e, _ in events.values()),
             **check_lines(logs, lines),
+            "launch_s": round(launch_s, 1),
+            "watch_s": round(wall, 1),
             "triggerer_cpu_ms_per_job_per_poll": round(1000 * cpu / (jobs * polls), 3),
-            "peak_rss_mb": round(rss_mb(), 1),
-            "ssh_connections": most,
+            **sampled,
             "end_to_event_s_median": round(lag[len(lag) // 2], 2) if lag else None,
             "end_to_event_s_max": round(lag[-1], 2) if lag else None,
         }
@@ -190,18 +261,21 @@ def section_restart(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float, r
         await watch_all(hook, refs, logs, poll, "restart", stop=lines / 2)
         first = len(reads.done)
         read_to: dict[tuple[str, str], int] = collections.defaultdict(int)
-        for d, s, off, n in reads.done:
+        for d, s, off, n, _ in reads.done:
             read_to[d, s] = max(read_to[d, s], off + n)
         events = await watch_all(hook, refs, logs, poll, "restart")
-        again = sum(
-            max(0, min(off + n, read_to[d, s]) - off) for d, s, off, n in reads.done[first:] if off < read_to[d, s]
-        )
+        again = {True: collections.Counter[str](), False: collections.Counter[str]()}
+        for d, s, off, n, for_log in reads.done[first:]:
+            if off < read_to[d, s]:
+                again[for_log][d] += min(off + n, read_to[d, s]) - off
         return {
             "jobs": jobs,
             "events": sum(e["status"] == "finished" for e, _ in events.values()),
             **check_lines(logs, lines),
             "bytes_read_before_the_kill": sum(read_to.values()),
-            "bytes_read_again": again,
+            "bytes_read_again_for_the_log": sum(again[True].values()),
+            "bytes_read_again_for_the_log_max_per_job": max(again[True].values(), default=0),
+            "bytes_read_again_for_result_tails": sum(again[False].values()),
         }
 
     return asyncio.run(go())
@@ -230,10 +304,13 @@ async def _cost_run(hook: SSHAsyncJobHook, ids: list[str], poll: float, ticks: i
 
 
 async def cancel_all(hook: SSHAsyncJobHook, ids: list[str]) -> None:
+    async def one(j: str, host: client.RemoteHost) -> None:
+        with contextlib.suppress(Exception):  # finished already
+            await hook.acancel(hook.job_dir(j), grace=1, host=host)
+
     async with client.remote_host(await hook.aget_options()) as host:
-        for j in ids:
-            with contextlib.suppress(Exception):  # finished already
-                await hook.acancel(hook.job_dir(j), grace=1, host=host)
+        for i in range(0, len(ids), 50):
+            await asyncio.gather(*(one(j, host) for j in ids[i : i + 50]))
 
 
 def section_progress(hook: SSHAsyncJobHook, megabytes: int) -> dict[str, Any]:
@@ -274,6 +351,173 @@ def section_progress(hook: SSHAsyncJobHook, megabytes: int) -> dict[str, Any]:
     return asyncio.run(go())
 
 
+# --- upstream: SSHRemoteJobTrigger (apache-airflow-providers-ssh 7.0.1) ----------------------
+
+
+def upstream_chatty(lines: int) -> str:
+    """chatty() without our progress file: its wrapper sends stdout and stderr to one log."""
+    return f'i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo "out $i"; echo "err $i" >&2; sleep 1; done'
+
+
+class ChunkLog:
+    """SSHRemoteJobTrigger logs each chunk it reads as one record: keep the records' lines."""
+
+    def __init__(self) -> None:
+        self.lines: collections.Counter[str] = collections.Counter()
+        self.records = 0
+
+    def info(self, fmt: str, *args: Any) -> None:
+        self.records += 1
+        for line in (fmt % args if args else fmt).split("\n"):
+            self.lines[line] += 1
+
+    def warning(self, *a: Any, **k: Any) -> None:
+        pass
+
+    debug = warning
+
+    def exception(self, fmt: str, *args: Any, **k: Any) -> None:
+        self.info("EXCEPTION " + fmt, *args)
+
+    error = exception
+
+
+async def upstream_launch(base: str, ids: list[str], command: str, poll: float) -> list[Any]:
+    """Start each job with SSHRemoteJobOperator's own wrapper, 6 at a time over one connection
+    (its operator would open one SSH connection per task; the launch is not what is compared)."""
+    import asyncssh
+    from airflow.providers.ssh.triggers.ssh_remote_job import SSHRemoteJobTrigger
+    from airflow.providers.ssh.utils.remote_job import RemoteJobPaths, build_posix_wrapper_command
+
+    options = await SSHAsyncJobHook(UPSTREAM_CONN).aget_options()
+    triggers = []
+    async with asyncssh.connect(**client.connect_kwargs(options)) as conn:
+        gate = asyncio.Semaphore(6)
+
+        async def one(job_id: str) -> Any:
+            paths = RemoteJobPaths(job_id=job_id, remote_os="posix", base_dir=base)
+            for delay in (0.05, 0.1, 0.2, 0.5, 1, 2, 0):
+                try:
+                    async with gate:
+                        r = await conn.run(build_posix_wrapper_command(command, paths), check=True)
+                    break
+                except asyncssh.ChannelOpenError:  # sshd still counts the sessions just closed
+                    if not delay:
+                        raise
+                    await asyncio.sleep(delay)
+            assert r.stdout.strip() == job_id, r.stdout
+            return SSHRemoteJobTrigger(
+                ssh_conn_id=UPSTREAM_CONN,
+                remote_host=None,
+                job_id=job_id,
+                job_dir=paths.job_dir,
+                log_file=paths.log_file,
+                exit_code_file=paths.exit_code_file,
+                remote_os="posix",
+                poll_interval=int(poll),
+            )
+
+        triggers = list(await asyncio.gather(*(one(j) for j in ids)))
+    return triggers
+
+
+def section_upstream(jobs: int, steps: list[int], lines: int, poll: float, port: int) -> dict[str, Any]:
+    """SSHRemoteJobTrigger at growing job counts, up to JOBS, stopping after the first step
+    where it does not deliver every event (where it stops working)."""
+    from airflow.providers.ssh.utils.remote_job import generate_job_id
+
+    home = pwd.getpwnam(UPSTREAM_USER).pw_dir
+    out: dict[str, Any] = {}
+    for n in [c for c in steps if c < jobs] + [jobs]:
+        available = mem_available_mb()
+        if available < 4096 + 12 * n:  # sshd keeps two processes per connection on this host
+            out[str(n)] = {"skipped": f"only {available} MB of memory available on this machine"}
+            break
+        base = f"{home}/bench-upstream-{os.getpid()}-{n}"
+        ids = [
+            generate_job_id("warehouse_nightly_rebuild", f"nightly_partition_rebuild_{i:04d}", RUN_ID, 1)
+            for i in range(n)
+        ]
+        try:
+            out[str(n)] = result = asyncio.run(_upstream_run(base, ids, lines, poll, port))
+        finally:
+            _upstream_cleanup(base)
+        print(f"upstream {n}: {json.dumps(result)}", file=sys.stderr, flush=True)
+        if result["events_success"] < n:
+            break
+    return out
+
+
+RUN_ID = "scheduled__2026-12-01T02:00:00+00:00"
+
+
+async def _upstream_run(base: str, ids: list[str], lines: int, poll: float, port: int) -> dict[str, Any]:
+    t_launch = time.monotonic()
+    triggers = await upstream_launch(base, ids, upstream_chatty(lines), poll)
+    launch_s = time.monotonic() - t_launch
+    logs = {t.job_id: ChunkLog() for t in triggers}
+    for t in triggers:
+        t._log = logs[t.job_id]  # LoggingMixin.log returns _log when set
+    sampler = Sampler(port).start()
+    cpu0, t0 = time.process_time(), time.monotonic()
+
+    async def one(t: Any) -> tuple[dict[str, Any], float]:
+        async for event in t.run():
+            return event.payload, time.time()
+        return {"status": "no event"}, time.time()
+
+    # Deadline: the jobs' length, ten polls, and its reconnect backoff (5 tries, up to 30 s + jitter).
+    done = await asyncio.wait_for(
+        asyncio.gather(*(one(t) for t in triggers), return_exceptions=True), lines + 10 * poll + 300
+    )
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
+    sampled = sampler.stop()
+    events = [d for d in done if isinstance(d, tuple)]
+    statuses = collections.Counter(e.get("status") for e, _ in events)
+    messages = collections.Counter(
+        e.get("message", "")[:120] for e, _ in events if e.get("status") not in ("success", "failed")
+    )
+    lag = []
+    for (e, at), t in zip(events, triggers, strict=False):
+        if e.get("status") == "success":
+            with contextlib.suppress(OSError):
+                lag.append(at - os.stat(t.exit_code_file).st_mtime)
+    lag.sort()
+    want = [w for i in range(1, lines + 1) for w in (f"out {i}", f"err {i}")]
+    # The final chunk comes in the event, not the log (as its operator logs it): count it too.
+    for (e, _), t in zip(events, triggers, strict=False):
+        if e.get("log_chunk"):
+            logs[t.job_id].info("%s", e["log_chunk"].rstrip())
+    whole = sum(min(1, log.lines[w]) for log in logs.values() for w in want)
+    return {
+        "jobs": len(ids),
+        "id_length": len(ids[0]),
+        "launch_s": round(launch_s, 1),
+        "watch_s": round(wall, 1),
+        "events_success": statuses.get("success", 0),
+        "events_other": {k: v for k, v in statuses.items() if k != "success"},
+        "errors": dict(messages.most_common(3)),
+        "exceptions": sum(not isinstance(d, tuple) for d in done),
+        "lines_expected": len(want) * len(ids),
+        "lines_whole_in_log": whole,
+        "log_records": sum(log.records for log in logs.values()),
+        "triggerer_cpu_ms_per_job_per_poll": round(1000 * cpu / (len(ids) * wall / poll), 3),
+        **sampled,
+        "end_to_event_s_median": round(lag[len(lag) // 2], 2) if lag else None,
+        "end_to_event_s_max": round(lag[-1], 2) if lag else None,
+    }
+
+
+def _upstream_cleanup(base: str) -> None:
+    """Kill what is left of the jobs (their process groups, by the pid files) and remove the folder."""
+    import signal
+
+    for pid_file in Path(base).glob("*/pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--jobs", type=int, default=1000)
@@ -281,18 +525,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--poll", type=float, default=10.0)
     p.add_argument("--many", type=int, default=2000, help="the large count of the cost section")
     p.add_argument("--megabytes", type=int, default=30)
-    p.add_argument("--only", choices=["chatty", "restart", "cost", "progress"], action="append")
+    p.add_argument("--upstream-steps", default="100,250,500", help="smaller upstream job counts tried first")
+    p.add_argument("--only", choices=["chatty", "restart", "cost", "progress", "upstream"], action="append")
     args = p.parse_args(argv)
     server = start_server()
     server.set_connection(CONN, USER, conn_timeout=30)
+    server.set_connection(UPSTREAM_CONN, UPSTREAM_USER, conn_timeout=30)
     async_dir = f"~/bench-streaming-{os.getpid()}"
     hook = SSHAsyncJobHook(CONN, async_dir=async_dir)
     reads = Reads()
     out: dict[str, Any] = {}
-    sections = args.only or ["chatty", "restart", "cost", "progress"]
+    sections = args.only or ["chatty", "upstream", "restart", "cost", "progress"]
     try:
         if "chatty" in sections:
-            out["chatty"] = section_chatty(hook, args.jobs, args.lines, args.poll)
+            out["chatty"] = section_chatty(hook, args.jobs, args.lines, args.poll, server.port)
+            print(f"chatty: {json.dumps(out['chatty'])}", file=sys.stderr, flush=True)
+        if "upstream" in sections:
+            steps = [int(c) for c in args.upstream_steps.split(",") if c]
+            out["upstream"] = section_upstream(args.jobs, steps, args.lines, args.poll, server.port)
         if "restart" in sections:
             out["restart"] = section_restart(hook, args.jobs, args.lines, args.poll, reads)
         if "cost" in sections:
