@@ -41,6 +41,7 @@ import json
 import os
 import pwd
 import resource
+import shlex
 import shutil
 import sys
 import time
@@ -68,11 +69,52 @@ def derived_id(tag: str, i: int) -> str:
     return f"warehouse_nightly_rebuild-nightly_partition_rebuild_{i:04d}-scheduled__2026-12-01T02_00-{tag}{i:08x}"
 
 
-def chatty(lines: int) -> str:
-    return (
+def gate(go: str) -> str:
+    """Wait for the file GO (made once every job of the section is launched): all
+    jobs then chat, and end, together, and no job ends before it is watched."""
+    return f"while [ ! -e {shlex.quote(go)} ]; do sleep 1; done; "
+
+
+def chatty(lines: int, go: str = "") -> str:
+    return (gate(go) if go else "") + (
         f'i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo "out $i"; echo "err $i" >&2; '
         f'echo "step $i" >>"$AIRFLOW_ASYNC_PROGRESS"; sleep 1; done'
     )
+
+
+class Calls:
+    """Wall time of every remote call (status, output) made in this process."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, float]] = []
+        real = client.RemoteHost.run
+        me = self
+
+        async def run(self: client.RemoteHost, name: str, args: Any, **kw: Any) -> bytes:
+            t0 = time.monotonic()
+            try:
+                return await real(self, name, args, **kw)
+            finally:
+                me.done.append((name, time.monotonic() - t0))
+
+        client.RemoteHost.run = run  # type: ignore[method-assign]
+
+    def since(self, mark: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ("status", "output"):
+            walls = sorted(w for n, w in self.done[mark:] if n == name)
+            if walls:
+                out[f"{name}_calls"] = len(walls)
+                out[f"{name}_call_s_median"] = round(walls[len(walls) // 2], 2)
+                out[f"{name}_call_s_max"] = round(walls[-1], 2)
+        return out
+
+
+CALLS: Calls | None = None
+
+
+def go_file(tag: str) -> Path:
+    return Path(pwd.getpwnam(USER).pw_dir) / f"bench-streaming-go-{os.getpid()}-{tag}"
 
 
 class CountingLog:
@@ -223,13 +265,17 @@ def section_chatty(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float, po
 
     async def go() -> dict[str, Any]:
         t_launch = time.monotonic()
-        refs = await launch(hook, ids, chatty(lines))
+        go = go_file("chatty")
+        refs = await launch(hook, ids, chatty(lines, str(go)))
         launch_s = time.monotonic() - t_launch
         sampler = Sampler(port).start()
+        mark = len(CALLS.done) if CALLS else 0
         cpu0, t0 = time.process_time(), time.monotonic()
+        go.touch()
         events = await watch_all(hook, refs, logs, poll, "chatty")
         cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
         sampled = sampler.stop()
+        go.unlink()
         lag = sorted(
             t - datetime.fromisoformat(e["result"]["end_time"]).timestamp()
             for e, t in events.values()
@@ -247,6 +293,7 @@ def section_chatty(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float, po
             **sampled,
             "end_to_event_s_median": round(lag[len(lag) // 2], 2) if lag else None,
             "end_to_event_s_max": round(lag[-1], 2) if lag else None,
+            **(CALLS.since(mark) if CALLS else {}),
         }
 
     return asyncio.run(go())
@@ -257,7 +304,9 @@ def section_restart(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float, r
     logs = {j: CountingLog() for j in ids}
 
     async def go() -> dict[str, Any]:
-        refs = await launch(hook, ids, chatty(lines))
+        go = go_file("restart")
+        refs = await launch(hook, ids, chatty(lines, str(go)))
+        go.touch()
         await watch_all(hook, refs, logs, poll, "restart", stop=lines / 2)
         first = len(reads.done)
         read_to: dict[tuple[str, str], int] = collections.defaultdict(int)
@@ -268,7 +317,7 @@ def section_restart(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float, r
         for d, s, off, n, for_log in reads.done[first:]:
             if off < read_to[d, s]:
                 again[for_log][d] += min(off + n, read_to[d, s]) - off
-        return {
+        result = {
             "jobs": jobs,
             "events": sum(e["status"] == "finished" for e, _ in events.values()),
             **check_lines(logs, lines),
@@ -277,6 +326,8 @@ def section_restart(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float, r
             "bytes_read_again_for_the_log_max_per_job": max(again[True].values(), default=0),
             "bytes_read_again_for_result_tails": sum(again[False].values()),
         }
+        go.unlink()
+        return result
 
     return asyncio.run(go())
 
@@ -296,11 +347,15 @@ def section_cost(hook: SSHAsyncJobHook, counts: list[int], poll: float, ticks: i
 async def _cost_run(hook: SSHAsyncJobHook, ids: list[str], poll: float, ticks: int, key: str) -> float:
     """Triggerer CPU of TICKS polls of chatty jobs IDS (after they have started)."""
     logs = {j: CountingLog() for j in ids}
-    refs = await launch(hook, ids, chatty(int(poll * (ticks + 2))))
+    go = go_file(key)
+    refs = await launch(hook, ids, chatty(int(poll * (ticks + 2)), str(go)))
+    go.touch()
     await asyncio.sleep(poll)  # the jobs are chatting
     cpu0 = time.process_time()
     await watch_all(hook, refs, logs, poll, key, stop=poll * ticks)
-    return time.process_time() - cpu0
+    cpu = time.process_time() - cpu0
+    go.unlink()
+    return cpu
 
 
 async def cancel_all(hook: SSHAsyncJobHook, ids: list[str]) -> None:
@@ -354,9 +409,9 @@ def section_progress(hook: SSHAsyncJobHook, megabytes: int) -> dict[str, Any]:
 # --- upstream: SSHRemoteJobTrigger (apache-airflow-providers-ssh 7.0.1) ----------------------
 
 
-def upstream_chatty(lines: int) -> str:
+def upstream_chatty(lines: int, go: str) -> str:
     """chatty() without our progress file: its wrapper sends stdout and stderr to one log."""
-    return f'i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo "out $i"; echo "err $i" >&2; sleep 1; done'
+    return gate(go) + (f'i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo "out $i"; echo "err $i" >&2; sleep 1; done')
 
 
 class ChunkLog:
@@ -453,13 +508,15 @@ RUN_ID = "scheduled__2026-12-01T02:00:00+00:00"
 
 async def _upstream_run(base: str, ids: list[str], lines: int, poll: float, port: int) -> dict[str, Any]:
     t_launch = time.monotonic()
-    triggers = await upstream_launch(base, ids, upstream_chatty(lines), poll)
+    go = Path(base) / "go"
+    triggers = await upstream_launch(base, ids, upstream_chatty(lines, str(go)), poll)
     launch_s = time.monotonic() - t_launch
     logs = {t.job_id: ChunkLog() for t in triggers}
     for t in triggers:
         t._log = logs[t.job_id]  # LoggingMixin.log returns _log when set
     sampler = Sampler(port).start()
     cpu0, t0 = time.process_time(), time.monotonic()
+    go.touch()
 
     async def one(t: Any) -> tuple[dict[str, Any], float]:
         async for event in t.run():
@@ -534,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     async_dir = f"~/bench-streaming-{os.getpid()}"
     hook = SSHAsyncJobHook(CONN, async_dir=async_dir)
     reads = Reads()
+    global CALLS
+    CALLS = Calls()
     out: dict[str, Any] = {}
     sections = args.only or ["chatty", "upstream", "restart", "cost", "progress"]
     try:
@@ -554,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(server.workdir, ignore_errors=True)
         home = Path("~" + USER).expanduser()
         shutil.rmtree(home / async_dir.removeprefix("~/"), ignore_errors=True)
+        for go in home.glob(f"bench-streaming-go-{os.getpid()}-*"):
+            go.unlink()
     print(json.dumps(out, indent=2))
     return 0
 
