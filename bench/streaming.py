@@ -226,10 +226,17 @@ async def launch(hook: SSHAsyncJobHook, ids: list[str], command: str) -> list[Jo
 
 
 async def watch_all(
-    hook: SSHAsyncJobHook, refs: list[JobRef], logs: dict[str, CountingLog], poll: float, key: str, stop: float = 0
+    hook: SSHAsyncJobHook,
+    refs: list[JobRef],
+    logs: dict[str, CountingLog],
+    poll: float,
+    key: str,
+    stop: float = 0,
+    stop_when: Any = None,
 ) -> dict[str, tuple[dict[str, Any], float]]:
     """Watch every job; return job id -> (event, time). STOP > 0: cancel every
-    watcher after STOP seconds (a killed triggerer) and return what ended."""
+    watcher after STOP seconds (a killed triggerer), and once STOP_WHEN() is
+    true if given; return what ended."""
 
     async def one(ref: JobRef) -> tuple[dict[str, Any], float]:
         event = await watch_job(hook, ref, log=logs[ref.job_id], poll_interval=poll, log_key=key)
@@ -238,6 +245,8 @@ async def watch_all(
     tasks = {r.job_id: asyncio.create_task(one(r)) for r in refs}
     if stop:
         await asyncio.sleep(stop)
+        while stop_when is not None and not stop_when():
+            await asyncio.sleep(0.2)
         for t in tasks.values():
             t.cancel()
     await asyncio.gather(*tasks.values(), return_exceptions=True)
@@ -290,6 +299,7 @@ def section_chatty(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float, po
             "launch_s": round(launch_s, 1),
             "watch_s": round(wall, 1),
             "triggerer_cpu_ms_per_job_per_poll": round(1000 * cpu / (jobs * polls), 3),
+            "triggerer_cpu_ms_per_job": round(1000 * cpu / jobs, 2),
             **sampled,
             "end_to_event_s_median": round(lag[len(lag) // 2], 2) if lag else None,
             "end_to_event_s_max": round(lag[-1], 2) if lag else None,
@@ -307,23 +317,40 @@ def section_restart(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float, r
         go = go_file("restart")
         refs = await launch(hook, ids, chatty(lines, str(go)))
         go.touch()
-        await watch_all(hook, refs, logs, poll, "restart", stop=lines / 2)
+        start = len(reads.done)
+        dirs = {r.job_dir for r in refs}
+
+        def every_job_read() -> bool:  # the kill comes after some output of each job was logged
+            return len({d for d, _, _, n, _ in reads.done[start:] if n}) >= len(dirs)
+
+        t_kill = time.monotonic()
+        await watch_all(hook, refs, logs, poll, "restart", stop=lines / 2, stop_when=every_job_read)
+        killed_after = time.monotonic() - t_kill
         first = len(reads.done)
         read_to: dict[tuple[str, str], int] = collections.defaultdict(int)
-        for d, s, off, n, _ in reads.done:
+        last_read: dict[tuple[str, str], int] = {}
+        for d, s, off, n, for_log in reads.done[start:first]:
             read_to[d, s] = max(read_to[d, s], off + n)
+            if for_log:
+                last_read[d, s] = n
         events = await watch_all(hook, refs, logs, poll, "restart")
         again = {True: collections.Counter[str](), False: collections.Counter[str]()}
+        by_stream: collections.Counter[tuple[str, str]] = collections.Counter()
         for d, s, off, n, for_log in reads.done[first:]:
             if off < read_to[d, s]:
                 again[for_log][d] += min(off + n, read_to[d, s]) - off
+                if for_log:
+                    by_stream[d, s] += min(off + n, read_to[d, s]) - off
+        beyond = sum(max(0, b - last_read.get(k, 0)) for k, b in by_stream.items())
         result = {
             "jobs": jobs,
             "events": sum(e["status"] == "finished" for e, _ in events.values()),
             **check_lines(logs, lines),
+            "killed_after_s": round(killed_after, 1),
             "bytes_read_before_the_kill": sum(read_to.values()),
             "bytes_read_again_for_the_log": sum(again[True].values()),
             "bytes_read_again_for_the_log_max_per_job": max(again[True].values(), default=0),
+            "bytes_read_again_beyond_the_last_read_of_each_stream": beyond,
             "bytes_read_again_for_result_tails": sum(again[False].values()),
         }
         go.unlink()
@@ -518,6 +545,17 @@ async def _upstream_run(base: str, ids: list[str], lines: int, poll: float, port
     cpu0, t0 = time.process_time(), time.monotonic()
     go.touch()
 
+    polls = 0
+    real_check = type(triggers[0])._check_completion
+
+    async def counted(self: Any, conn: Any) -> int | None:
+        nonlocal polls
+        polls += 1
+        return await real_check(self, conn)
+
+    for t in triggers:
+        t._check_completion = counted.__get__(t)
+
     async def one(t: Any) -> tuple[dict[str, Any], float]:
         async for event in t.run():
             return event.payload, time.time()
@@ -558,7 +596,9 @@ async def _upstream_run(base: str, ids: list[str], lines: int, poll: float, port
         "lines_expected": len(want) * len(ids),
         "lines_whole_in_log": whole,
         "log_records": sum(log.records for log in logs.values()),
-        "triggerer_cpu_ms_per_job_per_poll": round(1000 * cpu / (len(ids) * wall / poll), 3),
+        "polls": polls,
+        "triggerer_cpu_ms_per_job_per_poll": round(1000 * cpu / polls, 3) if polls else None,
+        "triggerer_cpu_ms_per_job": round(1000 * cpu / len(ids), 2),
         **sampled,
         "end_to_event_s_median": round(lag[len(lag) // 2], 2) if lag else None,
         "end_to_event_s_max": round(lag[-1], 2) if lag else None,
@@ -604,10 +644,13 @@ def main(argv: list[str] | None = None) -> int:
             out["upstream"] = section_upstream(args.jobs, steps, args.lines, args.poll, server.port)
         if "restart" in sections:
             out["restart"] = section_restart(hook, args.jobs, args.lines, args.poll, reads)
+            print(f"restart: {json.dumps(out['restart'])}", file=sys.stderr, flush=True)
         if "cost" in sections:
             out["cost"] = section_cost(hook, [100, args.many], args.poll, 3)
+            print(f"cost: {json.dumps(out['cost'])}", file=sys.stderr, flush=True)
         if "progress" in sections:
             out["progress"] = section_progress(hook, args.megabytes)
+            print(f"progress: {json.dumps(out['progress'])}", file=sys.stderr, flush=True)
     finally:
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)
