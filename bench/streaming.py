@@ -615,6 +615,23 @@ def _upstream_cleanup(base: str) -> None:
     shutil.rmtree(base, ignore_errors=True)
 
 
+def kill_leftovers(marker: str) -> None:
+    """SIGKILL the process group of every process whose command line holds MARKER
+    (jobs of an interrupted run still waiting for their go file)."""
+    import signal
+
+    import psutil
+
+    groups = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if any(marker in a for a in proc.info["cmdline"] or ()):
+                groups.add(os.getpgid(proc.pid))
+    for g in groups - {os.getpgrp()}:
+        with contextlib.suppress(OSError):
+            os.killpg(g, signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--jobs", type=int, default=1000)
@@ -652,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             out["progress"] = section_progress(hook, args.megabytes)
             print(f"progress: {json.dumps(out['progress'])}", file=sys.stderr, flush=True)
     finally:
+        kill_leftovers(f"bench-streaming-{os.getpid()}")
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)
         home = Path("~" + USER).expanduser()
