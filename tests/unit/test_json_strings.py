@@ -71,7 +71,7 @@ def test_json_strings_parse_back_to_the_same_bytes_under_each_shell_and_awk(shel
     argv = SHELLS[shell]
     exe = shutil.which(argv[0])
     assert exe, f"{argv[0]} must be installed"
-    program = script("lib") + b'\nLC_ALL=C; export LC_ALL; json_str "$1"\n'
+    program = script("lib") + b'\njson_str_v "$1"; printf %s "$_js"\n'
     for value in HOSTILE:
         started = time.monotonic()
         done = subprocess.run(

@@ -128,8 +128,6 @@ status_one() {
 }
 
 main() {
-    LC_ALL=C
-    export LC_ALL
     [ $(($# % 2)) -eq 0 ] || err "$E_USAGE" "usage: ansible_status DIR JID [DIR JID]..."
     _uid=$(id -u)
     _hidepid=0

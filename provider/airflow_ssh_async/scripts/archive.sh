@@ -35,8 +35,6 @@ group_runs() {
 }
 
 main() {
-    LC_ALL=C
-    export LC_ALL
     umask 077
     [ $# -eq 2 ] || err "$E_USAGE" "usage: archive JOB_DIR (archive|remove)"
     _d=$(expand_home "$1")

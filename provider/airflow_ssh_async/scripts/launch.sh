@@ -70,6 +70,8 @@ extract() {
 # and LC_ALL back: the launcher runs with umask 077 (private job files) and
 # LC_ALL=C (byte counts), which are ours, not the job's. They come first in
 # the env file: the task's own exports follow and win (a task's LC_ALL).
+# lib.sh kept the session's LC_ALL before it set its own.
+# shellcheck disable=SC2154 # _session_lc_all and _session_lc_all_set: lib.sh's
 session_settings() {
     printf 'umask %s\n' "$_session_umask"
     if [ -n "$_session_lc_all_set" ]; then
@@ -195,10 +197,6 @@ launch() {
 
 main() {
     _session_umask=$(umask)
-    _session_lc_all=${LC_ALL-}
-    _session_lc_all_set=${LC_ALL+x}
-    LC_ALL=C
-    export LC_ALL
     launch "$@"
 }
 

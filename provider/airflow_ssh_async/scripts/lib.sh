@@ -11,6 +11,14 @@
 
 PROTOCOL=1
 
+# Every script runs with byte semantics (${#v} counts bytes, patterns, tr
+# and sort see bytes), set here once. The session's LC_ALL is kept for the
+# job's environment (launch.sh writes it back into the env file).
+_session_lc_all=${LC_ALL-}
+_session_lc_all_set=${LC_ALL+x}
+LC_ALL=C
+export LC_ALL
+
 say() {
     printf 'airflow-ssh-async: %s\n' "$*" >&2
 }
@@ -32,10 +40,6 @@ E_DIR=68
 E_WRITE=69
 E_RUNNING=70
 E_NEED=71
-
-need_cmd() {
-    command -v "$1" >/dev/null 2>&1 || err "$E_NEED" "this host has no '$1' command, which is needed to $2"
-}
 
 # expand_home PATH: '~' and '~/x' mean the SSH user's home, resolved here on
 # the host, the same way for launch and every later call.
@@ -60,20 +64,9 @@ expand_home_v() {
 }
 
 # field NAME VALUE: one framed record, `NAME LEN\nVALUE\n`, byte exact.
-# Callers run with LC_ALL=C so that ${#v} counts bytes.
+# ${#v} counts bytes: LC_ALL=C (above).
 field() {
     printf '%s %s\n%s\n' "$1" "${#2}" "$2"
-}
-
-# field_file NAME PATH: a framed record holding a file's bytes; nothing if the
-# file does not exist.
-field_file() {
-    [ -f "$2" ] || return 0
-    _n=$(wc -c <"$2") || return 1
-    _n=$((_n + 0))
-    printf '%s %s\n' "$1" "$_n"
-    head -c "$_n" "$2"
-    printf '\n'
 }
 
 # A newline, for splitting and building strings without a subshell.
@@ -91,15 +84,10 @@ boot_id_v() {
     { IFS= read -r _boot || :; } 2>/dev/null </proc/sys/kernel/random/boot_id
 }
 
-# proc_start PID: the process start time (clock ticks since boot) from
-# /proc, so a reused pid is told apart from the process we started.
-# Empty when the process is gone or the host has no /proc.
-proc_start() {
-    proc_start_v "$1"
-    printf '%s' "$_pstart"
-}
-
-# proc_start_v PID: as proc_start, into $_pstart: the `read` builtin, no fork.
+# proc_start_v PID: the process start time (clock ticks since boot) from
+# /proc into $_pstart, so a reused pid is told apart from the process we
+# started; empty when the process is gone or the host has no /proc. The
+# `read` builtin, no fork.
 proc_start_v() {
     _pstart=
     { IFS= read -r _stat || return 0; } 2>/dev/null <"/proc/$1/stat" || return 0
@@ -112,13 +100,7 @@ proc_start_v() {
     _pstart=$1
 }
 
-# json_str VALUE: VALUE as a JSON string literal.
-json_str() {
-    json_str_v "$1"
-    printf '%s' "$_js"
-}
-
-# json_str_v VALUE: as json_str, into $_js. Plain printable ASCII without
+# json_str_v VALUE: VALUE as a JSON string literal, into $_js. Plain printable ASCII without
 # quotes or backslashes (ids, paths, pids: nearly everything) takes no fork.
 # Anything else goes through json_escape_v: shell builtins only, no awk
 # (mawk, gawk and busybox awk each escape differently, and a host may have
@@ -131,7 +113,7 @@ json_str_v() {
 }
 
 # json_escape_v VALUE: VALUE as a JSON string into $_js, whatever its bytes
-# (callers run with LC_ALL=C: the patterns see bytes). '"' and '\' are
+# (LC_ALL=C: the patterns see bytes). '"' and '\' are
 # escaped; control bytes become \n, \t, ... or \u00XX; valid UTF-8 passes as
 # it is; a byte that is not part of valid UTF-8 becomes \udcXX (Python's
 # surrogateescape: os.fsencode(json.loads(TEXT)) gives the bytes back).

@@ -40,8 +40,6 @@ move_deadline() {
 }
 
 main() {
-    LC_ALL=C
-    export LC_ALL
     [ $# -eq 2 ] || err "$E_USAGE" "usage: limit JOB_DIR SECONDS"
     move_deadline "$@"
 }

@@ -31,8 +31,6 @@ list_jobs() {
 }
 
 main() {
-    LC_ALL=C
-    export LC_ALL
     [ $# -eq 1 ] || err "$E_USAGE" "usage: list ASYNC_DIR"
     _base=$(expand_home "$1")
     field protocol "$PROTOCOL"

@@ -101,8 +101,6 @@ read_one() {
 
 main() {
     _dd=
-    LC_ALL=C
-    export LC_ALL
     [ $(($# % 6)) -eq 0 ] || err "$E_USAGE" "usage: output --stdin-args (JOB_DIR STREAM OFFSET MAX_BYTES LOG_KEY LOGGED)..."
     [ $# -gt 0 ] || return 0
     request_sizes "$@" | serve "$@"

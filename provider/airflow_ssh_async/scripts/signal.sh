@@ -87,8 +87,6 @@ cancel() {
 }
 
 main() {
-    LC_ALL=C
-    export LC_ALL
     [ $# -eq 2 ] || err "$E_USAGE" "usage: signal JOB_DIR GRACE"
     cancel "$@"
 }

@@ -313,8 +313,6 @@ report() {
 }
 
 main() {
-    LC_ALL=C
-    export LC_ALL
     _woke=
     if [ "${1-}" = --wait ]; then
         [ $# -ge 4 ] || err "$E_USAGE" "usage: status --wait MAX GROW_AFTER KNOWN JOB_DIR..."

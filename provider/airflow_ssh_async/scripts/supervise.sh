@@ -449,9 +449,6 @@ supervise() {
 }
 
 main() {
-    # Byte counts in the report; the job gets the session's LC_ALL back (env).
-    LC_ALL=C
-    export LC_ALL
     supervise "$@"
 }
 

@@ -75,8 +75,6 @@ supervisors() {
 }
 
 main() {
-    LC_ALL=C
-    export LC_ALL
     [ $# -eq 3 ] || err "$E_USAGE" "usage: supervisors ASYNC_DIR KEEP_ID REMOVE"
     field protocol "$PROTOCOL"
     supervisors "$@"
