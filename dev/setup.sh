@@ -13,7 +13,7 @@ say() { printf 'setup: %s\n' "$*"; }
 missing=
 for need in sshd:openssh-server ssh-keygen:openssh-client shellcheck:shellcheck busybox:busybox \
     dash:dash mawk:mawk pgrep:procps runuser:util-linux setsid:util-linux redis-server:redis-server \
-    chromium:chromium chromedriver:chromium-driver inotifywait:inotify-tools; do
+    chromium:chromium chromedriver:chromium-driver inotifywait:inotify-tools sudo:sudo visudo:sudo doas:opendoas; do
     cmd=${need%%:*}
     if [ ! -x "/usr/sbin/$cmd" ] && ! command -v "$cmd" >/dev/null 2>&1; then
         missing="$missing ${need#*:}"

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from airflow_ssh_async import __version__
+from airflow_ssh_async.become import BecomeError
 from airflow_ssh_async.cli_commands import (
     Exit,
     cmd_gc,
@@ -146,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="D",
         help=f"the job folders' parent on the host, as given to the operator (default {DEFAULT_ASYNC_DIR})",
     )
+    common.add_argument(
+        "--become-user",
+        default=None,
+        metavar="USER",
+        help="the jobs' user, as given to the operator (become_user): every command runs as it through "
+        "sudo -n (or doas -n); default: the connection's become_user extra",
+    )
+    common.add_argument(
+        "--become-method",
+        default=None,
+        choices=["sudo", "doas"],
+        help="how to become --become-user (default: the connection's become_method extra, else sudo)",
+    )
     job = argparse.ArgumentParser(add_help=False)
     job.add_argument("job", metavar="JOB", type=job_id_arg, help="job id")
 
@@ -237,10 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_hook(conn_id: str, async_dir: str) -> SSHAsyncJobHook:
+def make_hook(
+    conn_id: str, async_dir: str, become_user: str | None = None, become_method: str | None = None
+) -> SSHAsyncJobHook:
     from airflow_ssh_async.hooks import SSHAsyncJobHook
 
-    return SSHAsyncJobHook(conn_id, async_dir=async_dir)
+    return SSHAsyncJobHook(conn_id, async_dir=async_dir, become_user=become_user, become_method=become_method)
 
 
 async def run_command(fn: Command, args: argparse.Namespace, hook: SSHAsyncJobHook, options: SSHOptions) -> int:
@@ -250,7 +266,10 @@ async def run_command(fn: Command, args: argparse.Namespace, hook: SSHAsyncJobHo
 
 
 def exit_code_for(exc: BaseException) -> Exit:
-    if isinstance(exc, (ConnectionNotFoundError, SSHConnectError, SSHAuthError, HostKeyError, ConnectionConfigError)):
+    if isinstance(
+        exc,
+        (ConnectionNotFoundError, SSHConnectError, SSHAuthError, HostKeyError, ConnectionConfigError, BecomeError),
+    ):
         return Exit.CONNECTION
     if isinstance(exc, JobNotFoundError):
         return Exit.MISSING
@@ -273,7 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     label = f"connection {args.conn_id!r}"
     try:
-        hook = make_hook(args.conn_id, getattr(args, "async_dir", DEFAULT_ASYNC_DIR))
+        hook = make_hook(
+            args.conn_id,
+            getattr(args, "async_dir", DEFAULT_ASYNC_DIR),
+            getattr(args, "become_user", None),
+            getattr(args, "become_method", None),
+        )
         options = hook.get_options()  # sync lookup, before the event loop starts
         label = options.label
         return int(asyncio.run(run_command(args.func, args, hook, options)))

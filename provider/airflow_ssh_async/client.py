@@ -20,6 +20,7 @@ from importlib import resources
 
 import asyncssh
 
+from airflow_ssh_async.become import become_error, elevate
 from airflow_ssh_async.connection import SSHOptions, jump_options
 from airflow_ssh_async.errors import (
     AsyncDirError,
@@ -96,9 +97,16 @@ def supervisor_program() -> bytes:
     return script("lib") + b"\n" + script("supervise")
 
 
-def remote_command(name: str, args: Sequence[str]) -> str:
-    """One quoting layer: the login shell splits this back into sh's argv."""
-    return shlex.join(["sh", "-c", program(name), f"airflow-ssh-async-{name}", *args])
+def remote_command(name: str, args: Sequence[str], options: SSHOptions | None = None) -> str:
+    """One quoting layer: the login shell splits this back into sh's argv.
+
+    The one place that elevates: with a ``become_user`` in OPTIONS the script
+    runs as that user (become.py), whichever script it is.
+    """
+    argv = ["sh", "-c", program(name), f"airflow-ssh-async-{name}", *args]
+    if options is not None and options.become_user:
+        argv = elevate(options.become_method, options.become_user, argv)
+    return shlex.join(argv)
 
 
 # Ends each argument sent on stdin (lib.sh's --stdin-args).
@@ -301,7 +309,7 @@ class RemoteHost:
         conn = await self._shared.connection()
         try:
             async with self._shared.channels:
-                result = await self._run_channel(conn, remote_command(name, args), stdin, timeout)
+                result = await self._run_channel(conn, remote_command(name, args, self.options), stdin, timeout)
         except asyncssh.ChannelOpenError as exc:
             self._shared.drop(conn)
             raise SSHConnectError(
@@ -320,6 +328,18 @@ class RemoteHost:
         stderr = stderr_b.decode("utf-8", "replace").strip()
         if status == 0:
             return stdout
+        if self.options.become_user and status is not None:
+            refused = become_error(
+                self.options.become_method,
+                self.options.username,
+                self.options.become_user,
+                status,
+                stderr,
+                host=self.options.label,
+                job_id=job_id,
+            )
+            if refused is not None:
+                raise refused
         if status is None or status < 0:
             raise SSHConnectError(
                 f"remote {name} ended without an exit status (signal {result.exit_signal})",

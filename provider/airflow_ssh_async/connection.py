@@ -20,6 +20,9 @@ Extras of our own, on top of SSHHook's:
   else like the target's host key (``known_hosts`` extra or
   ``~/.ssh/known_hosts``; ``no_host_key_check`` and
   ``allow_host_key_change`` apply to both hosts).
+- ``become_user`` and ``become_method`` (``sudo`` or ``doas``): the default
+  target user of every job on this connection (see become.py); an operator,
+  sensor or command-line ``become_user`` wins.
 """
 
 from __future__ import annotations
@@ -121,6 +124,8 @@ class SSHOptions:
     # The trigger's status call may wait on the host for a job's end (our
     # extra; status.sh --wait). False: one plain status call per poll.
     wait_on_host: bool = True
+    become_user: str | None = None  # run every remote script as this user (become.py)
+    become_method: str = "sudo"
 
     @property
     def address(self) -> str:
@@ -129,8 +134,9 @@ class SSHOptions:
 
     @property
     def label(self) -> str:
-        """How messages name the host: user@host:port (conn id)."""
-        return f"{self.username}@{self.host}:{self.port} (connection {self.conn_id!r})"
+        """How messages name the host: user@host:port (conn id), and the become user."""
+        become = f", as {self.become_user!r} via {self.become_method}" if self.become_user else ""
+        return f"{self.username}@{self.host}:{self.port} (connection {self.conn_id!r}{become})"
 
     @property
     def pool_key(self) -> str:
@@ -151,6 +157,10 @@ class SSHOptions:
                 self.jump_host_key_file,
                 self.jump_host_host_key,
                 self.allow_host_key_change,
+                # Another target user is another set of jobs: its own lease,
+                # batches and status calls (one more SSH connection per user).
+                self.become_user,
+                self.become_method if self.become_user else None,
             )
         )
         return hashlib.sha256(material.encode()).hexdigest()
@@ -229,7 +239,22 @@ def options_from_connection(conn: Any) -> SSHOptions:
         jump_host_host_key=jump_host_host_key or None,
         ciphers=tuple(ciphers) if ciphers else None,
         wait_on_host=str(extra.get("wait_on_host", "true")).lower() != "false",
+        **become_options(extra.get("become_user"), extra.get("become_method"), conn_id),
     )
+
+
+def become_options(user: Any, method: Any, conn_id: str) -> dict[str, Any]:
+    """SSHOptions' become fields from a become_user and become_method as given (None, "": not set).
+
+    :raises ConnectionConfigError: an unknown method or a user name no host can have.
+    """
+    from airflow_ssh_async.become import validate_become
+
+    try:
+        user, method = validate_become(user, method)
+    except ValueError as exc:
+        raise ConnectionConfigError(f"connection {conn_id!r}: {exc}") from None
+    return {"become_user": user, "become_method": method}
 
 
 def jump_options(options: SSHOptions) -> SSHOptions | None:

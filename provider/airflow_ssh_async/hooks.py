@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, TypeVar
 
 from airflow.sdk.bases.hook import BaseHook
@@ -20,7 +20,7 @@ from airflow_ssh_async.client import (
     remote_host,
     supervisor_program,
 )
-from airflow_ssh_async.connection import SSHOptions, options_from_connection
+from airflow_ssh_async.connection import SSHOptions, become_options, options_from_connection
 from airflow_ssh_async.errors import ConnectionNotFoundError, RemoteWriteError, SSHAsyncJobError
 from airflow_ssh_async.job import (
     ARCHIVE_DIR,
@@ -157,7 +157,12 @@ class SSHAsyncJobHook(BaseHook):
 
     :param ssh_conn_id: an Airflow connection of type ``ssh``.
     :param async_dir: where job folders live on the host; ``~`` is the SSH
-        user's home, resolved on the host.
+        user's home (the become user's, with one), resolved on the host.
+    :param become_user: run every remote script, and so the job, as this
+        user (``sudo -n`` / ``doas -n``; see become.py); None or "" takes the
+        connection's ``become_user`` extra, if any.
+    :param become_method: ``sudo`` (default) or ``doas``; None takes the
+        connection's extra.
     """
 
     conn_name_attr = "ssh_conn_id"
@@ -165,10 +170,20 @@ class SSHAsyncJobHook(BaseHook):
     conn_type = "ssh"
     hook_name = "SSH async job"
 
-    def __init__(self, ssh_conn_id: str = default_conn_name, async_dir: str = DEFAULT_ASYNC_DIR) -> None:
+    def __init__(
+        self,
+        ssh_conn_id: str = default_conn_name,
+        async_dir: str = DEFAULT_ASYNC_DIR,
+        become_user: str | None = None,
+        become_method: str | None = None,
+    ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
         self.async_dir = async_dir or DEFAULT_ASYNC_DIR
+        self.become_user = become_user or None
+        self.become_method = become_method or None
+        # Checked before any connection lookup: a typo fails at once.
+        become_options(self.become_user, self.become_method, ssh_conn_id)
         if ARG_SEPARATOR in self.async_dir:
             # Batches carry job folders on stdin, one ended by this byte.
             raise SSHAsyncJobError(
@@ -192,8 +207,16 @@ class SSHAsyncJobHook(BaseHook):
                 conn = self.get_connection(self.ssh_conn_id)
             except Exception as exc:  # the SDK raises AirflowNotFoundException; keep the cause
                 raise self._not_found(exc) from exc
-            self._options = options_from_connection(conn)
+            self._options = self._with_become(options_from_connection(conn))
         return self._options
+
+    def _with_become(self, options: SSHOptions) -> SSHOptions:
+        """The connection's options with this hook's become_user/become_method, which win over its extras."""
+        if self.become_user is None and self.become_method is None:
+            return options
+        user = self.become_user or options.become_user
+        method = self.become_method or options.become_method
+        return replace(options, **become_options(user, method, self.ssh_conn_id))
 
     async def aget_options(self) -> SSHOptions:
         """The options, fetched without blocking the event loop."""
@@ -202,7 +225,7 @@ class SSHAsyncJobHook(BaseHook):
                 conn = await self.aget_connection(self.ssh_conn_id)
             except Exception as exc:
                 raise self._not_found(exc) from exc
-            self._options = options_from_connection(conn)
+            self._options = self._with_become(options_from_connection(conn))
         return self._options
 
     def job_dir(self, job_id: str) -> str:

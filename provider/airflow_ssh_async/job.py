@@ -383,6 +383,37 @@ class JobStatus:
     sizes: dict[str, int] = field(default_factory=dict)
     limit: str | None = None  # timed_out: which limit ended it ("job_timeout" or "execution_timeout")
     output_cut: tuple[OutputCut, ...] = ()  # streams stored short: output_limit, or a full disk
+    # Processes of the job's group that outlived its SIGKILL (result.json's
+    # "survivors": pid, uid, user), e.g. a child of the job's own `sudo -u`.
+    survivors: tuple[dict[str, Any], ...] = ()
+
+
+def survivors_of(result: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """result.json's survivors, each {"pid", "uid", "user"}; damaged entries are skipped."""
+    raw = result.get("survivors")
+    if not isinstance(raw, list):
+        return ()
+    return tuple(
+        {"pid": s.get("pid"), "uid": s.get("uid"), "user": str(s.get("user", ""))}
+        for s in raw
+        if isinstance(s, dict) and isinstance(s.get("pid"), int)
+    )
+
+
+def with_survivors(status: JobStatus, result: dict[str, Any]) -> JobStatus:
+    """STATUS with what its end left running that the supervisor could not end, said in its reason too."""
+    survivors = survivors_of(result)
+    if survivors:
+        names = ", ".join(f"pid {s['pid']} (user {s['user'] or s.get('uid')})" for s in survivors)
+        left = (
+            f"NOT everything ended: {len(survivors)} process(es) of the job outlived SIGKILL and still run: "
+            f"{names} (a process of another user, started by the job's own sudo, never gets the job's signals)"
+        )
+    elif result.get("group_left") is True:
+        left = "NOT everything ended: processes of the job's group outlived SIGKILL"
+    else:
+        return status
+    return replace(status, survivors=survivors, reason=f"{status.reason}; {left}")
 
 
 def with_cuts(status: JobStatus, cuts: tuple[OutputCut, ...]) -> JobStatus:
@@ -446,7 +477,8 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
     )
     result = facts.result_json
     if result is not None:
-        return with_cuts(_ended(facts, info, result, base), parse_output_cut(facts.job, result.get("output_cut")))
+        ended = with_survivors(_ended(facts, info, result, base), result)
+        return with_cuts(ended, parse_output_cut(facts.job, result.get("output_cut")))
     recorded_boot = info.get("boot_id") or ""
     if recorded_boot and boot_id and recorded_boot != boot_id:
         return replace(base, state=JobState.LOST, reason="the host rebooted since launch (boot id differs)")
@@ -552,6 +584,7 @@ def build_result(
         "duration": duration,
         "limit": status.limit,
         "output_cut": [asdict(c) for c in status.output_cut],
+        "survivors": [dict(s) for s in status.survivors],
         "progress": progress,
         "stdout_tail": stdout_tail,
         "stderr_tail": stderr_tail,

@@ -13,6 +13,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
 
+from airflow_ssh_async.become import validate_become
 from airflow_ssh_async.client import RemoteHost
 from airflow_ssh_async.errors import JobExistsError, JobRunningError, SSHAsyncJobError
 from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook, cancel_bound
@@ -91,9 +92,26 @@ class SSHAsyncJobOperator(BaseOperator):
     :param grace: seconds between SIGTERM and SIGKILL.
     :param stream_output: log the job's new stdout, stderr and progress
         lines while it runs (the result keeps the tails either way).
+    :param become_user: run the job (its supervisor, its files, every later
+        status read and cancel) as this user on the host, like Ansible's
+        ``become_user``, through ``sudo -n`` (or ``doas -n``): the host needs
+        a rule letting the SSH user run ``/bin/sh`` as it without a password
+        (see "Running as another user" in docs/reference.md). ``~``, the
+        default ``cwd`` and ``async_dir`` are then that user's. Default: the
+        connection's ``become_user`` extra, else none. Templated.
+    :param become_method: ``sudo`` (default) or ``doas``. Templated.
     """
 
-    template_fields = ("command", "ssh_conn_id", "environment", "cwd", "job_id", "async_dir")
+    template_fields = (
+        "command",
+        "ssh_conn_id",
+        "environment",
+        "cwd",
+        "job_id",
+        "async_dir",
+        "become_user",
+        "become_method",
+    )
     template_fields_renderers = {"command": "bash", "environment": "json"}
     template_ext = ()  # a command ending in .sh is run, not loaded as a template
     ui_color = "#e3f1f8"
@@ -119,10 +137,19 @@ class SSHAsyncJobOperator(BaseOperator):
         connection_patience: float = 300.0,
         grace: int = DEFAULT_GRACE,
         stream_output: bool = True,
+        become_user: str | None = None,
+        become_method: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.on_existing = self._check_arguments(command, environment, job_id, cleanup, on_existing)
+        if not _templated(become_user) and not _templated(become_method):
+            try:
+                validate_become(become_user, become_method)
+            except ValueError as exc:
+                raise ValueError(f"{self.task_id}: {exc}") from None
+        self.become_user = become_user
+        self.become_method = become_method
         self.command = command
         self.ssh_conn_id = ssh_conn_id
         self.environment = environment
@@ -178,7 +205,7 @@ class SSHAsyncJobOperator(BaseOperator):
     # --- launch or re-attach -----------------------------------------------------------
 
     def _hook(self) -> SSHAsyncJobHook:
-        return SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
+        return SSHAsyncJobHook(self.ssh_conn_id, self.async_dir, self.become_user, self.become_method)
 
     def _resolve_job_id(self, context: Context) -> str:
         if self.job_id:
@@ -397,6 +424,8 @@ class SSHAsyncJobOperator(BaseOperator):
             grace=self.grace,
             stream_output=self.stream_output,
             secrets=self._secrets,
+            become_user=self.become_user or "",
+            become_method=self.become_method or "",
         )
 
     def _deferral_timeout(self) -> timedelta | None:

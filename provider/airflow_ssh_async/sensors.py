@@ -60,9 +60,21 @@ class SSHAsyncJobSensor(BaseSensorOperator):
         cannot know what another task passed to the job. Templated (with
         ``start_from_trigger``, rendered in the triggerer and kept nowhere).
         Everything Airflow masks in this task's log is masked too.
+    :param become_user: the user the job was launched as (the operator's
+        ``become_user``): status reads, output and the cancel run as that
+        user. Default: the connection's ``become_user`` extra. Templated.
+    :param become_method: ``sudo`` (default) or ``doas``. Templated.
     """
 
-    template_fields = ("job_id", "async_dir", "job_dir", "ansible_async_dir", "secrets")
+    template_fields = (
+        "job_id",
+        "async_dir",
+        "job_dir",
+        "ansible_async_dir",
+        "secrets",
+        "become_user",
+        "become_method",
+    )
     ui_color = "#e3f1f8"
     start_trigger_args = StartTriggerArgs(
         trigger_cls="airflow_ssh_async.triggers.SSHAsyncJobTrigger",
@@ -88,9 +100,13 @@ class SSHAsyncJobSensor(BaseSensorOperator):
         source: str = SOURCE_AIRFLOW,
         ansible_async_dir: str = DEFAULT_ANSIBLE_ASYNC_DIR,
         secrets: str | list[str] | None = None,
+        become_user: str | None = None,
+        become_method: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.become_user = become_user
+        self.become_method = become_method
         self.source = validate_source(source)
         self.ansible_async_dir = ansible_async_dir
         if source == SOURCE_ANSIBLE and kill_on_cancel:
@@ -131,6 +147,8 @@ class SSHAsyncJobSensor(BaseSensorOperator):
             "source": self.source,
             "ansible_async_dir": self.ansible_async_dir,
             "secrets": self.secrets,
+            "become_user": self.become_user or "",
+            "become_method": self.become_method or "",
         }
 
     def _task_masker(self) -> Masker:
@@ -141,7 +159,7 @@ class SSHAsyncJobSensor(BaseSensorOperator):
 
     def _hook(self) -> SSHAsyncJobHook:
         if self._job_hook is None:
-            self._job_hook = SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
+            self._job_hook = SSHAsyncJobHook(self.ssh_conn_id, self.async_dir, self.become_user, self.become_method)
         return self._job_hook
 
     def _new_watch(self) -> Watch:

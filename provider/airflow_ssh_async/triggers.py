@@ -56,6 +56,10 @@ class SSHAsyncJobTrigger(BaseTrigger):
         ``serialize()`` made. Airflow 3.3 stores trigger kwargs as given, so
         they never reach the trigger table in clear. A token this
         triggerer cannot decrypt makes the trigger withhold all output.
+    :param become_user: the user the job runs as (the operator's
+        ``become_user``); every poll and the cancel run as that user too.
+        "": the connection's ``become_user`` extra, if any.
+    :param become_method: ``sudo`` or ``doas``; "": the connection's, else sudo.
     """
 
     def __init__(
@@ -73,8 +77,12 @@ class SSHAsyncJobTrigger(BaseTrigger):
         source: str = SOURCE_AIRFLOW,
         ansible_async_dir: str = DEFAULT_ANSIBLE_ASYNC_DIR,
         secrets: str | Sequence[str] = (),
+        become_user: str = "",
+        become_method: str = "",
     ) -> None:
         super().__init__()
+        self.become_user = become_user or ""
+        self.become_method = become_method or ""
         self.ssh_conn_id = ssh_conn_id
         self.job_id = job_id
         self.job_dir = job_dir
@@ -110,6 +118,8 @@ class SSHAsyncJobTrigger(BaseTrigger):
                 "source": self.source,
                 "ansible_async_dir": self.ansible_async_dir,
                 "secrets": self._sealed(),
+                "become_user": self.become_user,
+                "become_method": self.become_method,
             },
         )
 
@@ -148,7 +158,9 @@ class SSHAsyncJobTrigger(BaseTrigger):
         # One hook for run and on_kill: a cancel then needs no second
         # connection lookup through the triggerer's comms.
         if self._job_hook is None:
-            self._job_hook = SSHAsyncJobHook(self.ssh_conn_id, self.async_dir)
+            self._job_hook = SSHAsyncJobHook(
+                self.ssh_conn_id, self.async_dir, self.become_user or None, self.become_method or None
+            )
         return self._job_hook
 
     def _ref(self) -> JobRef:

@@ -145,3 +145,16 @@ with dag("ssh_async_cleanup_always"):
         cleanup="always",
         poll_interval=0.5,
     )
+
+# become_user from the run's conf (templated): the job runs as that user
+# through sudo -n (tests/integration/test_become.py makes the sudoers rule).
+with dag("ssh_async_become"):
+    SSHAsyncJobOperator(
+        task_id="job",
+        ssh_conn_id="test_asyncdash",
+        job_id=CONF_JOB,
+        command=CONF_COMMAND,
+        become_user="{{ dag_run.conf['become_user'] }}",
+        poll_interval=0.5,
+        grace=1,
+    )

@@ -123,11 +123,12 @@ output_cut_v() {
 }
 
 # result_json_v REASON EXIT_CODE SIGNAL LIMIT: result.json's text into _json.
-# With "group_left": true when drain gave up on processes of the job's group
-# that outlived SIGKILL, and "output_cut" when output was cut short.
+# With "group_left": true and "survivors" (each one's pid, uid and user) when
+# drain gave up on processes of the job's group that outlived SIGKILL, and
+# "output_cut" when output was cut short.
 result_json_v() {
     _extra=
-    [ -n "$_group_left" ] && _extra=', "group_left": true'
+    [ -n "$_group_left" ] && _extra=", \"group_left\": true, \"survivors\": [$_survivors]"
     output_cut_v
     [ -n "$_cut" ] && _extra="$_extra, \"output_cut\": [$_cut]"
     _json="{\"protocol\": $PROTOCOL, \"reason\": \"$1\", \"exit_code\": $2, \"signal\": $3, \"limit\": $4, \"end_time\": $_end$_extra}"
@@ -271,9 +272,13 @@ act() {
 # the background is its own (a later cancel or archive sees it).
 # Bounded: a process stuck in the kernel may outlive SIGKILL; after
 # DRAIN_AFTER_KILL seconds the result is written with "group_left".
+# Processes of another user (the job ran `sudo -u other ...`) never get our
+# signals: once only such are left after the SIGKILL, the result is written
+# at once, naming them ("survivors").
 DRAIN_AFTER_KILL=10
 drain() {
     _group_left=
+    _survivors=
     group_alive "$_pid" || return 0
     [ "$_term_at" -gt 0 ] || [ -e cancel ] || return 0
     _kill_at=0
@@ -283,14 +288,48 @@ drain() {
         act "$_now"
         [ "$_killed" -eq 1 ] && [ "$_kill_at" -eq 0 ] && _kill_at=$_now
         group_alive "$_pid" || return 0
-        if [ "$_kill_at" -gt 0 ] && [ "$_now" -ge $((_kill_at + DRAIN_AFTER_KILL)) ]; then
-            _group_left=1
-            say "processes of group $_pid outlived SIGKILL for ${DRAIN_AFTER_KILL}s; writing the result anyway"
-            return 0
+        if [ "$_kill_at" -gt 0 ]; then
+            survivors_v "$_pid"
+            if [ -z "$_survivors" ]; then
+                return 0
+            elif [ "$_ours" -eq 0 ] || [ "$_now" -ge $((_kill_at + DRAIN_AFTER_KILL)) ]; then
+                _group_left=1
+                say "processes of group $_pid outlived SIGKILL ($_survivors); writing the result anyway"
+                return 0
+            fi
         fi
         case $_naps in 0) _nap=0.1 ;; 1) _nap=0.3 ;; *) _nap=1 ;; esac
         _naps=$((_naps + 1))
         sleep "$_nap" 2>/dev/null || sleep 1
+    done
+}
+
+# survivors_v PGID: the live members of the job's process group into
+# $_survivors, JSON objects ({"pid": N, "uid": N, "user": NAME}, the uid
+# and user it runs as) joined by ", "; _ours=1 when one of them is a
+# process our signals reach (its real or saved uid is ours).
+survivors_v() {
+    _survivors=
+    _ours=0
+    uid_v
+    # After the comm (which may hold ") "): state, ppid, pgrp. One pid a
+    # line: the words are the lines.
+    # shellcheck disable=SC2013
+    for _sp in $(cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$1" '
+        { pid = $1; sub(/.*\) /, "") }
+        $3 == g && $1 != "Z" && $1 != "X" { print pid }'); do
+        _sr=
+        _se=
+        _ss=
+        while read -r _sk _sr1 _se1 _ss1 _; do
+            case $_sk in Uid:) _sr=$_sr1 _se=$_se1 _ss=$_ss1 && break ;; esac
+        done 2>/dev/null <"/proc/$_sp/status"
+        [ -n "$_se" ] || continue # gone meanwhile
+        # shellcheck disable=SC2154 # _uid is set by lib.sh's uid_v
+        if [ "$_sr" = "$_uid" ] || [ "$_ss" = "$_uid" ]; then _ours=1; fi
+        _sn=$(id -nu "$_se" 2>/dev/null) || _sn=$_se
+        json_str_v "$_sn"
+        _survivors="$_survivors${_survivors:+, }{\"pid\": $_sp, \"uid\": $_se, \"user\": $_js}"
     done
 }
 
