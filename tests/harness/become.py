@@ -66,12 +66,13 @@ def sudoers_text() -> str:
 
 
 @contextlib.contextmanager
-def sudoers_rules() -> Iterator[Path]:
-    """The rules above in a file of their own under /etc/sudoers.d, checked by visudo, removed at the end."""
-    ensure_target_users()
+def sudoers_file(text: str) -> Iterator[Path]:
+    """TEXT as a rule file of its own under /etc/sudoers.d, checked by visudo, removed at the end."""
+    if shutil.which("visudo") is None and not os.path.exists("/usr/sbin/visudo"):
+        raise HarnessError("visudo is missing: run dev/setup.sh (it installs sudo)")
     path = SUDOERS_DIR / f"airflow-ssh-async-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = SUDOERS_DIR.parent / f".{path.name}.new"
-    tmp.write_text(sudoers_text())
+    tmp.write_text(text)
     os.chmod(tmp, 0o440)
     check = subprocess.run(["visudo", "-c", "-f", str(tmp)], capture_output=True, text=True, timeout=30)
     if check.returncode != 0:
@@ -82,6 +83,14 @@ def sudoers_rules() -> Iterator[Path]:
         yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def sudoers_rules() -> Iterator[Path]:
+    """The rules above, for the become_user tests."""
+    ensure_target_users()
+    with sudoers_file(sudoers_text()) as path:
+        yield path
 
 
 @contextlib.contextmanager

@@ -115,14 +115,16 @@ def pwd_uid(user: str) -> int:
 
 def test_a_retry_reattaches_to_the_running_become_job(rules, dag_bag, job_id: str) -> None:
     marker = home(TARGET) / f"starts-{job_id}"
-    # Long enough to be running still when the first dag.test of a process gets to the task.
+    # The first dag.test of a process takes long to reach its task (bundles,
+    # the DB): warm it up with a run that fails at once, so that the job,
+    # which runs 20 s, is surely still running when the retry gets to it.
+    run_dag(dag_bag, "ssh_async_become", job_id=f"{job_id}-warm", command="true", become_user=NO_RULE)
     command = f"echo started >> {marker}; sleep 20; echo finished as $(id -un)"
     try:
         first = become_hook().launch(job_id, command)  # the first try, which "died"
         dag_run = run_dag(dag_bag, "ssh_async_become", job_id=job_id, command=command, become_user=TARGET)
         assert ti_of(dag_run).state == "success"
-        # The same job (pid), run once. (The first dag.test of a process may
-        # log elsewhere than capfd: the pid and the marker are the proof.)
+        # The same job (pid), run once.
         assert xcom(dag_run)["pid"] == first.pid
         assert len(marker.read_text().splitlines()) == 1
         assert xcom(dag_run)["stdout_tail"] == f"finished as {TARGET}\n"

@@ -43,7 +43,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
-from tests.harness.sshd import home
+from tests.harness.become import sudoers_file
+from tests.harness.sshd import HarnessError, home
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -167,9 +168,18 @@ def readme_host(sshd: Any) -> Iterator[None]:
     )
     shutil.chown(ansible_file.parent, "asyncbash", "asyncbash")
     shutil.chown(ansible_file, "asyncbash", "asyncbash")
+    # README's "Running as another user": the login may become postgres
+    # (the user dev/setup.sh's postgresql brings), as the sudoers line it shows.
+    if shutil.which("sudo") is None:
+        raise HarnessError("sudo is missing: run dev/setup.sh (README's become_user example needs it)")
+    postgres_jobs = home("postgres") / ".airflow_async"
+    postgres_jobs_existed = postgres_jobs.exists()
     try:
-        yield
+        with sudoers_file(f"{CONSOLE_USER} ALL=(postgres) NOPASSWD: /bin/sh\n"):
+            yield
     finally:
+        if not postgres_jobs_existed:
+            shutil.rmtree(postgres_jobs, ignore_errors=True)
         ansible_file.unlink(missing_ok=True)
         if created:
             shutil.rmtree("/opt/app", ignore_errors=True)
