@@ -288,3 +288,30 @@ def test_doas_runs_the_job_as_the_target_and_cancels_it(sshd, job_id: str) -> No
         assert nothing_of_the_job_alive(launched.pid, launched.supervisor_pid) == []
         with pytest.raises(BecomeError, match=f"permit nopass asyncash as {NO_RULE} cmd /bin/sh"):
             become_hook("asyncash", target=NO_RULE, become_method="doas").launch(job_id, "true")
+
+
+def test_a_sensor_watches_and_its_trigger_cancels_a_become_job(rules, job_id: str) -> None:
+    """The sensor's poke and its trigger's cancel (on_kill, kill_on_cancel) go through the same elevation."""
+    import asyncio
+
+    from airflow_ssh_async import SSHAsyncJobSensor, SSHAsyncJobTrigger
+
+    hook = become_hook()
+    launched = hook.launch(job_id, TERM_IGNORING_CHILD, grace=1)
+    wait_job_json(launched.job_dir)
+    sensor = SSHAsyncJobSensor(
+        task_id="watch", ssh_conn_id="test_asyncdash", job_id=job_id, become_user=TARGET, deferrable=False
+    )
+    assert not sensor.poke({}).is_done
+    trigger = SSHAsyncJobTrigger(**sensor._trigger_kwargs() | {"kill_on_cancel": True, "grace": 1})
+    assert trigger.serialize()[1]["become_user"] == TARGET
+
+    async def cancel() -> None:
+        await trigger.on_kill()  # no task instance: the state is unknown, so kill_on_cancel is honoured
+        await trigger.cleanup()
+
+    asyncio.run(cancel())
+    wait_state(hook, launched.job_dir, JobState.CANCELLED, limit=30)
+    assert nothing_of_the_job_alive(launched.pid, launched.supervisor_pid) == []
+    with pytest.raises(Exception, match="cancel"):
+        sensor.poke({})  # the sensor reads the end as the job's user too: cancelled fails it
