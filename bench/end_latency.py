@@ -3,8 +3,9 @@
     .venv/bin/python bench/end_latency.py --jobs 1,100,1000 --upstream 1,100 --json /tmp/end.json
 
 Starts a throwaway sshd on 127.0.0.1 (tests/harness; root). For each job
-count N: launches N jobs (`sleep S`, S spread evenly over SPREAD seconds so
-that ends come one after another) and watches them with N triggers in one
+count N: launches N jobs (`sleep S`, S from FIRST to FIRST + SPREAD seconds
+so that ends come one after another, counted from 5 s after the watch began:
+each job first waits on a FIFO, see Gate) and watches them with N triggers in one
 event loop at poll_interval=10, as a triggerer does, three ways in turn:
 ours with the wait on the host (the default), ours with ``wait_on_host``
 false (every earlier version: one status call per tick) and upstream's
@@ -24,6 +25,8 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import signal
 import statistics
 import sys
 import time
@@ -35,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 
-from peers import OperatorPeer, cleanup_jobs, quiet_logs  # noqa: E402
+from peers import OperatorPeer, quiet_logs  # noqa: E402
 
 from airflow_ssh_async import SSHAsyncJobTrigger, client  # noqa: E402
 from airflow_ssh_async.client import remote_host  # noqa: E402
@@ -74,6 +77,20 @@ class Execs:
         return {n: round(sum(1 for t, m in self.runs if m == n and start <= t <= end) / minutes, 1) for n in names}
 
 
+def remove_jobs(dirs: list[str]) -> None:
+    """End and remove the bench's jobs directly: the host is this machine, and
+    a thousand cancels over SSH would take longer than the bench."""
+    for d in dirs:
+        try:
+            pgid = json.loads((Path(d) / "job.json").read_text())["pgid"]
+            os.killpg(int(pgid), signal.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            pass
+    time.sleep(1)  # the supervisors write their results
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def pctl(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
@@ -88,7 +105,33 @@ def summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
-async def launch_many(conn_id: str, durations: list[float]) -> list[tuple[str, str]]:
+class Gate:
+    """A FIFO every job opens before its `sleep`: launching a thousand jobs takes
+    longer than the first one runs, so their clocks start only when every
+    trigger watches (a writer's open and close releases all the readers)."""
+
+    def __init__(self) -> None:
+        self.path = Path(f"/tmp/bench-end-gate-{uuid.uuid4().hex[:8]}")
+        os.mkfifo(self.path, 0o666)
+        os.chmod(self.path, 0o666)
+
+    def command(self, seconds: float) -> str:
+        return f"cat {self.path} >/dev/null; sleep {seconds:.2f}"
+
+    def open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+async def release_later(gate: Gate, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(gate.open)
+
+
+async def launch_many(conn_id: str, durations: list[float], gate: Gate | None = None) -> list[tuple[str, str]]:
     hook = SSHAsyncJobHook(conn_id)
     async with remote_host(await hook.aget_options()) as host:
         sem = asyncio.Semaphore(8)
@@ -96,7 +139,8 @@ async def launch_many(conn_id: str, durations: list[float]) -> list[tuple[str, s
         async def one(d: float) -> tuple[str, str]:
             async with sem:
                 job_id = f"bench-end-{uuid.uuid4().hex[:10]}"
-                launched = await hook.alaunch(job_id, f"sleep {d:.2f}", host=host)
+                command = gate.command(d) if gate else f"sleep {d:.2f}"
+                launched = await hook.alaunch(job_id, command, host=host)
                 return job_id, launched.job_dir
 
         return await asyncio.gather(*(one(d) for d in durations))
@@ -106,21 +150,25 @@ def durations(n: int, first: float, spread: float) -> list[float]:
     return [first + spread * i / max(1, n - 1) for i in range(n)]
 
 
-async def watch_ours(conn_id: str, jobs: list[tuple[str, str]]) -> list[tuple[str, float]]:
+async def watch_ours(conn_id: str, jobs: list[tuple[str, str]], gate: Gate | None = None) -> list[tuple[str, float]]:
     async def one(job_id: str, job_dir: str) -> tuple[str, float]:
         trigger = SSHAsyncJobTrigger(conn_id, job_id, job_dir=job_dir, poll_interval=POLL)
         trigger._log = Log()  # type: ignore[assignment]
         await anext(trigger.run())
         return job_dir, time.time()
 
+    if gate:
+        asyncio.get_running_loop().create_task(release_later(gate, 5))
     return await asyncio.gather(*(one(j, d) for j, d in jobs))
 
 
 def run_ours(conn_id: str, n: int, first: float, spread: float, execs: Execs) -> dict[str, Any]:
-    jobs = asyncio.run(launch_many(conn_id, durations(n, first, spread)))
+    gate = Gate()
+    jobs = asyncio.run(launch_many(conn_id, durations(n, first, spread), gate))
     mark = len(execs.runs)
     started = time.monotonic()
-    events = asyncio.run(watch_ours(conn_id, jobs))
+    events = asyncio.run(watch_ours(conn_id, jobs, gate))
+    gate.remove()
     ended = time.monotonic()
     latencies = [at - os.stat(Path(d) / "result.json").st_mtime for d, at in events]
     runs = execs.runs[mark:]
@@ -128,20 +176,20 @@ def run_ours(conn_id: str, n: int, first: float, spread: float, execs: Execs) ->
     window.runs = runs
     out = {"jobs": n, **summary(latencies), "execs_per_min": window.per_minute(started, ended)}
     out["watch_s"] = round(ended - started, 1)
-    cleanup_jobs(conn_id, [d for _, d in jobs])
+    remove_jobs([d for _, d in jobs])
     return out
 
 
 def run_upstream(n: int, first: float, spread: float) -> dict[str, Any]:
     peer = OperatorPeer("bench_upstream", remote_os="posix")
     triggers = []
+    gate = Gate()
     t0 = time.monotonic()
     for d in durations(n, first, spread):
-        trigger = peer.submit(f"sleep {d:.2f}")[0]
+        trigger = peer.submit(gate.command(d))[0]
         trigger.poll_interval = int(POLL)
         triggers.append(trigger)
     submit_s = time.monotonic() - t0
-    # The jobs started as they were submitted: shift nothing, measure from each file.
 
     async def one(trigger: Any) -> tuple[Any, float]:
         trigger._log = Log()
@@ -149,11 +197,13 @@ def run_upstream(n: int, first: float, spread: float) -> dict[str, Any]:
         return trigger, time.time()
 
     async def all_of() -> list[tuple[Any, float]]:
+        asyncio.get_running_loop().create_task(release_later(gate, 5))
         return await asyncio.gather(*(one(t) for t in triggers))
 
     started = time.monotonic()
     events = asyncio.run(all_of())
     ended = time.monotonic()
+    gate.remove()
     latencies = [at - os.stat(t.exit_code_file).st_mtime for t, at in events]
     # Its own cost: one connection per trigger, each poll two execs (exit_code, log chunk).
     out = {"jobs": n, **summary(latencies), "submit_s": round(submit_s, 1), "watch_s": round(ended - started, 1)}
@@ -189,7 +239,7 @@ def run_cpu(server: SSHServer, conn_id: str, n: int, seconds: float) -> dict[str
         return c1 - c0, t1 - t0
 
     cpu, wall = asyncio.run(scenario())
-    cleanup_jobs(conn_id, [d for _, d in jobs], timeout=60)
+    remove_jobs([d for _, d in jobs])
     return {"jobs": n, "window_s": round(wall, 1), "cpu_s": round(cpu, 2), "core_percent": round(100 * cpu / wall, 2)}
 
 

@@ -164,12 +164,14 @@ status_one() {
 # The supervisor rewrites ASYNC_DIR/.ended as a job ends (supervise.sh):
 # with inotifywait the wait sleeps in it on each async_dir (and on the job
 # folders once growth counts), without it it naps NAP seconds between reads
-# of .ended. Whichever: once a second it looks at every job itself, for a
-# supervisor that died and for supervisors older than .ended. Every second
+# of .ended. Whichever: every SCAN_EVERY seconds it looks at every job
+# itself, for a supervisor that died (killed with SIGKILL: it writes no
+# .ended) and for supervisors older than .ended. Every second
 # it also writes an empty `wait` record: a caller that gave up (closed the
 # channel) ends this script by SIGPIPE within a second. _woke says why it
 # returned: ended, grew, time.
 NAP=0.25
+SCAN_EVERY=5
 wait_news() {
     _max=$1
     _grow=$2
@@ -201,11 +203,16 @@ wait_news() {
     _seen=$_marks
     _now_w=$_start_w
     _sized=0
+    _next_scan=$_start_w
     while :; do
         field wait "" 2>/dev/null || exit 1
-        if ! scan_watched; then
-            _woke=ended
-            return 0
+        # Every job, every SCAN_EVERY seconds (ends reach .ended at once).
+        if [ "$_now_w" -ge "$_next_scan" ]; then
+            _next_scan=$((_now_w + SCAN_EVERY))
+            if ! scan_watched; then
+                _woke=ended
+                return 0
+            fi
         fi
         _growing=0
         if [ "$_grow" -ge 0 ] && [ "$_now_w" -ge "$_grow" ]; then
@@ -220,7 +227,10 @@ wait_news() {
         fi
         [ "$_now_w" -lt "$_until" ] || return 0
         if [ "$_inotify" -eq 1 ]; then
-            inotify_step "$_growing"
+            # A second at a time: an event that falls between two
+            # inotifywait runs is then seen by the marks check below, a
+            # second late at most.
+            inotify_step "$_growing" 1
             case $? in
                 0) _sized=0 ;;
                 2) ;;
@@ -286,7 +296,7 @@ ended_marks() {
     set +f
 }
 
-# inotify_step GROWING: inotifywait for up to a second on the async_dirs
+# inotify_step GROWING SECONDS: inotifywait for up to SECONDS on the async_dirs
 # (a supervisor writing .ended) and, with GROWING=1, on the job folders (a
 # stream written). Its status: 0 an event, 2 none, 1 it could not watch.
 inotify_step() {
@@ -300,7 +310,7 @@ inotify_step() {
             for _l in $_watch; do printf '%s\n' "${_l#* }"; done
         fi
         unset IFS
-    } | inotifywait -qq -t 1 -e "$_ev" -e moved_to --fromfile - 2>/dev/null
+    } | inotifywait -qq -t "$2" -e "$_ev" -e moved_to --fromfile - 2>/dev/null
 }
 
 report() {
