@@ -45,7 +45,11 @@ def client(af: AirflowStack, token: str | None = None, cookie: str | None = None
 
 @pytest.fixture(scope="module")
 def tokens(airflow_stack: AirflowStack) -> dict[str, str]:
+    """Tokens of the admin and the viewer, once a DAG of the viewer's has used CONN (the viewer
+    cannot read connections: it may ask about CONN's host because a DAG it reads uses it)."""
     af = airflow_stack
+    run_id = af.trigger_dag(UI_DAG, conf={"job_id": f"ui-records-{os.urandom(3).hex()}", "command": "echo recorded"})
+    assert af.wait_for_dag_run(UI_DAG, run_id, timeout=120) == "success"
     return {"admin": af.token(), "viewer": af.token(af.viewer_username)}
 
 
@@ -260,6 +264,9 @@ def test_a_host_that_does_not_answer_shows_its_error_in_its_own_section(
     with client(af, tokens["admin"]) as admin:
         unknown = jobs_of(admin, "~/.airflow_async", "e2e_ui_no_such_conn")
     assert unknown["error_kind"] == "unknown_connection" and "e2e_ui_no_such_conn" in unknown["error"], unknown
+    with client(af, tokens["viewer"]) as viewer:  # no DAG of the viewer's uses it, and it may not read it
+        refused = viewer.get("/api/jobs", params={"conn_id": "e2e_ui_silent"})
+    assert refused.status_code == 403 and "127.0.0.1" not in refused.text, refused.text
 
 
 def test_ten_viewers_cost_the_host_what_one_does(

@@ -121,11 +121,38 @@ async def session_info(user: Any = CurrentUser) -> dict[str, Any]:
     return {"user": user_name(user), "csrf_token": csrf_token(user)}
 
 
+_SECTIONS: list[tuple[float, list[tuple[str, sources.Section]]]] = []
+SECTIONS_TTL = 30.0
+
+
+async def _sections(access: Access, *, fresh: bool = False) -> list[sources.Section]:
+    """The host sections in Airflow's records for the DAGs this user may read (records cached briefly)."""
+    now = time.monotonic()
+    if fresh or not _SECTIONS or now - _SECTIONS[0][0] > SECTIONS_TTL:
+        _SECTIONS[:] = [(now, await run_in_threadpool(sources.recorded_sections))]
+    found = _SECTIONS[0][1]
+    readable = await run_in_threadpool(access.readable_dag_ids, {d for d, _ in found})
+    return sorted({s for d, s in found if d in readable}, key=lambda s: (s.conn_id, s.async_dir))
+
+
+async def _may_ask(access: Access, conn_id: str) -> None:
+    """A host is asked only for a connection the user may read, or one their DAGs use (else 403):
+    a typed id must not tell who cannot read it where a connection points, or make us connect."""
+    if await run_in_threadpool(access.connection, conn_id):
+        return
+    for fresh in (False, True):  # a connection a DAG began to use since the records were read
+        if any(s.conn_id == conn_id for s in await _sections(access, fresh=fresh)):
+            return
+    raise HTTPException(
+        status.HTTP_403_FORBIDDEN,
+        f"connection {conn_id!r} is used by no DAG you may read, and you may not read the connection",
+    )
+
+
 @app.get("/api/hosts")
 async def host_list(user: Any = CurrentUser) -> dict[str, Any]:
     """The host sections found in Airflow's records, for the DAGs this user may read."""
-    access = Access(user)
-    found = await run_in_threadpool(sources.sections, access.readable_dag_ids)
+    found = await _sections(Access(user), fresh=True)
     return {"hosts": [{"conn_id": s.conn_id, "async_dir": s.async_dir} for s in found]}
 
 
@@ -156,8 +183,9 @@ async def job_list(
 ) -> dict[str, Any]:
     """One host's section: the jobs this user may see, filtered, newest first, one page."""
     conn = _conn_id(conn_id)
-    snap = await hosts.CACHE.snapshot(conn, _async_dir(async_dir))
     access = Access(user)
+    await _may_ask(access, conn)
+    snap = await hosts.CACHE.snapshot(conn, _async_dir(async_dir))
     rows = await run_in_threadpool(_visible, access, conn, snap.rows)
     page, total = select(rows, states=state, dag_id=dag_id, offset=offset, limit=limit)
     tries = await _tries(page)
@@ -191,12 +219,13 @@ async def _find(
 ) -> tuple[hosts.Snapshot, JobRow, Access]:
     """The job as this user may see it; 404 when it is not there or not theirs to see (no hint which)."""
     conn, job = _conn_id(conn_id), _job_id(job_id)
+    access = Access(user)
+    await _may_ask(access, conn)
     snap = await hosts.CACHE.snapshot(conn, _async_dir(async_dir), fresh=fresh)
     if snap.error:
         status_code = 404 if snap.error_kind == "unknown_connection" else 502
         raise HTTPException(status_code, f"{snap.label or conn}: {snap.error}")
     row = snap.find(job)
-    access = Access(user)
     if row is None or not await run_in_threadpool(access.can_see, conn, row):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job!r} on {snap.label or conn} that you may see")
     return snap, row, access

@@ -15,7 +15,6 @@ the API server's event loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +50,8 @@ def _dir(value: object) -> str:
     return value if isinstance(value, str) and value else DEFAULT_ASYNC_DIR
 
 
-def sections(readable: Callable[[set[str]], set[str]]) -> list[Section]:
-    """Connections this provider's tasks use, for the DAGs READABLE keeps."""
+def recorded_sections() -> list[tuple[str, Section]]:
+    """(dag id, section) of every connection this provider's tasks use, per Airflow's records."""
     from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.models.trigger import Trigger
@@ -91,8 +90,7 @@ def sections(readable: Callable[[set[str]], set[str]]) -> list[Section]:
             conn = (fields or {}).get("ssh_conn_id")
             if isinstance(conn, str) and conn:
                 found.append((dag_id, Section(conn, _dir(fields.get("async_dir")))))
-    allowed = readable({d for d, _ in found})
-    return sorted({s for d, s in found if d in allowed}, key=lambda s: (s.conn_id, s.async_dir))
+    return sorted(set(found), key=lambda x: (x[1].conn_id, x[1].async_dir, x[0]))
 
 
 def task_job(dag_id: str, run_id: str, task_id: str, map_index: int) -> tuple[TaskJob | None, str]:
