@@ -48,8 +48,12 @@ def tokens(airflow_stack: AirflowStack) -> dict[str, str]:
     """Tokens of the admin and the viewer, once a DAG of the viewer's has used CONN (the viewer
     cannot read connections: it may ask about CONN's host because a DAG it reads uses it)."""
     af = airflow_stack
-    run_id = af.trigger_dag(UI_DAG, conf={"job_id": f"ui-records-{os.urandom(3).hex()}", "command": "echo recorded"})
-    assert af.wait_for_dag_run(UI_DAG, run_id, timeout=120) == "success"
+    job_id = f"ui-records-{os.urandom(3).hex()}"
+    run_id = af.trigger_dag(UI_DAG, conf={"job_id": job_id, "command": "echo recorded"})
+    try:
+        assert af.wait_for_dag_run(UI_DAG, run_id, timeout=120) == "success"
+    finally:
+        shutil.rmtree(home(USER) / UI_DIR[2:] / job_id, ignore_errors=True)
     return {"admin": af.token(), "viewer": af.token(af.viewer_username)}
 
 
