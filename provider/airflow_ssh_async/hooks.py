@@ -25,6 +25,7 @@ from airflow_ssh_async.errors import ConnectionNotFoundError, RemoteWriteError, 
 from airflow_ssh_async.job import (
     ARCHIVE_DIR,
     DEFAULT_ASYNC_DIR,
+    DEFAULT_OUTPUT_LIMIT,
     TAIL_BYTES,
     JobFacts,
     JobListing,
@@ -248,13 +249,16 @@ class SSHAsyncJobHook(BaseHook):
         grace: int = DEFAULT_GRACE,
         origin: str = "",
         execution_left: int = 0,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
         host: RemoteHost | None = None,
     ) -> Launched:
         """Start COMMAND as job JOB_ID, detached.
 
         ``timeout`` (job_timeout) counts from the job's start; ``execution_left``
         is what is left of the task's execution_timeout (0: none). The host
-        ends the job at the sooner of the two (limits.py).
+        ends the job at the sooner of the two (limits.py). ``output_limit``:
+        the bytes each of stdout and stderr may store on the host (0: no
+        cap); past it the job runs on and the rest is counted, not stored.
 
         :raises JobIdError: the id is invalid (before any SSH call).
         :raises JobExistsError: a job with this id exists already.
@@ -267,9 +271,17 @@ class SSHAsyncJobHook(BaseHook):
             payload = launch_payload(command, environment or {}, cwd or "", supervisor_program())
         except ValueError as exc:  # a bad environment variable name
             raise SSHAsyncJobError(str(exc), job_id=job_id, hint="Fix the operator's environment.") from None
+        if not isinstance(output_limit, int) or isinstance(output_limit, bool) or output_limit < 0:
+            raise SSHAsyncJobError(
+                f"output_limit must be a whole number of bytes, 0 or more, not {output_limit!r}",
+                job_id=job_id,
+                hint="Give output_limit in bytes (0: no cap).",
+            )
         args = [self.async_dir, job_id, str(int(timeout or 0)), str(int(grace)), origin]
-        if execution_left:
+        if execution_left or output_limit:
             args.append(str(int(execution_left)))
+        if output_limit:
+            args.append(str(output_limit))
 
         async def go(h: RemoteHost) -> Launched:
             out = dict(parse_frames(await h.run("launch", args, stdin=payload, job_id=job_id)))

@@ -22,6 +22,10 @@ ARCHIVE_DIR = ".archive"  # ASYNC_DIR/.archive/ID/N: attempt N of ID, moved asid
 # A job folder without job.json is a launch in progress until it has been left
 # untouched this long with no launching process alive (lib.sh LAUNCH_PATIENCE).
 LAUNCH_PATIENCE = 60
+# output_limit's default: the bytes each of stdout and stderr may store on the
+# host (1 GiB; 0: no cap). Past it the job runs on and the rest is counted,
+# not stored (supervise.sh cap).
+DEFAULT_OUTPUT_LIMIT = 1024**3
 JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -201,6 +205,7 @@ class JobFacts:
     launch_over: bool = False  # no job.json, and the launch provably ended (lib.sh launch_over)
     launch_age: int | None = None  # seconds since the folder last changed, when it has no job.json
     sizes: dict[str, int] = field(default_factory=dict)
+    cuts: dict[str, str] = field(default_factory=dict)  # stream -> its cap's "CAUSE AT DROPPED" (supervise.sh)
     damaged: str = ""  # why a job file could not be read; classify raises it
 
 
@@ -238,6 +243,8 @@ def parse_status(data: bytes) -> StatusReport:
             head[name] = value
         elif name.endswith("_size"):
             current["sizes"][name[: -len("_size")]] = int(value)
+        elif name in ("stdout_cut", "stderr_cut"):
+            current.setdefault("cuts", {})[name[: -len("_cut")]] = value.decode()
         elif name in ("job.json", "result.json"):
             # A damaged file is this job's error, not the whole batch's.
             try:
@@ -347,6 +354,29 @@ class OutputCut:
         if self.dropped is not None:
             what += f", {self.dropped} bytes dropped"
         return what
+
+
+def cut_notice(cut: OutputCut) -> str:
+    """What the task log says, once, when a stream stops being stored."""
+    if cut.cause == "output_limit":
+        return (
+            f"{cut.stream} reached output_limit ({cut.at} bytes): the job runs on, its further {cut.stream} "
+            "is counted, not stored (the result says how much was dropped)"
+        )
+    return (
+        f"{cut.stream} was cut short at {cut.at} bytes: the disk of async_dir is full ({cut.cause}); the job "
+        f"runs on, its further {cut.stream} is counted, not stored"
+    )
+
+
+def running_cuts(facts: JobFacts) -> tuple[OutputCut, ...]:
+    """The cuts of a running job, from its caps' records (a bad record is skipped: it is being rewritten)."""
+    cuts = []
+    for stream, record in sorted(facts.cuts.items()):
+        parts = record.split()
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            cuts.append(OutputCut(stream, parts[0], int(parts[1]), int(parts[2])))
+    return tuple(cuts)
 
 
 def parse_output_cut(job: str, value: object) -> tuple[OutputCut, ...]:
@@ -488,8 +518,8 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
     if recorded_sup_start and facts.supervisor_start is not None and facts.supervisor_start != recorded_sup_start:
         return replace(base, state=JobState.LOST, reason="the supervisor's pid now belongs to another process")
     if facts.cancel_requested:
-        return replace(base, reason="running, cancel requested: SIGTERM sent, SIGKILL after the grace period")
-    return base
+        base = replace(base, reason="running, cancel requested: SIGTERM sent, SIGKILL after the grace period")
+    return with_cuts(base, running_cuts(facts))
 
 
 @dataclass(frozen=True)

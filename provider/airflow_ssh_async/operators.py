@@ -19,6 +19,7 @@ from airflow_ssh_async.errors import JobExistsError, JobRunningError, SSHAsyncJo
 from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook, cancel_bound
 from airflow_ssh_async.job import (
     DEFAULT_ASYNC_DIR,
+    DEFAULT_OUTPUT_LIMIT,
     TAIL_BYTES,
     ExistingAction,
     JobIdError,
@@ -100,6 +101,10 @@ class SSHAsyncJobOperator(BaseOperator):
         default ``cwd`` and ``async_dir`` are then that user's. Default: the
         connection's ``become_user`` extra, else none. Templated.
     :param become_method: ``sudo`` (default) or ``doas``. Templated.
+    :param output_limit: bytes each of stdout and stderr may store on the
+        host (default 1 GiB; 0: no cap). Past it the job runs on, its further
+        output is counted, not stored; the log and the result say how much
+        was dropped.
     """
 
     template_fields = (
@@ -139,9 +144,15 @@ class SSHAsyncJobOperator(BaseOperator):
         stream_output: bool = True,
         become_user: str | None = None,
         become_method: str | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not isinstance(output_limit, int) or isinstance(output_limit, bool) or output_limit < 0:
+            raise ValueError(
+                f"{self.task_id}: output_limit must be a whole number of bytes, 0 or more, not {output_limit!r}"
+            )
+        self.output_limit = output_limit
         self.on_existing = self._check_arguments(command, environment, job_id, cleanup, on_existing)
         if not _templated(become_user) and not _templated(become_method):
             try:
@@ -250,6 +261,7 @@ class SSHAsyncJobOperator(BaseOperator):
                     grace=self.grace,
                     origin=origin,
                     execution_left=host_seconds(exec_left) if exec_left is not None else 0,
+                    output_limit=self.output_limit,
                     host=host,
                 )
             except JobExistsError:

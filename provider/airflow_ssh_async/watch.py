@@ -28,6 +28,7 @@ from airflow_ssh_async.job import (
     JobStatus,
     ProtocolError,
     build_result,
+    cut_notice,
     job_event,
 )
 from airflow_ssh_async.masking import Masker, masked_log
@@ -52,6 +53,7 @@ class Watch:
         self.source = source
         self.status: JobStatus | None = None  # the last poll's
         self._starting_since: float | None = None
+        self._told_cuts: set[tuple[str, str]] = set()  # (stream, cause) already logged
 
     @property
     def ref(self) -> JobRef:
@@ -91,6 +93,11 @@ class Watch:
         status = await source.poll(poll_interval)
         await source.catch_up(status)
         ref = self.ref
+        for cut in status.output_cut:
+            # Once, after the output stored before it: output_limit or a full disk.
+            if (cut.stream, cut.cause) not in self._told_cuts:
+                self._told_cuts.add((cut.stream, cut.cause))
+                source.follower.log.warning("job %s on %s: %s", ref.job_id, ref.host, cut_notice(cut))
         if status.state is JobState.MISSING:
             self.status = status
             return job_event(

@@ -50,6 +50,17 @@ with dag("ssh_async_generic"):
         skip_on_exit_code=[99],
     )
 
+# output_limit (issue 20): a small cap, so a test's writer passes it quickly.
+with dag("ssh_async_output_limit"):
+    SSHAsyncJobOperator(
+        task_id="job",
+        ssh_conn_id="test_asyncdash",
+        job_id=CONF_JOB,
+        command=CONF_COMMAND,
+        poll_interval=0.5,
+        output_limit=65536,
+    )
+
 with dag("ssh_async_in_worker"):
     SSHAsyncJobOperator(
         task_id="job",

@@ -11,6 +11,8 @@ import json
 import os
 import pwd
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from airflow_ssh_async.errors import RemoteWriteError
-from airflow_ssh_async.job import JobState
+from airflow_ssh_async.hooks import SSHAsyncJobHook
+from airflow_ssh_async.job import JobState, OutputCut
 from tests.conftest import SHELL_USERS
 from tests.harness.sshd import home, run_as
 from tests.integration.test_protocol import wait_state
@@ -77,11 +80,30 @@ def test_a_job_that_fills_the_disk_keeps_its_exit_code(make_hook, small_disk, us
     assert os.statvfs(async_dir).f_bavail == 0, "the job should have filled the disk"
     result = json.loads(Path(launched.job_dir, "result.json").read_bytes())
     assert result["exit_code"] == 3
-    stdout_cut = [c for c in status.output_cut if c.stream == "stdout"]
-    assert stdout_cut and stdout_cut[0].cause == "ENOSPC", status
-    assert stdout_cut[0].at == Path(launched.job_dir, "stdout").stat().st_size > 1_000_000
+    # The cap saw the failed write: the stream, where it stopped, and what
+    # came after it, counted (the job itself never saw an error).
+    [cut] = status.output_cut
+    assert (cut.stream, cut.cause) == ("stdout", "ENOSPC"), status
+    assert cut.at == Path(launched.job_dir, "stdout").stat().st_size > 1_000_000
+    assert cut.dropped and cut.at + cut.dropped > 4_000_000, cut
     assert "the disk was full (ENOSPC)" in status.reason
     assert not Path(launched.job_dir, "result.reserve").exists()
+
+
+def test_without_a_cap_a_full_disk_is_still_said_in_the_result(make_hook, small_disk) -> None:
+    """output_limit=0: the job writes its files itself and sees the write
+    errors (tr fails); the supervisor finds the disk full when it ends."""
+    user = "asyncdash"
+    async_dir = small_disk(user)
+    hook = make_hook(user, async_dir=str(async_dir))
+    launched = hook.launch(f"fill-{uuid.uuid4().hex[:8]}", FILLER, output_limit=0)
+    status = wait_state(hook, launched.job_dir, JobState.FAILED, limit=60)
+    assert status.exit_code == 3, status
+    assert {(c.stream, c.cause, c.dropped) for c in status.output_cut} == {
+        ("stdout", "ENOSPC", None),
+        ("stderr", "ENOSPC", None),
+    }
+    assert not Path(launched.job_dir, "stdout.cut").exists()
 
 
 @pytest.mark.parametrize("user", SHELL_USERS)
@@ -102,3 +124,77 @@ def test_a_launch_on_a_full_disk_is_refused_and_leaves_nothing(make_hook, small_
     assert "nothing was started" in message
     assert sorted(p.name for p in async_dir.iterdir()) == before, "the refused launch left something"
     assert not (async_dir / job_id).exists()
+
+
+# --- output_limit ---------------------------------------------------------------------
+
+HUNDRED_MB = 100_000_000
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+def test_output_limit_stores_the_first_bytes_and_counts_the_rest(make_hook, job_id: str, user: str) -> None:
+    hook = make_hook(user)
+    command = f"head -c {HUNDRED_MB} /dev/zero; echo err-line >&2; exit 4"
+    launched = hook.launch(job_id, command, output_limit=MIB)
+    status = wait_state(hook, launched.job_dir, JobState.FAILED, limit=120)
+    assert status.exit_code == 4, status
+    assert Path(launched.job_dir, "stdout").stat().st_size == MIB
+    assert Path(launched.job_dir, "stderr").read_bytes() == b"err-line\n"
+    assert status.output_cut == (OutputCut("stdout", "output_limit", MIB, HUNDRED_MB - MIB),)
+    assert f"stdout truncated at {MIB} bytes (output_limit), {HUNDRED_MB - MIB} bytes dropped" in status.reason
+    result = json.loads(Path(launched.job_dir, "result.json").read_bytes())
+    assert result["output_cut"] == [
+        {"stream": "stdout", "cause": "output_limit", "at": MIB, "dropped": HUNDRED_MB - MIB}
+    ]
+    assert not Path(launched.job_dir, "stdout.pipe").exists()
+
+
+@pytest.mark.timeout(400)  # dag.test() and the DB set-up, under load
+def test_a_retry_reattaches_to_a_truncated_running_job(sshd, dag_bag, job_id: str, capfd) -> None:
+    """The first try "died" after launching a job that is past its
+    output_limit and runs on; the retry watches it to its end: the log has
+    the output up to the limit and says it was truncated, once."""
+    from tests.integration.test_operator import run_dag, ti_of, xcom
+
+    marker = home("asyncdash") / f"release-{job_id}"
+    command = f"yes 0123456789 | head -c 10000000; while [ ! -e {marker} ]; do sleep 0.2; done; echo after >&2"
+    hook = SSHAsyncJobHook("test_asyncdash")
+    launched = hook.launch(job_id, command, output_limit=65536)
+    deadline = time.monotonic() + 60
+    while True:
+        status = wait_state(hook, launched.job_dir, JobState.RUNNING)
+        # The running count lags by up to a chunk (1 MiB, doubling).
+        if status.output_cut and (status.output_cut[0].dropped or 0) >= 1024 * 1024:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert "stdout truncated at 65536 bytes (output_limit)" in status.reason
+    # The job ends once the retry's trigger reads its output (output.sh
+    # records each read beside the job): it is watched while it runs.
+    job_dir = Path(launched.job_dir)
+
+    def release() -> None:
+        deadline = time.monotonic() + 120
+        while not list(job_dir.glob(".delivered-*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        run_as("asyncdash", f"touch {marker}")
+
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
+    try:
+        dag_run = run_dag(dag_bag, "ssh_async_output_limit", job_id=job_id, command=command)
+    finally:
+        run_as("asyncdash", f"touch {marker}")
+        releaser.join(timeout=30)
+        marker.unlink(missing_ok=True)
+    out = capfd.readouterr().out
+    assert ti_of(dag_run).state == "success"
+    assert "re-attaching instead of starting it again" in out
+    assert out.count("stdout reached output_limit (65536 bytes)") == 1, out[-3000:]
+    assert out.count("0123456789") >= 65536 // 11 - 1
+    result = xcom(dag_run)
+    assert result["output_cut"] == [
+        {"stream": "stdout", "cause": "output_limit", "at": 65536, "dropped": 10000000 - 65536}
+    ]
+    assert result["stderr_tail"] == "after\n"

@@ -1,10 +1,11 @@
 # shellcheck shell=sh
 # airflow-ssh-async launch: start one detached job.
 #
-# Usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN [EXEC_LEFT]
+# Usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN [EXEC_LEFT [OUTPUT_LIMIT]]
 #        ORIGIN: who launched it (the Airflow task instance), kept in job.json.
 #        EXEC_LEFT: seconds left of the task's execution_timeout (0: none);
 #        the supervisor keeps it as its `deadline` file.
+#        OUTPUT_LIMIT: bytes each of stdout and stderr may store (0: no cap).
 # Stdin: "airflow-ssh-async-payload 1 CWD_LEN ENV_LEN SUPERVISOR_LEN COMMAND_LEN SUPERVISOR_ID\n"
 #        then the cwd, the env exports, the supervisor program and the
 #        command, back to back. SUPERVISOR_ID (hex) names the supervisor's
@@ -82,7 +83,10 @@ session_settings() {
 }
 
 launch() {
-    [ $# -eq 5 ] || [ $# -eq 6 ] || err "$E_USAGE" "usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN [EXEC_LEFT]"
+    case $# in
+        5 | 6 | 7) ;;
+        *) err "$E_USAGE" "usage: launch ASYNC_DIR JOB_ID TIMEOUT GRACE ORIGIN [EXEC_LEFT [OUTPUT_LIMIT]]" ;;
+    esac
     # Builtins wherever they serve (expand_home_v, cd -P and $PWD, read,
     # ${#}): every fork here is launch latency.
     expand_home_v "$1"
@@ -93,6 +97,7 @@ launch() {
     _grace=$4
     _origin=$5
     _exec_left=${6:-0}
+    _olimit=${7:-0}
 
     umask 077
     [ -d "$_base" ] || mkdir -p "$_base" 2>/dev/null
@@ -190,7 +195,7 @@ launch() {
     command -v "${AIRFLOW_ASYNC_SH:-/bin/sh}" >/dev/null 2>&1 ||
         abandon "the supervisor's shell '${AIRFLOW_ASYNC_SH:-/bin/sh}' (AIRFLOW_ASYNC_SH) is not an executable; nothing was started" "$E_NEED"
     setsid "${AIRFLOW_ASYNC_SH:-/bin/sh}" "$_sup" "$_dir" "$_id" "$_timeout" "$_grace" "$_cwd_abs" \
-        "$_origin" "$_exec_left" </dev/null 2>>"$_dir/supervisor.log" &
+        "$_origin" "$_exec_left" "$_olimit" </dev/null 2>>"$_dir/supervisor.log" &
     proc_start_v "$!"
     printf '%s %s\n' "$!" "$_pstart" >>"$_dir/launching"
 }

@@ -148,6 +148,16 @@ status_one() {
         sizes_now "$_d"
     fi
     [ -e "$_d/cancel" ] && field cancel_requested 1
+    # output_limit or a full disk cut a stream short: its cap's record
+    # (supervise.sh cap: STATE CAUSE AT DROPPED), read with the builtin.
+    for _s in stdout stderr; do
+        [ -f "$_d/$_s.cut" ] || continue
+        _cut=
+        { IFS= read -r _cut || :; } 2>/dev/null <"$_d/$_s.cut"
+        # shellcheck disable=SC2086 # splitting the record's fields is the point
+        set -- $_cut
+        [ $# -eq 4 ] && [ "$2" != - ] && field "${_s}_cut" "$2 $3 $4"
+    done
     field stdout_size "$_out"
     field stderr_size "$_err"
     field progress_size "$_prog"

@@ -1,7 +1,7 @@
 # shellcheck shell=sh
 # airflow-ssh-async supervise: watch one job to its end.
 #
-# Usage: supervise JOB_DIR JOB_ID TIMEOUT GRACE CWD ORIGIN [EXEC_LEFT]
+# Usage: supervise JOB_DIR JOB_ID TIMEOUT GRACE CWD ORIGIN [EXEC_LEFT [OUTPUT_LIMIT]]
 #        (started by launch under setsid)
 #
 # Starts the job (`/bin/sh command`) in its own session and process group,
@@ -108,6 +108,127 @@ write_job_json() {
 # ends was full: its output was cut short (ENOSPC).
 DISK_FULL_KB=16
 
+# --- output_limit: the cap on what each stream stores ---------------------
+#
+# With OUTPUT_LIMIT > 0 the job's stdout and stderr are FIFOs in the job
+# folder (stdout.pipe, stderr.pipe), each read by a `cap` of ours: a
+# background child of this shell, in our process group, never in the job's,
+# so a SIGTERM or SIGKILL of the job's group never reaches it, and the job's
+# own exit status is what `wait` gives (no pipeline). No per-line work: the
+# bytes go through `head -c` (one process) into the stream's file; past the
+# limit, or once a write fails (a full disk), they are read in chunks
+# (1 MiB, doubling up to CAP_CHUNK: two forks a chunk, so a fast writer
+# costs a few forks a second), counted and discarded, so the job keeps
+# running and never blocks nor gets SIGPIPE. The count in the record lags
+# by up to one chunk while the job writes; the last one is exact. Each cap keeps a record in <stream>.cut (written
+# at the start at its full size, rewritten in place: a full disk cannot keep
+# it from being updated): `STATE CAUSE AT DROPPED`, STATE `open` or `ended`
+# (the stream ended), CAUSE `-` (nothing cut), `output_limit`, `ENOSPC`,
+# `EDQUOT` or `EIO`, AT the bytes stored, DROPPED the bytes discarded so far.
+CAP_FIRST_CHUNK=1048576
+CAP_CHUNK=67108864
+CUT_RECORD=63
+
+# cut_record FILE STATE CAUSE AT DROPPED: the record, rewritten in place.
+cut_record() {
+    _rec="$2 $3 $4 $5"
+    printf "%-${CUT_RECORD}s\n" "$_rec" 1<>"$1" 2>/dev/null
+}
+
+# cap STREAM LIMIT: stdin (the job's STREAM, from its FIFO) into STREAM, up
+# to LIMIT bytes; the rest counted and discarded (see above). Ends when
+# every writer of the FIFO has closed it.
+cap() {
+    trap '' HUP INT QUIT USR1
+    _cf=$1.cut
+    # head's stderr is the only sign of a failed write; a file for it could
+    # not be written on a full disk, so it comes back through $(...).
+    _e=$(head -c "$2" 2>&1 >"$1")
+    _ok=$?
+    _at=$(wc -c <"$1" 2>/dev/null) || _at=0
+    _at=${_at##* }
+    if [ "$_ok" -eq 0 ] && [ "$_at" -lt "$2" ]; then
+        cut_record "$_cf" ended - "$_at" 0
+        return 0
+    fi
+    if [ "$_ok" -eq 0 ]; then
+        _cause=output_limit
+    else
+        case $_e in
+            *'No space'*) _cause=ENOSPC ;;
+            *[Qq]uota*) _cause=EDQUOT ;;
+            *) _cause=EIO ;;
+        esac
+    fi
+    cut_record "$_cf" open "$_cause" "$_at" 0
+    _dropped=0
+    _chunk=$CAP_FIRST_CHUNK
+    while :; do
+        _n=$(head -c "$_chunk" | wc -c)
+        _n=${_n##* }
+        _dropped=$((_dropped + _n))
+        [ "$_n" -eq "$_chunk" ] || break
+        cut_record "$_cf" open "$_cause" "$_at" "$_dropped"
+        [ "$_chunk" -lt "$CAP_CHUNK" ] && _chunk=$((_chunk * 2))
+    done
+    # A stream of exactly LIMIT bytes lost nothing.
+    [ "$_cause" = output_limit ] && [ "$_dropped" -eq 0 ] && _cause=-
+    cut_record "$_cf" ended "$_cause" "$_at" "$_dropped"
+}
+
+# start_caps: the FIFOs and their caps; sets _out and _err, where the job's
+# stdout and stderr go. Without a limit (or without mkfifo) the job writes
+# its files itself, as it always did.
+start_caps() {
+    _out=stdout
+    _err=stderr
+    _caps=
+    [ "$_olimit" -gt 0 ] || return 0
+    rm -f stdout.pipe stderr.pipe
+    mkfifo stdout.pipe stderr.pipe 2>/dev/null || {
+        rm -f stdout.pipe stderr.pipe
+        say "mkfifo failed: output_limit is not enforced for this job"
+        return 0
+    }
+    for _s in stdout stderr; do
+        printf "%-${CUT_RECORD}s\n" "open - 0 0" >"$_s.cut"
+        # Opening a FIFO for reading waits for its writer: the job, below.
+        # Not on our stdout: the launch ends when the channel's last writer
+        # closes it. `exec` redirections, not ones on the function call:
+        # for those dash keeps the old stdout (the channel) open on fd 11.
+        (
+            exec <"$_s.pipe" >/dev/null
+            cap "$_s" "$_olimit"
+        ) &
+        _caps="$_caps $!"
+    done
+    _out=stdout.pipe
+    _err=stderr.pipe
+}
+
+# wait_caps: the job has ended; its caps end when the last writer of each
+# FIFO closes it. Wait for both records to say `ended`, a few seconds at
+# most: a process the job left in the background may hold the FIFO for
+# ever; the result then has the counts so far (the cap goes on counting in
+# its record).
+CAPS_PATIENCE=50
+wait_caps() {
+    [ -n "$_caps" ] || return 0
+    _i=0
+    while [ "$_i" -lt "$CAPS_PATIENCE" ]; do
+        _done=0
+        for _s in stdout stderr; do
+            _cs=
+            { read -r _cs _rest || :; } 2>/dev/null <"$_s.cut"
+            [ "$_cs" = ended ] && _done=$((_done + 1))
+        done
+        [ "$_done" -eq 2 ] && break
+        sleep 0.1 2>/dev/null || sleep 1
+        _i=$((_i + 1))
+    done
+    rm -f stdout.pipe stderr.pipe
+}
+
 # output_cut_v: the "output_cut" entries (a JSON array's items) into _cut:
 # one per stream whose stored output stopped short. Without a cap (no
 # <stream>.cut files) the job wrote its files itself and only a disk found
@@ -115,10 +236,21 @@ DISK_FULL_KB=16
 # each names the size it stopped at.
 output_cut_v() {
     _cut=
-    [ -n "$_disk_full" ] || return 0
     for _s in stdout stderr; do
-        _n=$(wc -c <"$_s" 2>/dev/null) || _n=0
-        _cut="$_cut${_cut:+, }{\"stream\": \"$_s\", \"cause\": \"ENOSPC\", \"at\": $((_n + 0)), \"dropped\": null}"
+        if [ -f "$_s.cut" ]; then
+            _cause=
+            { read -r _cs _cause _at _dr || :; } 2>/dev/null <"$_s.cut"
+            case $_cause in '' | -) continue ;; esac
+            case $_at$_dr in '' | *[!0-9]*) continue ;; esac
+        elif [ -n "$_disk_full" ]; then
+            _cause=ENOSPC
+            _at=$(wc -c <"$_s" 2>/dev/null) || _at=0
+            _at=$((_at + 0))
+            _dr=null
+        else
+            continue
+        fi
+        _cut="$_cut${_cut:+, }{\"stream\": \"$_s\", \"cause\": \"$_cause\", \"at\": $_at, \"dropped\": $_dr}"
     done
 }
 
@@ -443,6 +575,8 @@ supervise() {
     _cwd=$5
     _origin=$6
     _exec_left=${7:-0}
+    _olimit=${8:-0}
+    case $_olimit in '' | *[!0-9]*) _olimit=0 ;; esac
     _disk_full=
     _group_left=
     trap '' HUP
@@ -455,6 +589,7 @@ supervise() {
     _start=$(now)
     case $_exec_left in '' | *[!0-9]*) _exec_left=0 ;; esac
     [ "$_exec_left" -gt 0 ] && printf '%s\n' $((_start + _exec_left)) >deadline
+    start_caps
     # The task's environment is applied by the job's own process only
     # (JOB_START), after all of ours is done: it cannot change what this
     # shell or the job's start-up run.
@@ -466,7 +601,7 @@ supervise() {
         export AIRFLOW_ASYNC_JOB_ID AIRFLOW_ASYNC_JOB_DIR AIRFLOW_ASYNC_PROGRESS
         cd "$_cwd" || exit 126
         exec setsid /bin/sh -c "$JOB_START" airflow-ssh-async-job "$_dir"
-    ) </dev/null >stdout 2>stderr &
+    ) </dev/null >"$_out" 2>"$_err" &
     _pid=$!
     # Report first: the launch (and the task) waits for it, and job.json is
     # not needed for it. A status read in between sees the job `starting`.
@@ -479,6 +614,7 @@ supervise() {
     write_job_json || say "cannot write $_dir/job.json"
     watch
     drain
+    wait_caps
     # Whatever became of the job, no copy of its environment stays on disk.
     if [ -e env ] || [ -e payload ]; then rm -f env payload; fi
     finish "$_st"
