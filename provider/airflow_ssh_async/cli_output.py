@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_ssh_async.job import JobListing, JobState, JobStatus, ListedJob, signal_name
+from airflow_ssh_async.job import JobListing, JobState, JobStatus, ListedJob, low_space_notice, signal_name
 
 PROG = "airflow-ssh-async"
 
@@ -121,6 +121,8 @@ def print_status(job_id: str, label: str, job_dir: str, status: JobStatus, now: 
                 f"progress {sizes.get('progress') or 0} B",
             ),
         ]
+        if status.low_space and status.free_kb is not None:
+            lines.append(("space", f"low: {low_space_notice(status.free_kb)}"))
     for key, value in lines:
         print(f"{key + ':':<10}{value}")
 

@@ -26,6 +26,9 @@ LAUNCH_PATIENCE = 60
 # host (1 GiB; 0: no cap). Past it the job runs on and the rest is counted,
 # not stored (supervise.sh cap).
 DEFAULT_OUTPUT_LIMIT = 1024**3
+# Less free space than this in a job's async_dir is worth a warning (once per
+# watch): a job may write up to output_limit on each stream.
+LOW_SPACE_KB = 1024 * 1024
 JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -206,6 +209,7 @@ class JobFacts:
     launch_age: int | None = None  # seconds since the folder last changed, when it has no job.json
     sizes: dict[str, int] = field(default_factory=dict)
     cuts: dict[str, str] = field(default_factory=dict)  # stream -> its cap's "CAUSE AT DROPPED" (supervise.sh)
+    free_kb: int | None = None  # free space of the filesystem the job folder is on (status.sh df)
     damaged: str = ""  # why a job file could not be read; classify raises it
 
 
@@ -255,7 +259,7 @@ def parse_status(data: bytes) -> StatusReport:
             current[name] = value == b"1"
         elif name in ("pid_start", "supervisor_start", "path"):
             current[name] = value.decode()
-        elif name == "launch_age":
+        elif name in ("launch_age", "free_kb"):
             current[name] = int(value)
         else:
             raise ProtocolError(f"unknown status field {name!r} for {current['job']}")
@@ -416,6 +420,12 @@ class JobStatus:
     # Processes of the job's group that outlived its SIGKILL (result.json's
     # "survivors": pid, uid, user), e.g. a child of the job's own `sudo -u`.
     survivors: tuple[dict[str, Any], ...] = ()
+    free_kb: int | None = None  # free KiB in the job's async_dir, when the host told
+
+    @property
+    def low_space(self) -> bool:
+        """Less than LOW_SPACE_KB free in async_dir: output or results may soon not fit."""
+        return self.free_kb is not None and self.free_kb < LOW_SPACE_KB
 
 
 def survivors_of(result: dict[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -444,6 +454,14 @@ def with_survivors(status: JobStatus, result: dict[str, Any]) -> JobStatus:
     else:
         return status
     return replace(status, survivors=survivors, reason=f"{status.reason}; {left}")
+
+
+def low_space_notice(free_kb: int) -> str:
+    """The warning a watcher logs once (and the CLI shows) when async_dir runs low."""
+    return (
+        f"only {free_kb // 1024} MiB free in its async_dir (under {LOW_SPACE_KB // 1024} MiB): the job's output "
+        "may soon be cut short by a full disk; free space on that filesystem or lower output_limit"
+    )
 
 
 def with_cuts(status: JobStatus, cuts: tuple[OutputCut, ...]) -> JobStatus:
@@ -503,7 +521,12 @@ def classify(facts: JobFacts, boot_id: str, now: int, job_json: dict[str, Any] |
         return JobStatus(JobState.STARTING, "job directory exists but job.json is not written yet", sizes=facts.sizes)
     # What every answer below shares; each rule fills in state and reason.
     base = JobStatus(
-        JobState.RUNNING, "running", pid=info.get("pid"), start_time=info.get("start_time"), sizes=facts.sizes
+        JobState.RUNNING,
+        "running",
+        pid=info.get("pid"),
+        start_time=info.get("start_time"),
+        sizes=facts.sizes,
+        free_kb=facts.free_kb,
     )
     result = facts.result_json
     if result is not None:

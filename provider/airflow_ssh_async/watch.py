@@ -30,6 +30,7 @@ from airflow_ssh_async.job import (
     build_result,
     cut_notice,
     job_event,
+    low_space_notice,
 )
 from airflow_ssh_async.masking import Masker, masked_log
 from airflow_ssh_async.sources import JobSource, job_source
@@ -54,6 +55,7 @@ class Watch:
         self.status: JobStatus | None = None  # the last poll's
         self._starting_since: float | None = None
         self._told_cuts: set[tuple[str, str]] = set()  # (stream, cause) already logged
+        self._told_low_space = False
 
     @property
     def ref(self) -> JobRef:
@@ -98,6 +100,9 @@ class Watch:
             if (cut.stream, cut.cause) not in self._told_cuts:
                 self._told_cuts.add((cut.stream, cut.cause))
                 source.follower.log.warning("job %s on %s: %s", ref.job_id, ref.host, cut_notice(cut))
+        if status.low_space and status.free_kb is not None and not self._told_low_space:
+            self._told_low_space = True
+            source.follower.log.warning("job %s on %s: %s", ref.job_id, ref.host, low_space_notice(status.free_kb))
         if status.state is JobState.MISSING:
             self.status = status
             return job_event(

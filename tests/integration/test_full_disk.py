@@ -7,6 +7,7 @@ standing in for a /home that fills up during a nightly run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
@@ -21,8 +22,10 @@ import pytest
 
 from airflow_ssh_async.errors import RemoteWriteError
 from airflow_ssh_async.hooks import SSHAsyncJobHook
-from airflow_ssh_async.job import JobState, OutputCut
+from airflow_ssh_async.job import JobRef, JobState, OutputCut
+from airflow_ssh_async.watch import watch_job
 from tests.conftest import SHELL_USERS
+from tests.harness.logs import ListLog
 from tests.harness.sshd import home, run_as
 from tests.integration.test_protocol import wait_state
 
@@ -198,3 +201,32 @@ def test_a_retry_reattaches_to_a_truncated_running_job(sshd, dag_bag, job_id: st
         {"stream": "stdout", "cause": "output_limit", "at": 65536, "dropped": 10000000 - 65536}
     ]
     assert result["stderr_tail"] == "after\n"
+
+
+# --- low space ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("user", SHELL_USERS)
+def test_low_space_is_in_the_status_and_logged_once_by_the_watch(make_hook, small_disk, user: str) -> None:
+    """A 2 MiB async_dir is far under LOW_SPACE_KB: the status says how much
+    is free, and a watch warns once, however many polls it makes."""
+    async_dir = small_disk(user)
+    hook = make_hook(user, async_dir=str(async_dir))
+    job_id = f"low-{uuid.uuid4().hex[:8]}"
+    launched = hook.launch(job_id, "for i in 1 2 3 4 5 6; do echo $i; sleep 0.3; done")
+    status = wait_state(hook, launched.job_dir, JobState.RUNNING, JobState.SUCCEEDED)
+    assert status.free_kb is not None and 0 < status.free_kb <= 2048, status
+    assert status.low_space
+    log = ListLog()
+    ref = JobRef(f"test_{user}", job_id, launched.job_dir)
+    event = asyncio.run(watch_job(hook, ref, log=log, poll_interval=0.3))
+    assert event["result"]["state"] == "succeeded"
+    warned = [line for line in log.lines if "MiB free in its async_dir" in line]
+    assert len(warned) == 1, log.lines
+    assert f"job {job_id} on " in warned[0]
+    # A roomy async_dir says nothing.
+    roomy = make_hook(user)
+    other = roomy.launch(f"roomy-{uuid.uuid4().hex[:8]}", "echo hi")
+    log = ListLog()
+    asyncio.run(watch_job(roomy, JobRef(f"test_{user}", other.job_id, other.job_dir), log=log, poll_interval=0.3))
+    assert not [line for line in log.lines if "async_dir" in line], log.lines

@@ -118,6 +118,8 @@ status_one() {
         return 0
     fi
     field exists 1
+    free_of "$_d"
+    [ -n "$_free" ] && field free_kb "$_free"
     read_json_file "$_d/job.json" "$_want_job_json"
     [ "$_want_job_json" -eq 1 ] && [ "$_have" -eq 1 ] && field job.json "$_body"
     if [ "$_have" -eq 0 ] && [ "$_want_job_json" -eq 1 ]; then
@@ -323,7 +325,68 @@ inotify_step() {
     } | inotifywait -qq -t "$2" -e "$_ev" -e moved_to --fromfile - 2>/dev/null
 }
 
+# spaces JOB...: one `df -Pk` for the folders the jobs are in (their
+# async_dirs, nearly always one), into _spaces: `AVAIL_KB DIR` lines. A
+# path with a newline, or a df that answers for fewer folders than asked
+# (one vanished meanwhile), gives no figures: the space is a hint only.
+spaces() {
+    _dirs=
+    for _job do
+        expand_home_v "${_job#+}"
+        _p=${_path%/*}
+        case $_p in '' | *"$NL"*) continue ;; esac
+        [ -d "$_p" ] || continue
+        case "$NL$_dirs$NL" in *"$NL$_p$NL"*) continue ;; esac
+        _dirs=$_dirs${_dirs:+$NL}$_p
+    done
+    _spaces=
+    [ -n "$_dirs" ] || return 0
+    set -f
+    IFS=$NL
+    # shellcheck disable=SC2086 # one folder a line: splitting is the point
+    _dfout=$(df -Pk $_dirs 2>/dev/null)
+    unset IFS
+    set +f
+    _dfout=${_dfout#*"$NL"}
+    _rest=$_dirs
+    while [ -n "$_rest" ]; do
+        _p=${_rest%%"$NL"*}
+        case $_rest in *"$NL"*) _rest=${_rest#*"$NL"} ;; *) _rest= ;; esac
+        _line=${_dfout%%"$NL"*}
+        case $_dfout in *"$NL"*) _dfout=${_dfout#*"$NL"} ;; *) _dfout= ;; esac
+        set -f
+        # shellcheck disable=SC2086 # the fields of a df line
+        set -- $_line
+        set +f
+        _avail=
+        [ $# -ge 6 ] && _avail=$4
+        case $_avail in '' | *[!0-9]*)
+            _spaces=
+            return 0
+            ;;
+        esac
+        _spaces=$_spaces$_avail' '$_p$NL
+    done
+}
+
+# free_of DIR: the free KiB of the job folder DIR's parent from _spaces, in
+# _free (empty: unknown).
+free_of() {
+    _free=
+    _want=${1%/*}
+    _rest=$_spaces
+    while [ -n "$_rest" ]; do
+        _line=${_rest%%"$NL"*}
+        _rest=${_rest#*"$NL"}
+        if [ "${_line#* }" = "$_want" ]; then
+            _free=${_line%% *}
+            return 0
+        fi
+    done
+}
+
 report() {
+    spaces "$@"
     next_wc
     for _job do
         status_one "$_job"
