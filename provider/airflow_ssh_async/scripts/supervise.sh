@@ -143,7 +143,9 @@ cap() {
     _cf=$1.cut
     # head's stderr is the only sign of a failed write; a file for it could
     # not be written on a full disk, so it comes back through $(...).
-    _e=$(head -c "$2" 2>&1 >"$1")
+    # head writes through stdio: unbuffered (stdbuf -o0), each read is in
+    # the file at once, so the output streams as it comes.
+    _e=$(stdbuf -o0 head -c "$2" 2>&1 >"$1")
     _ok=$?
     _at=$(wc -c <"$1" 2>/dev/null) || _at=0
     _at=${_at##* }
@@ -184,6 +186,12 @@ start_caps() {
     _err=stderr
     _caps=
     [ "$_olimit" -gt 0 ] || return 0
+    # Without stdbuf (busybox-only hosts) head would hold small output in
+    # its buffer: no cap there rather than a log that lags.
+    command -v stdbuf >/dev/null 2>&1 || {
+        say "no stdbuf on this host: output_limit is not enforced for this job"
+        return 0
+    }
     rm -f stdout.pipe stderr.pipe
     mkfifo stdout.pipe stderr.pipe 2>/dev/null || {
         rm -f stdout.pipe stderr.pipe
@@ -197,7 +205,7 @@ start_caps() {
         # closes it. `exec` redirections, not ones on the function call:
         # for those dash keeps the old stdout (the channel) open on fd 11.
         (
-            exec <"$_s.pipe" >/dev/null
+            exec >/dev/null <"$_s.pipe"
             cap "$_s" "$_olimit"
         ) &
         _caps="$_caps $!"
