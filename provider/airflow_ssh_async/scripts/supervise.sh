@@ -216,9 +216,10 @@ start_caps() {
 
 # wait_caps: the job has ended; its caps end when the last writer of each
 # FIFO closes it. Wait for both records to say `ended`, a few seconds at
-# most: a process the job left in the background may hold the FIFO for
-# ever; the result then has the counts so far (the cap goes on counting in
-# its record).
+# most while they flush what the job wrote last. A process the job left in
+# the background (still in its group) may hold the FIFO for ever: then the
+# result does not wait for it beyond a few naps, and has the counts so far
+# (the cap goes on counting in its record).
 CAPS_PATIENCE=50
 wait_caps() {
     [ -n "$_caps" ] || return 0
@@ -231,6 +232,7 @@ wait_caps() {
             [ "$_cs" = ended ] && _done=$((_done + 1))
         done
         [ "$_done" -eq 2 ] && break
+        [ "$_i" -ge 3 ] && group_alive "$_pid" && break
         sleep 0.1 2>/dev/null || sleep 1
         _i=$((_i + 1))
     done
