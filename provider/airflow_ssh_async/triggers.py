@@ -23,6 +23,7 @@ USER_ENDED_STATES = frozenset({"failed", "success", "skipped"})
 # How long on_kill waits for the task instance's state before treating it
 # as unknown (and so honouring kill_on_cancel).
 STATE_READ_TIMEOUT = 20.0
+LOG_SETTLE_S = 0.2  # before the event: see run()
 # Cancels started by on_kill, kept referenced until done (see on_kill).
 _ON_KILL_WORK: set[asyncio.Task[None]] = set()
 
@@ -194,6 +195,12 @@ class SSHAsyncJobTrigger(BaseTrigger):
         if not readable and event.get("result"):
             event["result"]["progress"] = ""
         self._fired = True
+        # Airflow 3.3's triggerer carries a trigger's log lines and its "finished"
+        # on two sockets, and closes the try's log file when "finished" arrives:
+        # lines still in flight then go to the triggerer's own log, not the task's
+        # (seen: a job's last lines missing from its task log, the event fired at
+        # once by the host's wait). A pause lets the last lines land first.
+        await asyncio.sleep(LOG_SETTLE_S)
         yield TriggerEvent(event)
 
     async def _task_state(self) -> tuple[bool, str | None]:
