@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from airflow_ssh_async.client import RemoteHost
@@ -38,6 +38,17 @@ WAIT_MAX = 60.0
 MIN_GAP = 0.5
 
 StatusValue = tuple[JobStatus, JobFacts]
+
+
+def resolve(futures: Iterable[asyncio.Future[Any]], value: object) -> None:
+    """Give each waiter still waiting VALUE, or raise it in them when it is an exception."""
+    for f in futures:
+        if f.done():
+            continue
+        if isinstance(value, Exception):
+            f.set_exception(value)
+        else:
+            f.set_result(value)
 
 
 class Coalescer(Generic[K, V]):
@@ -75,14 +86,7 @@ class Coalescer(Generic[K, V]):
                 raise
             return
         for key, futures in batch.items():
-            value = values[key]
-            for f in futures:
-                if f.done():
-                    continue
-                if isinstance(value, Exception):
-                    f.set_exception(value)
-                else:
-                    f.set_result(value)
+            resolve(futures, values[key])
 
 
 class HostStatus:
@@ -221,13 +225,7 @@ class HostStatus:
                 if not isinstance(value, Exception):
                     self._known[key] = sum(value[1].sizes.values())
                 futures = self._waiting.pop(key, [])
-                for f in futures:
-                    if f.done():
-                        continue
-                    if isinstance(value, Exception):
-                        f.set_exception(value)
-                    else:
-                        f.set_result(value)
+                resolve(futures, value)
                 if not futures and not isinstance(value, Exception) and key in self._watched:
                     self._unread[key] = value
 
