@@ -28,7 +28,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SHOTS = os.environ.get("UI_SCREENSHOTS", "")
 # Prints a line every 0.3 s and a progress line with it, until killed.
+MARKUP = '<img src=x onerror="document.title=1"><b>bold</b>'  # a job's output is text, never HTML
 TICKER = (
+    f"echo '{MARKUP}'; "
     'i=0; while true; do i=$((i+1)); echo "tick $i"; echo "step $i of many" >> "$AIRFLOW_ASYNC_PROGRESS"; '
     'if [ $((i % 10)) -eq 0 ]; then echo "note $i" >&2; fi; sleep 0.3; done'
 )
@@ -120,6 +122,8 @@ def test_browser_logs_in_follows_a_job_kills_it_and_opens_the_task_tab(
     enter_frame(d, "Remote job")
     wait_until(lambda: job_id in text_of(d, "#title"), 60, "the tab to show the job")
     wait_until(lambda: "tick 3" in text_of(d, "#stdout"), 60, "the job's stdout in the tab")
+    assert MARKUP in text_of(d, "#stdout"), "the job's markup should show as text"
+    assert not d.find_elements(By.CSS_SELECTOR, "#stdout img, #stdout b"), "the job's output became HTML"  # type: ignore[attr-defined]
     assert "running" in text_of(d, "#facts")
     d.switch_to.default_content()  # type: ignore[attr-defined]
     shot(d, "ui-task-instance-tab.png")
