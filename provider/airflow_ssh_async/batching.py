@@ -241,6 +241,7 @@ class HostBatcher:
         self.polls = HostStatus(self._fetch_status_wait)
         self.read = Coalescer[ReadRequest, Chunk](self._fetch_output)
         self.delivered = Coalescer[tuple[str, str, str], tuple[int, int] | None](self._fetch_delivered)
+        self.record = Coalescer[ReadRequest, None](self._fetch_record)
 
     async def _fetch_status(self, job_dirs: list[str]) -> Mapping[str, tuple[JobStatus, JobFacts] | Exception]:
         out = await self._hook.astatus_each(job_dirs, cached_job_json=self._job_json, host=self._host)
@@ -271,6 +272,10 @@ class HostBatcher:
         self, requests: list[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], tuple[int, int] | None]:
         return dict(zip(requests, await self._hook.adelivered(requests, host=self._host), strict=True))
+
+    async def _fetch_record(self, requests: list[ReadRequest]) -> dict[ReadRequest, None]:
+        await self._hook.arecord(requests, host=self._host)
+        return dict.fromkeys(requests)
 
     def forget(self, job_dir: str) -> None:
         self._job_json.pop(job_dir, None)

@@ -86,8 +86,9 @@ class ReadRequest(NamedTuple):
     """Bytes of one stream of one job from OFFSET, at most MAX_BYTES.
 
     With a LOG_KEY (the task log the bytes go to) the host records how far
-    that log got (LOGGED: whole lines delivered) and what was read, so a
-    watcher that starts again continues where it stopped (see output.sh).
+    that log got (LOGGED: the lines the watcher has handed to the log, never
+    what it is being sent) and what was read, so a watcher that starts again
+    continues where it stopped (see output.sh).
     """
 
     job_dir: str
@@ -482,14 +483,30 @@ class SSHAsyncJobHook(BaseHook):
 
         return await (go(host) if host else self._with_host(go))
 
+    async def arecord(self, requests: Sequence[ReadRequest], *, host: RemoteHost | None = None) -> None:
+        """Tell the host how far each request's log got: LOGGED (the lines
+        handed to the log) and OFFSET (read so far), in one call, reading
+        nothing. The confirmation after a read's lines were logged."""
+        reqs = [r for r in requests if r.log_key]
+        if not reqs:
+            return
+
+        async def go(h: RemoteHost) -> None:
+            answers = await self._output(h, reqs, [str(int(r.offset)) for r in reqs], max_bytes="-")
+            if len(answers) != len(reqs):
+                raise ProtocolError(f"output answered {len(answers)} of {len(reqs)} records")
+
+        await (go(host) if host else self._with_host(go))
+
     async def _output(
-        self, h: RemoteHost, reqs: Sequence[ReadRequest], offsets: Sequence[str]
+        self, h: RemoteHost, reqs: Sequence[ReadRequest], offsets: Sequence[str], max_bytes: str = ""
     ) -> list[tuple[str, bytes]]:
         args: list[str] = []
         for r, offset in zip(reqs, offsets, strict=True):
             if r.log_key and not r.log_key.isalnum():
                 raise ValueError(f"a log key is letters and digits, not {r.log_key!r}")
-            args += [r.job_dir, r.stream, offset, str(int(r.max_bytes)), r.log_key or "-", str(int(r.logged))]
+            limit = max_bytes or str(int(r.max_bytes))
+            args += [r.job_dir, r.stream, offset, limit, r.log_key or "-", str(int(r.logged))]
         raw = await h.run("output", args, args_on_stdin=True, job_id=_ids(r.job_dir for r in reqs))
         return parse_frames(raw)
 

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,9 +44,11 @@ def derived_id(i: int) -> str:
     return f"warehouse_nightly_rebuild-nightly_partition_rebuild_{i:04d}-scheduled__2026-12-01T02_00-{i:012x}"
 
 
-def chatty(lines: int) -> str:
-    """A job that prints a line a moment to stdout, stderr and progress."""
-    return (
+def chatty(lines: int, go: str = "") -> str:
+    """A job that prints a line a moment to stdout, stderr and progress
+    (once the file GO exists, if given)."""
+    wait = f"while [ ! -e {go} ]; do sleep 0.1; done; " if go else ""
+    return wait + (
         f'i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo "out $i"; echo "err $i" >&2; '
         f'echo "step $i" >>"$AIRFLOW_ASYNC_PROGRESS"; sleep 0.2; done'
     )
@@ -167,6 +174,120 @@ def test_a_watcher_started_again_continues_its_log_with_no_line_twice(sshd: SSHS
     third = ListLog()
     asyncio.run(watch_job(hook, ref, log=third, poll_interval=0.5, log_key="try2"))
     assert [line for line in third.lines if line.startswith("out ")] == [f"out {i}" for i in range(1, 26)]
+
+
+# A watcher in its own process, logging each line to a file as it goes. After
+# it has logged KILL_AFTER stdout lines, the next output reply that brings
+# data kills it with SIGKILL: the host has recorded that read, and none of its
+# lines reached the log.
+KILLED_WATCHER = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from airflow_ssh_async import batching
+    from airflow_ssh_async.hooks import SSHAsyncJobHook
+    from airflow_ssh_async.job import JobRef
+    from airflow_ssh_async.watch import watch_job
+
+    conn, job_id, job_dir, key, out, kill_after, go = sys.argv[1:8]
+    open(go, "w").close()  # the job starts printing now that this watcher is ready
+    log_file = open(out, "a", buffering=1)
+    logged = {"stdout": 0}
+
+    class FileLog:
+        def info(self, fmt, *args):
+            line = fmt % args
+            logged["stdout"] += line.startswith("out ")
+            log_file.write(line + "\\n")
+
+        warning = debug = info
+
+    real = batching.HostBatcher._fetch_output
+
+    async def fetch_output(self, requests):
+        chunks = await real(self, requests)
+        if logged["stdout"] >= int(kill_after) and any(c.data for c in chunks.values()):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return chunks
+
+    batching.HostBatcher._fetch_output = fetch_output
+    hook = SSHAsyncJobHook(conn)
+    asyncio.run(watch_job(hook, JobRef(conn, job_id, job_dir), log=FileLog(), poll_interval=0.3, log_key=key))
+    """
+)
+
+
+def exactly_once(lines: list[str], count: int) -> None:
+    got = collections.Counter(lines)
+    for i in range(1, count + 1):
+        for want in (f"out {i}", f"err {i}", f"progress: step {i}"):
+            assert got[want] == 1, (want, got[want], lines)
+
+
+def test_a_watcher_killed_between_a_read_and_its_log_loses_no_line(sshd: SSHServer, tmp_path: Path) -> None:
+    # A triggerer killed (SIGKILL) after the host recorded a read and before
+    # that read's lines reached the log: the next watcher of the try logs them.
+    hook = SSHAsyncJobHook(CONN)
+    job_id = f"killed-{uuid.uuid4().hex[:8]}"
+    go = f"/tmp/go-{job_id}"  # where the job's user can see it
+    launched = hook.launch(job_id, chatty(25, go))
+    out = tmp_path / "first.log"
+    script = tmp_path / "watcher.py"
+    script.write_text(KILLED_WATCHER)
+    first = subprocess.run(
+        [sys.executable, str(script), CONN, job_id, launched.job_dir, "try1", str(out), "4", go],
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    Path(go).unlink(missing_ok=True)
+    assert first.returncode == -signal.SIGKILL, (first.returncode, first.stderr[-3000:])
+    before = out.read_text().splitlines()
+    assert any(line.startswith("out ") for line in before), before
+    assert "out 25" not in before  # killed mid-job, so the second watcher has work
+    second = ListLog()
+    event = asyncio.run(
+        watch_job(hook, JobRef(CONN, job_id, launched.job_dir), log=second, poll_interval=0.3, log_key="try1")
+    )
+    assert event["result"]["state"] == "succeeded", event
+    assert any(line.startswith("continuing this try's log") for line in second.lines), second.lines
+    exactly_once(before + second.lines, 25)
+
+
+def test_a_watcher_cancelled_while_it_logs_a_read_repeats_no_line(sshd: SSHServer) -> None:
+    # Cancelled (a triggerer stopping) in the middle of logging a read: it
+    # tells the host how far its log got before it goes.
+    hook = SSHAsyncJobHook(CONN)
+    job_id = f"cancelled-{uuid.uuid4().hex[:8]}"
+    gate = Path(f"/tmp/go-{job_id}")
+    launched = hook.launch(job_id, chatty(25, str(gate)))
+    ref = JobRef(CONN, job_id, launched.job_dir)
+
+    class CancellingLog(ListLog):
+        task: asyncio.Task[Any] | None = None
+
+        def info(self, fmt: str, *args: Any) -> None:
+            super().info(fmt, *args)
+            if self.lines[-1] == "out 6" and self.task is not None:
+                self.task.cancel()
+
+        warning = debug = info
+
+    first, second = CancellingLog(), ListLog()
+
+    async def go() -> dict[str, Any]:
+        task = first.task = asyncio.create_task(watch_job(hook, ref, log=first, poll_interval=0.3, log_key="try1"))
+        gate.touch()
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+        return await watch_job(hook, ref, log=second, poll_interval=0.3, log_key="try1")
+
+    try:
+        event = asyncio.run(go())
+    finally:
+        gate.unlink(missing_ok=True)
+    assert event["result"]["state"] == "succeeded", event
+    assert "out 6" in first.lines and "out 25" not in first.lines
+    exactly_once(first.lines + second.lines, 25)
 
 
 def test_a_batch_of_reads_is_answered_within_the_reply_budget(sshd: SSHServer) -> None:

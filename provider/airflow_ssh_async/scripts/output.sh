@@ -6,18 +6,22 @@
 #   STREAM     stdout, stderr or progress.
 #   OFFSET     where to read from; `?` asks instead for LOG_KEY's record.
 #   MAX_BYTES  the most this request may return (the client shares one
-#              call's budget fairly between its requests).
+#              call's budget fairly between its requests); `-`: read
+#              nothing, only record LOGGED (the client's confirmation).
 #   LOG_KEY    names the task log these bytes go to ([A-Za-z0-9]+, or `-`).
-#   LOGGED     how far that log has whole lines of this stream.
+#   LOGGED     how far that log has whole lines of this stream, as the
+#              client says: lines it has logged, never lines it was sent.
 # Stdout, per request: `missing` (no such job folder), or `shrunk` with the
 # file's size (it is shorter than OFFSET: the job rewrote it), or `size` and
 # a framed `chunk` of at most MAX_BYTES from OFFSET; for `?`, `delivered`:
-# "LOGGED READ" as last recorded, or empty.
+# "LOGGED READ" as last recorded, or empty; for MAX_BYTES `-`, `recorded`.
 #
-# With a LOG_KEY, each read is recorded in JOB_DIR/.delivered-KEY-STREAM as
-# "LOGGED READ" (READ: the end of the bytes sent), so that a watcher that
-# starts again (a triggerer restart) continues its log where it stopped
-# instead of logging the whole output again; see docs/protocol.md.
+# With a LOG_KEY, each request is recorded in JOB_DIR/.delivered-KEY-STREAM
+# as "LOGGED READ" (READ: the end of the bytes sent, or OFFSET), so that a
+# watcher that starts again (a triggerer restart) continues its log from
+# LOGGED instead of from the first byte; see docs/protocol.md. LOGGED is only
+# ever what the client reports, so a watcher killed between a read and its
+# log loses nothing: the bytes it was sent are read again.
 # One bad request (a damaged offset, a shrunk file) answers for itself; it
 # never fails the other requests of the batch. Files of any size: `dd`
 # (or `tail -c +N`) seeks.
@@ -55,13 +59,16 @@ request_sizes() {
         _wl=
         _wi=0
         while [ $# -gt 0 ] && [ "$_wi" -lt "$WC_BATCH" ]; do
-            expand_home_v "$1"
-            # shellcheck disable=SC2154 # _path is set by lib.sh's helper above
-            case $_path$2 in *"$NL"*) ;; *) _wl=$_wl$NL$_path/$2 ;; esac
+            # A record or a `?` reads no size.
+            if [ "$3" != '?' ] && [ "$4" != - ]; then
+                expand_home_v "$1"
+                # shellcheck disable=SC2154 # _path is set by lib.sh's helper above
+                case $_path$2 in *"$NL"*) ;; *) _wl=$_wl$NL$_path/$2 ;; esac
+            fi
             shift 6
             _wi=$((_wi + 1))
         done
-        wc_list "$_wl"
+        if [ -n "$_wl" ]; then wc_list "$_wl"; fi
     done
 }
 
@@ -70,10 +77,11 @@ read_one() {
     expand_home_v "$1"
     _d=$_path
     _f=$_d/$2
-    # Every request takes its wc line, whatever it asks, to stay in step.
-    size_of "$_f"
+    # Every read takes its wc line, to stay in step with request_sizes.
+    if [ "$3" != '?' ] && [ "$4" != - ]; then size_of "$_f"; fi
     case $5 in -) ;; '' | *[!A-Za-z0-9]*) err "$E_USAGE" "bad log key: $5" ;; esac
-    case $4 in '' | *[!0-9]*) err "$E_USAGE" "bad byte count: $4" ;; esac
+    case $4 in -) ;; '' | *[!0-9]*) err "$E_USAGE" "bad byte count: $4" ;; esac
+    case $6 in '' | *[!0-9]*) err "$E_USAGE" "bad logged position: $6" ;; esac
     if [ ! -d "$_d" ]; then
         field missing "$1"
         return 0
@@ -85,6 +93,11 @@ read_one() {
         return 0
     fi
     case $3 in '' | *[!0-9]*) err "$E_USAGE" "bad offset: $3" ;; esac
+    if [ "$4" = - ]; then
+        record "$_d" "$5" "$2" "$6" "$3"
+        field recorded ""
+        return 0
+    fi
     # shellcheck disable=SC2154 # _size is set by lib.sh's size_of
     _n=$((_size - $3))
     if [ "$_n" -lt 0 ]; then
