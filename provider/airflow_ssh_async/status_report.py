@@ -1,0 +1,91 @@
+"""What status.sh reports about jobs, read into facts: no state is decided here (that is states.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_ssh_async.frames import PROTOCOL, ProtocolError, parse_frames
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What status.sh reported about one job, unclassified."""
+
+    job: str
+    exists: bool
+    path: str = ""  # the folder with ~ resolved on the host
+    job_json: dict[str, Any] | None = None
+    result_json: dict[str, Any] | None = None
+    job_alive: bool | None = None
+    pid_start: str | None = None
+    supervisor_alive: bool | None = None
+    supervisor_start: str | None = None
+    cancel_requested: bool = False
+    launch_over: bool = False  # no job.json, and the launch provably ended (lib.sh launch_over)
+    launch_age: int | None = None  # seconds since the folder last changed, when it has no job.json
+    sizes: dict[str, int] = field(default_factory=dict)
+    cuts: dict[str, str] = field(default_factory=dict)  # stream -> its cap's "CAUSE AT DROPPED" (supervise.sh)
+    free_kb: int | None = None  # free space of the filesystem the job folder is on (status.sh df)
+    damaged: str = ""  # why a job file could not be read; classify raises it
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    now: int
+    boot_id: str
+    jobs: dict[str, JobFacts]
+    # Why a waiting call returned (status.sh --wait): "ended", "grew" or
+    # "time"; empty for a call that did not wait.
+    woke: str = ""
+
+
+def _load_json(name: str, job: str, raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError(f"{job}/{name} is not valid JSON ({exc}): the file is damaged") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{job}/{name} is not a JSON object: the file is damaged")
+    return value
+
+
+def parse_status(data: bytes) -> StatusReport:
+    """Read status.sh output for one or many jobs."""
+    records = parse_frames(data)
+    head: dict[str, bytes] = {}
+    jobs: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    for name, value in records:
+        if name == "job":
+            current = {"job": value.decode(), "sizes": {}}
+            jobs[current["job"]] = current
+        elif current is None:
+            head[name] = value
+        elif name.endswith("_size"):
+            current["sizes"][name[: -len("_size")]] = int(value)
+        elif name in ("stdout_cut", "stderr_cut"):
+            current.setdefault("cuts", {})[name[: -len("_cut")]] = value.decode()
+        elif name in ("job.json", "result.json"):
+            # A damaged file is this job's error, not the whole batch's.
+            try:
+                current[name.replace(".", "_")] = _load_json(name, current["job"], value)
+            except ProtocolError as exc:
+                current["damaged"] = str(exc)
+        elif name in ("exists", "job_alive", "supervisor_alive", "cancel_requested", "launch_over"):
+            current[name] = value == b"1"
+        elif name in ("pid_start", "supervisor_start", "path"):
+            current[name] = value.decode()
+        elif name in ("launch_age", "free_kb"):
+            current[name] = int(value)
+        else:
+            raise ProtocolError(f"unknown status field {name!r} for {current['job']}")
+    if head.get("protocol") != str(PROTOCOL).encode():
+        raise ProtocolError(f"status protocol {head.get('protocol')!r}, expected {PROTOCOL}")
+    return StatusReport(
+        now=int(head["now"]),
+        boot_id=head.get("boot_id", b"").decode().strip(),
+        jobs={k: JobFacts(**v) for k, v in jobs.items()},
+        woke=head.get("woke", b"").decode(),
+    )
