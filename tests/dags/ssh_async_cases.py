@@ -59,6 +59,8 @@ with dag("ssh_async_output_limit"):
         command=CONF_COMMAND,
         poll_interval=0.5,
         output_limit=65536,
+        # A re-attaching try moves the job's deadline file: the test's sign that the retry is on.
+        execution_timeout=timedelta(minutes=10),
     )
 
 with dag("ssh_async_in_worker"):
