@@ -549,7 +549,7 @@ def test_a_damaged_job_is_reported_not_guessed_and_hides_no_other_job(server, ca
 def test_gc_removes_supervisor_copies_of_other_versions_that_no_running_job_uses(
     server, capsysbinary, monkeypatch
 ) -> None:
-    from airflow_ssh_async import hooks
+    from airflow_ssh_async import hook_calls
     from airflow_ssh_async.job import supervisor_id
 
     user, async_dir = "asyncbash", new_async_dir("asyncbash")
@@ -561,7 +561,7 @@ def test_gc_removes_supervisor_copies_of_other_versions_that_no_running_job_uses
         hook.launch("current", "true")
         # Another version's supervisor (other content, other copy) runs a job.
         older = client.supervisor_program() + b"\n# an older provider version\n"
-        monkeypatch.setattr(hooks, "supervisor_program", lambda: older)
+        monkeypatch.setattr(hook_calls, "supervisor_program", lambda: older)
         hook.launch("old-version-job", "sleep 60")
         monkeypatch.undo()
         in_use = supervisor_id(older)
