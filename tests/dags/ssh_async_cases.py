@@ -170,4 +170,6 @@ with dag("ssh_async_become"):
         become_user="{{ dag_run.conf['become_user'] }}",
         poll_interval=0.5,
         grace=1,
+        # A re-attaching try moves the job's deadline file: the test's sign that the retry is on.
+        execution_timeout=timedelta(minutes=10),
     )

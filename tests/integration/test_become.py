@@ -36,6 +36,7 @@ from tests.harness.become import (
     sudoers_rules,
 )
 from tests.harness.procs import live_group_members
+from tests.harness.release import released_when, wait_for_release
 from tests.harness.sshd import home
 from tests.integration.test_operator import run_dag, ti_of, xcom
 from tests.integration.test_protocol import wait_state
@@ -115,14 +116,15 @@ def pwd_uid(user: str) -> int:
 
 def test_a_retry_reattaches_to_the_running_become_job(rules, dag_bag, job_id: str) -> None:
     marker = home(TARGET) / f"starts-{job_id}"
-    # The first dag.test of a process takes long to reach its task (bundles,
-    # the DB): warm it up with a run that fails at once, so that the job,
-    # which runs 20 s, is surely still running when the retry gets to it.
-    run_dag(dag_bag, "ssh_async_become", job_id=f"{job_id}-warm", command="true", become_user=NO_RULE)
-    command = f"echo started >> {marker}; sleep 20; echo finished as $(id -un)"
+    release = home(TARGET) / f"release-{job_id}"
+    command = f"echo started >> {marker}; {wait_for_release(release)}; echo finished as $(id -un)"
     try:
         first = become_hook().launch(job_id, command)  # the first try, which "died"
-        dag_run = run_dag(dag_bag, "ssh_async_become", job_id=job_id, command=command, become_user=TARGET)
+        # The job runs until the retry has re-attached (it moves the job's deadline).
+        deadline_file = Path(first.job_dir) / "deadline"
+        assert not deadline_file.exists()
+        with released_when(deadline_file, release):
+            dag_run = run_dag(dag_bag, "ssh_async_become", job_id=job_id, command=command, become_user=TARGET)
         assert ti_of(dag_run).state == "success"
         # The same job (pid), run once.
         assert xcom(dag_run)["pid"] == first.pid

@@ -12,7 +12,6 @@ import json
 import os
 import pwd
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from airflow_ssh_async.job import JobRef, JobState, OutputCut
 from airflow_ssh_async.watch import watch_job
 from tests.conftest import SHELL_USERS
 from tests.harness.logs import ListLog
+from tests.harness.release import released_when, wait_for_release
 from tests.harness.sshd import home, run_as
 from tests.integration.test_protocol import wait_state
 
@@ -160,8 +160,8 @@ def test_a_retry_reattaches_to_a_truncated_running_job(sshd, dag_bag, job_id: st
     the output up to the limit and says it was truncated, once."""
     from tests.integration.test_operator import run_dag, ti_of, xcom
 
-    marker = home("asyncdash") / f"release-{job_id}"
-    command = f"yes 0123456789 | head -c 10000000; while [ ! -e {marker} ]; do sleep 0.2; done; echo after >&2"
+    release = home("asyncdash") / f"release-{job_id}"
+    command = f"yes 0123456789 | head -c 10000000; {wait_for_release(release)}; echo after >&2"
     hook = SSHAsyncJobHook("test_asyncdash")
     launched = hook.launch(job_id, command, output_limit=65536)
     deadline = time.monotonic() + 60
@@ -179,21 +179,8 @@ def test_a_retry_reattaches_to_a_truncated_running_job(sshd, dag_bag, job_id: st
     # `.delivered-*` reads to wait for).
     deadline_file = Path(launched.job_dir) / "deadline"
     assert not deadline_file.exists()
-
-    def release() -> None:
-        deadline = time.monotonic() + 120
-        while not deadline_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        run_as("asyncdash", f"touch {marker}")
-
-    releaser = threading.Thread(target=release, daemon=True)
-    releaser.start()
-    try:
+    with released_when(deadline_file, release):
         dag_run = run_dag(dag_bag, "ssh_async_output_limit", job_id=job_id, command=command)
-    finally:
-        run_as("asyncdash", f"touch {marker}")
-        releaser.join(timeout=30)
-        marker.unlink(missing_ok=True)
     out = capfd.readouterr().out
     assert ti_of(dag_run).state == "success"
     assert "re-attaching instead of starting it again" in out
