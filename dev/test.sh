@@ -13,12 +13,17 @@ shellcheck -s sh provider/airflow_ssh_async/scripts/*.sh dev/*.sh bench/*.sh
 
 # Three pytest sessions at once, each with its own sshd (and Airflow stack): most
 # of an e2e scenario is waiting, for a poll, a heartbeat or a triggerer's health
-# threshold, so the two e2e sessions overlap the CPU-bound unit and integration
-# tests (docs/reliability.md, "Time budget"). Every test has its own timeout
+# threshold, so each e2e session also runs the integration tests that mostly wait
+# (grace periods, time limits, cancels, host waits), before its stack starts,
+# and the CPU-bound unit and remaining integration tests run beside them
+# (docs/reliability.md, "Time budget"). Every test has its own timeout
 # (setup.cfg); `timeout` bounds each session with SIGINT, so that a session cut
 # short still prints its failures and its slowest tests.
 # Extra arguments go to every session (e.g. --durations=40).
 echo "test: pytest in three sessions at once: unit and integration; e2e on the SQLite stack; e2e on the Celery stack"
+it=tests/integration
+with_sqlite="$it/test_cancel.py $it/test_become.py $it/test_full_disk.py $it/test_hard_edges_process.py"
+with_celery="$it/test_ansible.py $it/test_wait.py $it/test_scale.py"
 logs=$(mktemp -d)
 session() { # NAME E2E_STACKS PATHS...: one pytest session in the background, its output in $logs/NAME
     name=$1 stacks=$2
@@ -27,11 +32,21 @@ session() { # NAME E2E_STACKS PATHS...: one pytest session in the background, it
         "$@" >"$logs/$name" 2>&1 &
     echo $! >"$logs/$name.pid"
 }
-session e2e-sqlite sqlite "$@" tests/e2e
-session e2e-celery celery "$@" tests/e2e
+# shellcheck disable=SC2086 # one word per test file
+session e2e-sqlite sqlite "$@" $with_sqlite tests/e2e
+# shellcheck disable=SC2086
+session e2e-celery celery "$@" $with_celery tests/e2e
+rest=
+for file in "$it"/test_*.py; do
+    case " $with_sqlite $with_celery " in
+        *" $file "*) ;;
+        *) rest="$rest $file" ;;
+    esac
+done
 rc=0
+# shellcheck disable=SC2086
 E2E_STACKS=sqlite timeout -s INT -k 60 1500 "$VENV/bin/python" -m pytest -p no:cacheprovider -q \
-    "$@" tests/unit tests/integration || rc=$?
+    "$@" tests/unit $rest || rc=$?
 for name in e2e-sqlite e2e-celery; do
     code=0
     wait "$(cat "$logs/$name.pid")" || code=$?
