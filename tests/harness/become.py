@@ -128,8 +128,21 @@ def processes_of(*users: str) -> list[tuple[int, int, int, str, str]]:
     return rows
 
 
-def kill_all_of(*users: str) -> None:
-    """End every process of USERS (test teardown: what a survivor test leaves)."""
-    for pid, *_ in processes_of(*users):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
+def kill_jobs_of(users: tuple[str, ...], job_ids: list[str], groups: tuple[int, ...] = ()) -> None:
+    """End what this test's jobs left running as USERS (test teardown: what a survivor test leaves).
+
+    Only processes of these jobs: every process of a job inherits
+    AIRFLOW_ASYNC_JOB_ID, and its supervisor's argv holds the job's folder;
+    a child that another sudo started (no inherited environment) is found
+    by its process group, in GROUPS. Other test sessions run jobs as the
+    same users at the same time: never theirs.
+    """
+    marks = [f"AIRFLOW_ASYNC_JOB_ID={i}".encode() for i in job_ids] + [f"/{i}".encode() for i in job_ids]
+    for pid, pgid, *_ in processes_of(*users):
+        try:
+            seen = Path(f"/proc/{pid}/environ").read_bytes() + b"\0" + Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if pgid in groups or any(m in seen for m in marks):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)

@@ -31,7 +31,7 @@ from tests.harness.become import (
     TARGET,
     TTY,
     doas_rules,
-    kill_all_of,
+    kill_jobs_of,
     processes_of,
     sudoers_rules,
 )
@@ -47,11 +47,21 @@ pytestmark = pytest.mark.timeout(180)
 TERM_IGNORING_CHILD = "(trap '' TERM; exec sleep 60) & sleep 60"
 
 
+# The job ids this module used: its teardown ends what they left, and nothing else.
+JOB_IDS: list[str] = []
+
+
+@pytest.fixture
+def job_id(job_id: str) -> str:
+    JOB_IDS.append(job_id)
+    return job_id
+
+
 @pytest.fixture(scope="module")
 def rules(sshd) -> Iterator[Path]:
     with sudoers_rules() as path:
         yield path
-    kill_all_of(TARGET, OTHER)
+    kill_jobs_of((TARGET, OTHER), JOB_IDS)
 
 
 def become_hook(user: str = "asyncdash", target: str = TARGET, **kwargs: Any) -> SSHAsyncJobHook:
@@ -220,6 +230,7 @@ def test_secrets_reach_no_argv_and_no_file_the_login_user_can_read(rules, job_id
 def test_a_time_limit_that_cannot_end_a_sudo_child_names_the_survivors(rules, job_id: str) -> None:
     hook = become_hook()
     command = f"sudo -n -u {OTHER} /bin/sh -c \"trap '' TERM; exec sleep 120\""
+    launched = None
     try:
         launched = hook.launch(job_id, command, timeout=2, grace=1)
         status = wait_state(hook, launched.job_dir, JobState.TIMED_OUT, limit=40)
@@ -231,7 +242,7 @@ def test_a_time_limit_that_cannot_end_a_sudo_child_names_the_survivors(rules, jo
         [result] = [hook.status([launched.job_dir])[launched.job_dir][0]]
         assert result.survivors == status.survivors
     finally:
-        kill_all_of(OTHER)
+        kill_jobs_of((OTHER,), [job_id], groups=(launched.pid,) if launched else ())
 
 
 # --- every later call goes through the same elevation ------------------------------------------------
