@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from airflow_ssh_async import client_keys
 from airflow_ssh_async.connection import SSHOptions
 from airflow_ssh_async.errors import HostKeyError
 
@@ -159,13 +160,13 @@ def _trust_parts(options: SSHOptions) -> list[tuple[tuple[object, ...], Callable
         private_key, passphrase = options.private_key, options.passphrase
         keys = (
             ("inline", _secret_digest(private_key, passphrase)),
-            lambda: [asyncssh.import_private_key(private_key, passphrase)],
+            lambda: client_keys.import_key(private_key, passphrase),
         )
     elif options.key_file:
         path, passphrase = options.key_file, options.passphrase
         keys = (
             ("file", _stat(path), _stat(path + "-cert.pub"), _stat(path + ".pub"), _secret_digest(passphrase)),
-            lambda: list(asyncssh.load_keypairs([path], passphrase)),
+            lambda: client_keys.load_key_file(path, passphrase),
         )
     else:
         keys = (("none",), lambda: None)
