@@ -2,8 +2,8 @@
 
 One run of the ``e2e_secrets`` DAG: the job echoes a connection password, a
 sensitive-named variable, a ``mask_secret`` value and a literal under a
-sensitive env name, also across a read boundary and at the end of an 8 KB
-line; watched by the trigger, by the operator's own wait in the worker, and by
+sensitive env name, also across a read boundary, at the end of an 8 KB
+line and across the 64 KiB boundary of reads and log pieces; watched by the trigger, by the operator's own wait in the worker, and by
 a sensor started in the triggerer. ``SSHOperator`` with the same script is
 Airflow's own reference.
 """
@@ -67,6 +67,9 @@ def test_secrets_never_reach_the_task_log_the_result_or_the_trigger_table(
         assert "dsn=postgres://app:***@db/app" in log, (task_id, log[-3000:])
         assert "split=***@db" in log, (task_id, "a secret across two reads")
         assert "x" * 100 + "***" in log, (task_id, "a secret at the end of a long line")
+        # 65,530 y then the secret: it straddles the 64 KiB read and log-piece boundaries.
+        assert log.count("y" * 1000) >= 65, (task_id, "the 64 KiB line is logged whole, in pieces")
+        assert "y" * 100 + "***" in log, (task_id, "a secret across the 64 KiB boundary")
         leaked = [s for s in secrets if s in log]
         assert not leaked, f"{task_id}'s log shows {leaked}"
         result = af.xcom(DAG_ID, run_id, task_id)

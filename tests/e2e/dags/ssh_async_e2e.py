@@ -99,6 +99,7 @@ echo "step $DB_PASSWORD" >> "${AIRFLOW_ASYNC_PROGRESS:-/dev/null}"
 printf 'split=%s' "$(printf %s "$DB_PASSWORD" | cut -c1-7)"; sleep 2
 printf '%s@db\\n' "$(printf %s "$DB_PASSWORD" | cut -c8-)"
 printf '%8000s' '' | tr ' ' x; printf '%s\\n' "$DB_PASSWORD"
+printf '%65530s' '' | tr ' ' y; printf '%s\\n' "$DB_PASSWORD"
 echo done
 """
 SECRET_ENV = {
