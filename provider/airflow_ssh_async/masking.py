@@ -22,6 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 MASK = "***"
+# The task_state_store key where the operator keeps its task's secrets, sealed
+# (operators.py), for the Remote jobs view to mask with (ui/sources.py).
+SECRETS_KEY = "ssh_async_secrets"
 # Airflow's own default ([logging] min_length_masked_secret): shorter values
 # would mask every common word.
 DEFAULT_MIN_LENGTH = 5

@@ -35,7 +35,7 @@ from airflow_ssh_async.job import (
     validate_job_id,
 )
 from airflow_ssh_async.limits import Limit, deferral_timeout, effective_limit, execution_left, host_seconds, seconds
-from airflow_ssh_async.masking import Masker, airflow_min_length, task_secrets
+from airflow_ssh_async.masking import SECRETS_KEY, Masker, airflow_min_length, seal, task_secrets, unseal
 from airflow_ssh_async.outcome import exit_codes, settle
 from airflow_ssh_async.triggers import SSHAsyncJobTrigger
 from airflow_ssh_async.watch import watch_job
@@ -229,6 +229,40 @@ class SSHAsyncJobOperator(BaseOperator):
         except JobIdError as exc:
             raise AirflowFailException(f"{self.task_id}: {exc}") from None
 
+    def _keep_secrets(self, context: Context) -> None:
+        """This task's secrets, sealed with Airflow's Fernet key, in its task_state_store
+        (``ssh_async_secrets``), before the job starts.
+
+        The Remote jobs view masks the job's output with them (ui/sources.py)
+        for as long as Airflow keeps the run, also once the task has ended
+        and its trigger (which carries them while it waits) is gone. Every
+        try adds its secrets to the earlier tries' (a rotated password stays
+        masked in an older attempt's output). Never stored in clear: without
+        a ``[core] fernet_key`` nothing is kept, and the view can then mask
+        the output only while the task is deferred.
+        """
+        store = context.get("task_state_store")
+        if store is None or not self._secrets:
+            return
+        old = store.get(SECRETS_KEY)
+        try:
+            kept = set(unseal(old)) if isinstance(old, str) else set()
+        except ValueError:  # sealed under a Fernet key since rotated away: this try's secrets replace it
+            kept = set()
+        if old and kept >= set(self._secrets):
+            return
+        token, encrypted = seal(sorted(kept | set(self._secrets)))
+        if not encrypted:
+            self.log.info(
+                "no [core] fernet_key: the secrets of task %s are not kept for the Remote jobs view, which "
+                "masks its job's output only while the task waits in the triggerer",
+                self.task_id,
+            )
+            return
+        from airflow.sdk.execution_time.context import NEVER_EXPIRE
+
+        store.set(SECRETS_KEY, token, retention=NEVER_EXPIRE)
+
     @staticmethod
     def _delivered_key(job_id: str) -> str:
         return f"ssh_async_delivered/{job_id}"
@@ -358,6 +392,7 @@ class SSHAsyncJobOperator(BaseOperator):
         # After rendering: what Airflow masks in this task's log, wherever the output is written.
         self._secrets = task_secrets(self.environment)
         self._masker = Masker(self._secrets, airflow_min_length())
+        self._keep_secrets(context)
         hook = self._hook()
         try:
             ref, taken = hook.run_sync(lambda host: self._start_or_attach(hook, host, job_id, context))

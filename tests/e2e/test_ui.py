@@ -316,7 +316,7 @@ def test_hosts_come_from_airflow_records_and_the_task_instance_tab_finds_its_job
     try:
         with client(af, tokens["viewer"]) as viewer:
             hosts = viewer.get("/api/hosts").json()["hosts"]
-            assert {"conn_id": CONN, "async_dir": UI_DIR} in hosts, hosts
+            assert {"conn_id": CONN, "async_dir": UI_DIR, "become_user": "", "become_method": ""} in hosts, hosts
             q = {"dag_id": UI_DAG, "run_id": run_id, "task_id": "job", "map_index": "{MAP_INDEX}"}
             found = viewer.get("/api/ti", params=q)
             assert found.status_code == 200, found.text

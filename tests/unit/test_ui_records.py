@@ -102,9 +102,31 @@ def test_output_is_masked_with_the_tasks_secrets_across_chunk_ends() -> None:
 
     masker = Masker(["s3cret-value"])
     text = "a s3cret-value b s3cr"
-    shown, whole = _masked(masker, text, len(text.encode()), lead=False, running=True)
+    shown, whole = _masked(masker, text, len(text.encode()), lead=False, end="hold")
     assert shown == "a *** b " and whole == len("a s3cret-value b ")  # the possible start waits for more
-    shown, _ = _masked(masker, text, len(text.encode()), lead=False, running=False)
-    assert shown == "a *** b s3cr"  # the job has ended: nothing more can come
-    shown, _ = _masked(masker, "et-value tail", 13, lead=True, running=False)
+    shown, whole = _masked(masker, text, len(text.encode()), lead=False, end="mask")
+    assert shown == "a *** b ***" and whole == len(text)  # what follows is shown already (Load earlier)
+    shown, _ = _masked(masker, text, len(text.encode()), lead=False, end="end")
+    assert shown == "a *** b s3cr"  # the end of a finished job's stream: nothing more can come
+    shown, _ = _masked(masker, "et-value tail", 13, lead=True, end="end")
     assert shown == "*** tail" and "value" not in shown  # a chunk from inside the stream, begun inside a secret
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ({}, ("", "")),
+        ({"become_user": None, "become_method": ""}, ("", "")),
+        ({"become_user": "postgres"}, ("postgres", "sudo")),
+        ({"become_user": "postgres", "become_method": "doas"}, ("postgres", "doas")),
+        ({"become_method": "doas"}, ("", "doas")),  # the connection's become_user, by doas
+        ({"become_user": "no such; user"}, None),  # a task that failed on it: no section to ask
+        ({"become_user": "x", "become_method": "su"}, None),
+    ],
+)
+def test_the_user_a_section_is_read_as_comes_from_trigger_kwargs_or_rendered_fields(
+    record: dict, expected: tuple[str, str] | None
+) -> None:
+    from airflow_ssh_async.ui.sources import become_of
+
+    assert become_of(record) == expected

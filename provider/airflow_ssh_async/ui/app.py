@@ -19,6 +19,7 @@ from fastapi import FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from airflow_ssh_async.become import validate_become
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JOB_ID_RE
 from airflow_ssh_async.masking import MASK, Masker, airflow_min_length
 from airflow_ssh_async.ui import hosts, sources
@@ -104,6 +105,17 @@ def _async_dir(value: str | None) -> str:
     return value
 
 
+def _become(user: object, method: object) -> tuple[str, str]:
+    """(become_user, become_method) as a section names them; "" is the connection's own."""
+    if user in (None, "") and method in (None, ""):
+        return "", ""
+    try:
+        name, how = validate_become(user, method)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    return name or "", how
+
+
 def _job_id(value: str) -> str:
     if not JOB_ID_RE.fullmatch(value):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"invalid job id {value[:80]!r}")
@@ -132,20 +144,24 @@ async def _sections(access: Access, *, fresh: bool = False) -> list[sources.Sect
         _SECTIONS[:] = [(now, await run_in_threadpool(sources.recorded_sections))]
     found = _SECTIONS[0][1]
     readable = await run_in_threadpool(access.readable_dag_ids, {d for d, _ in found})
-    return sorted({s for d, s in found if d in readable}, key=lambda s: (s.conn_id, s.async_dir))
+    return sorted({s for d, s in found if d in readable}, key=lambda s: (s.conn_id, s.become_user, s.async_dir))
 
 
-async def _may_ask(access: Access, conn_id: str) -> None:
+async def _may_ask(access: Access, conn_id: str, become_user: str = "") -> None:
     """A host is asked only for a connection the user may read, or one their DAGs use (else 403):
-    a typed id must not tell who cannot read it where a connection points, or make us connect."""
+    a typed id must not tell who cannot read it where a connection points, or make us connect.
+    Likewise a BECOME_USER: one a DAG of theirs runs its jobs as on that connection, or any
+    for whoever may read the connection (who could log in and run sudo as well)."""
     if await run_in_threadpool(access.connection, conn_id):
         return
     for fresh in (False, True):  # a connection a DAG began to use since the records were read
-        if any(s.conn_id == conn_id for s in await _sections(access, fresh=fresh)):
+        found = await _sections(access, fresh=fresh)
+        if any(s.conn_id == conn_id and (not become_user or s.become_user == become_user) for s in found):
             return
+    as_user = f" as {become_user!r}" if become_user else ""
     raise HTTPException(
         status.HTTP_403_FORBIDDEN,
-        f"connection {conn_id!r} is used by no DAG you may read, and you may not read the connection",
+        f"connection {conn_id!r} is used{as_user} by no DAG you may read, and you may not read the connection",
     )
 
 
@@ -153,13 +169,16 @@ async def _may_ask(access: Access, conn_id: str) -> None:
 async def host_list(user: Any = CurrentUser) -> dict[str, Any]:
     """The host sections found in Airflow's records, for the DAGs this user may read."""
     found = await _sections(Access(user), fresh=True)
-    return {"hosts": [{"conn_id": s.conn_id, "async_dir": s.async_dir} for s in found]}
+    keys = ("conn_id", "async_dir", "become_user", "become_method")
+    return {"hosts": [{k: getattr(s, k) for k in keys} for s in found]}
 
 
 def _snapshot_head(snap: hosts.Snapshot) -> dict[str, Any]:
     return {
         "conn_id": snap.conn_id,
         "async_dir": snap.async_dir,
+        "become_user": snap.become_user,
+        "become_method": snap.become_method,
         "resolved_dir": snap.resolved_dir,
         "host": snap.label,
         "error": snap.error,
@@ -176,19 +195,22 @@ async def job_list(
     user: Any = CurrentUser,
     conn_id: str = Query(...),
     async_dir: str | None = Query(None),
+    become_user: str = Query(""),
+    become_method: str = Query(""),
     state: list[str] = Query(default=[]),  # noqa: B008 - FastAPI's way to declare a repeated parameter
     dag_id: str = Query(""),
     offset: int = Query(0, ge=0),
     limit: int = Query(50, ge=1, le=500),
 ) -> dict[str, Any]:
     """One host's section: the jobs this user may see, filtered, newest first, one page."""
-    conn = _conn_id(conn_id)
+    conn, become = _conn_id(conn_id), _become(become_user, become_method)
     access = Access(user)
-    await _may_ask(access, conn)
-    snap = await hosts.CACHE.snapshot(conn, _async_dir(async_dir))
+    await _may_ask(access, conn, become[0])
+    snap = await hosts.CACHE.snapshot(conn, _async_dir(async_dir), *become)
     rows = await run_in_threadpool(_visible, access, conn, snap.rows)
     page, total = select(rows, states=state, dag_id=dag_id, offset=offset, limit=limit)
     tries = await _tries(page)
+    maskers = await _maskers(page)
     return {
         **_snapshot_head(snap),
         "total": total,
@@ -197,8 +219,18 @@ async def job_list(
         "dag_ids": sorted({r.dag_id for r in rows if r.dag_id}),
         "offset": offset,
         "limit": limit,
-        "jobs": [r.to_dict(snap.now, snap.progress.get(r.job_id, ""), _try(tries, r)) for r in page],
+        "jobs": [_shown(r, snap, _try(tries, r), maskers.get(r.origin.key) if r.origin else None) for r in page],
     }
+
+
+def _shown(row: JobRow, snap: hosts.Snapshot, try_number: int | None, masker: Masker | None) -> dict[str, Any]:
+    """ROW as the browser gets it: what the job wrote (its progress line) and what the host
+    holds from the launch (its working directory) masked with the launching task's secrets."""
+    shown = row.to_dict(snap.now, snap.progress.get(row.job_id, ""), try_number)
+    if masker:
+        shown["progress"] = masker.mask(shown["progress"])
+        shown["facts"] = masker.redact(shown["facts"])
+    return shown
 
 
 def _try(tries: dict[tuple[str, str, str, int], int], row: JobRow) -> int | None:
@@ -215,13 +247,19 @@ async def _tries(rows: list[JobRow]) -> dict[tuple[str, str, str, int], int]:
 
 
 async def _find(
-    user: Any, conn_id: str, async_dir: str | None, job_id: str, *, fresh: bool = False
+    user: Any,
+    conn_id: str,
+    async_dir: str | None,
+    job_id: str,
+    become: tuple[str, str] = ("", ""),
+    *,
+    fresh: bool = False,
 ) -> tuple[hosts.Snapshot, JobRow, Access]:
     """The job as this user may see it; 404 when it is not there or not theirs to see (no hint which)."""
     conn, job = _conn_id(conn_id), _job_id(job_id)
     access = Access(user)
-    await _may_ask(access, conn)
-    snap = await hosts.CACHE.snapshot(conn, _async_dir(async_dir), fresh=fresh)
+    await _may_ask(access, conn, become[0])
+    snap = await hosts.CACHE.snapshot(conn, _async_dir(async_dir), *become, fresh=fresh)
     if snap.error:
         status_code = 404 if snap.error_kind == "unknown_connection" else 502
         raise HTTPException(status_code, f"{snap.label or conn}: {snap.error}")
@@ -233,19 +271,25 @@ async def _find(
 
 @app.get("/api/job")
 async def job_detail(
-    user: Any = CurrentUser, conn_id: str = Query(...), async_dir: str | None = Query(None), job_id: str = Query(...)
+    user: Any = CurrentUser,
+    conn_id: str = Query(...),
+    async_dir: str | None = Query(None),
+    job_id: str = Query(...),
+    become_user: str = Query(""),
+    become_method: str = Query(""),
 ) -> dict[str, Any]:
-    snap, row, access = await _find(user, conn_id, async_dir, job_id)
+    snap, row, access = await _find(user, conn_id, async_dir, job_id, _become(become_user, become_method))
     can_kill = await run_in_threadpool(access.can_kill, snap.conn_id, row)
     can_read = await run_in_threadpool(access.can_read_output, snap.conn_id, row)
     command = None
     if row.origin is not None:
         o = row.origin
         command = await run_in_threadpool(sources.rendered_command, o.dag_id, o.run_id, o.task_id, o.map_index)
+    masker = await _masker(row)
     return {
         **_snapshot_head(snap),
-        "job": row.to_dict(snap.now, snap.progress.get(row.job_id, ""), _try(await _tries([row]), row)),
-        "command": command,
+        "job": _shown(row, snap, _try(await _tries([row]), row), masker),
+        "command": masker.mask(command) if command else command,
         "can_kill": can_kill,
         "can_read_output": can_read,
     }
@@ -257,14 +301,21 @@ async def job_output(
     conn_id: str = Query(...),
     async_dir: str | None = Query(None),
     job_id: str = Query(...),
+    become_user: str = Query(""),
+    become_method: str = Query(""),
     stream: str = Query("stdout"),
     offset: int = Query(-1, ge=-1),
     max_bytes: int = Query(DEFAULT_CHUNK, ge=1, le=hosts.MAX_CHUNK),
+    before: bool = Query(False),
 ) -> dict[str, Any]:
-    """At most MAX_BYTES of a stream from OFFSET (-1: the tail), ending on a whole character."""
+    """At most MAX_BYTES of a stream from OFFSET (-1: the tail), ending on a whole character.
+
+    BEFORE: the chunk ends where the caller's text begins (*Load earlier*), so
+    an end that may be the start of a secret is masked rather than held back.
+    """
     if stream not in STREAMS:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"stream is one of {', '.join(STREAMS)}")
-    snap, row, access = await _find(user, conn_id, async_dir, job_id)
+    snap, row, access = await _find(user, conn_id, async_dir, job_id, _become(become_user, become_method))
     if not await run_in_threadpool(access.can_read_output, snap.conn_id, row):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "you may not read this job's output (its DAG's task logs)")
     if row.state == DAMAGED:
@@ -275,7 +326,7 @@ async def job_output(
         return {"stream": stream, "offset": start, "next_offset": start, "size": size, "text": "", "missing": False}
     want = min(max_bytes, size - start)  # only what the snapshot saw: those bytes do not change
     try:
-        chunk = await hosts.CACHE.read(snap.conn_id, snap.async_dir, row.job_dir, stream, start, want, size)
+        chunk = await hosts.CACHE.read(snap, row.job_dir, stream, start, want, size)
     except Exception as exc:  # a host gone since the listing: the page shows it and tries again
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"{snap.label}: {exc}") from None
     if chunk.shrunk:
@@ -289,7 +340,9 @@ async def job_output(
     text = data[:whole].decode("utf-8", "replace")
     masker = await _masker(row)
     if masker:
-        text, whole = _masked(masker, text, whole, lead=start > 0, running=not row.finished)
+        # The chunk's end is a cut unless it is the end of a finished job's stream.
+        end = "mask" if before else "hold" if not row.finished or start + len(data) < size else "end"
+        text, whole = _masked(masker, text, whole, lead=start > 0, end=end)
     return {
         "stream": stream,
         "offset": start,
@@ -305,33 +358,46 @@ _SECRETS: dict[tuple[str, str, str, int], tuple[float, Masker]] = {}
 SECRETS_TTL = 10.0
 
 
+async def _maskers(rows: list[JobRow]) -> dict[tuple[str, str, str, int], Masker]:
+    """The masker of each task that launched one of ROWS, from the secrets it left with
+    Airflow (sources.task_secrets; cached briefly, one lookup for all that are not)."""
+    now = time.monotonic()
+    for k in [k for k, (at, _) in _SECRETS.items() if now - at > SECRETS_TTL]:
+        del _SECRETS[k]
+    keys = {r.origin.key for r in rows if r.origin is not None}
+    todo = [k for k in keys if k not in _SECRETS]
+    if todo:
+        found = await run_in_threadpool(sources.task_secrets, todo)
+        length = airflow_min_length()
+        for k in todo:
+            _SECRETS[k] = (now, Masker(found.get(k, []), min_length=length))
+    return {k: _SECRETS[k][1] for k in keys}
+
+
 async def _masker(row: JobRow) -> Masker:
-    """The masker of the task that launched ROW, from its trigger's secrets (cached briefly)."""
+    """The masker of the task that launched ROW (none for a job no task launched)."""
     if row.origin is None:
         return Masker()
-    o = row.origin
-    key = (o.dag_id, o.run_id, o.task_id, o.map_index)
-    now = time.monotonic()
-    found = _SECRETS.get(key)
-    if found is None or now - found[0] > SECRETS_TTL:
-        secrets = await run_in_threadpool(sources.task_secrets, *key)
-        found = _SECRETS[key] = (now, Masker(secrets, min_length=airflow_min_length()))
-        for k in [k for k, (at, _) in _SECRETS.items() if now - at > SECRETS_TTL]:
-            del _SECRETS[k]
-    return found[1]
+    return (await _maskers([row]))[row.origin.key]
 
 
-def _masked(masker: Masker, text: str, whole: int, *, lead: bool, running: bool) -> tuple[str, int]:
-    """TEXT masked; while the job runs, a tail that may still become a secret is held back
-    (WHOLE shrinks to where it starts), and a chunk from inside the stream that may begin
-    inside a secret has that head masked too."""
-    if running:
+def _masked(masker: Masker, text: str, whole: int, *, lead: bool, end: str) -> tuple[str, int]:
+    """TEXT masked. END says what its end is: ``end`` of the stream (nothing more can come);
+    ``hold``: more comes (a running job, or more bytes after the chunk), so a tail that may
+    still become a secret is held back (WHOLE shrinks to where it starts) for the next read;
+    ``mask``: the caller already has what follows, so that tail is masked. A chunk from inside
+    the stream (LEAD) that may begin inside a secret has that head masked too."""
+    tail = ""
+    if end in ("hold", "mask"):
         keep = masker.held_from(text)
         if keep < len(text):
-            whole -= len(text[keep:].encode())
+            if end == "hold":
+                whole -= len(text[keep:].encode())
+            else:
+                tail = MASK
             text = text[:keep]
     head = masker.cut_lead(text) if lead else 0
-    return (MASK if head else "") + masker.mask(text[head:]), whole
+    return (MASK if head else "") + masker.mask(text[head:]) + tail, whole
 
 
 @app.get("/api/ti")
@@ -353,6 +419,8 @@ async def task_instance_job(
     return {
         "conn_id": job.conn_id,
         "async_dir": job.async_dir,
+        "become_user": job.become_user,
+        "become_method": job.become_method,
         "job_id": job.job_id,
         "found_in": job.found_in,
         "try_number": job.try_number,
@@ -368,6 +436,7 @@ def _audit(user: Any, snap: hosts.Snapshot, row: JobRow, grace: int, outcome: st
     extra = {
         "conn_id": snap.conn_id,
         "host": snap.label,
+        "become_user": snap.become_user,
         "job_id": row.job_id,
         "job_dir": row.job_dir,
         "grace": grace,
@@ -393,11 +462,12 @@ async def kill_job(request: Request, user: Any = CurrentUser) -> JSONResponse:
         body = await request.json()
         conn_id, job_id = str(body["conn_id"]), str(body["job_id"])
         grace = int(body.get("grace", 10))
+        become = _become(body.get("become_user"), body.get("become_method"))
     except (KeyError, TypeError, ValueError, AttributeError):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "give conn_id, job_id and grace (seconds)") from None
     if not 0 <= grace <= MAX_GRACE:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"grace is 0 to {MAX_GRACE} seconds")
-    snap, row, access = await _find(user, conn_id, body.get("async_dir"), job_id, fresh=True)
+    snap, row, access = await _find(user, conn_id, body.get("async_dir"), job_id, become, fresh=True)
     if not await run_in_threadpool(access.can_kill, snap.conn_id, row):
         what = f"edit connection {snap.conn_id!r}"
         if row.origin:
@@ -406,7 +476,7 @@ async def kill_job(request: Request, user: Any = CurrentUser) -> JSONResponse:
     if row.state == DAMAGED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id!r} is damaged ({row.reason}): nothing to signal")
     try:
-        outcome = await hosts.CACHE.cancel(snap.conn_id, snap.async_dir, row.job_dir, grace)
+        outcome = await hosts.CACHE.cancel(snap, row.job_dir, grace)
     except Exception as exc:
         await run_in_threadpool(_audit, user, snap, row, grace, f"error: {exc}")
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"{snap.label}: {exc}") from None

@@ -16,6 +16,12 @@ read, and only up to the size the snapshot saw: the bytes below it do not
 change (the files only grow), so followers that ask for the same bytes share
 one read until the next refresh, and a follower that has everything the
 snapshot knows costs no SSH call at all.
+
+A host's jobs are those of one user: a section with a ``become_user`` is
+read, followed and killed through the same ``sudo -n`` / ``doas -n`` the
+launching task used (the hook's, become.py), so the API server's login never
+needs to read the target user's files. Snapshots are per (connection,
+async_dir, become_user, become_method).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ HOST_TIMEOUT = 15.0  # the most one host's refresh may take before it shows as a
 MAX_CHUNK = 256 * 1024  # the most one output read returns
 PROGRESS_TAIL = 512  # bytes of a progress file read for its last line
 
-HookFactory = Callable[[str, str], Any]
+HookFactory = Callable[[str, str, str, str], Any]
 
 
 @dataclass
@@ -46,6 +52,8 @@ class Snapshot:
 
     conn_id: str
     async_dir: str
+    become_user: str = ""  # "": the connection's own user (its login, or its extra's become_user)
+    become_method: str = ""
     rows: list[JobRow] = field(default_factory=list)
     progress: dict[str, str] = field(default_factory=dict)  # job id -> last progress line
     now: int = 0  # the host's clock at the read
@@ -60,17 +68,17 @@ class Snapshot:
         return next((r for r in self.rows if r.job_id == job_id), None)
 
 
-def _make_hook(conn_id: str, async_dir: str) -> Any:
+def _make_hook(conn_id: str, async_dir: str, become_user: str = "", become_method: str = "") -> Any:
     from airflow_ssh_async.hooks import SSHAsyncJobHook
 
-    return SSHAsyncJobHook(conn_id, async_dir)
+    return SSHAsyncJobHook(conn_id, async_dir, become_user or None, become_method or None)
 
 
 def _kind(exc: BaseException) -> str:
     name = type(exc).__name__
     if name == "ConnectionNotFoundError":
         return "unknown_connection"
-    if name in ("SSHAuthError", "HostKeyError"):
+    if name in ("SSHAuthError", "HostKeyError", "BecomeError"):
         return "refused"
     if isinstance(exc, ProtocolError):
         return "protocol"
@@ -89,8 +97,8 @@ class HostCache:
         self.make_hook = make_hook
         self.refresh = refresh
         self.host_timeout = host_timeout
-        self._snapshots: dict[tuple[str, str], Snapshot] = {}
-        self._inflight: dict[tuple[str, str], asyncio.Task[Snapshot]] = {}
+        self._snapshots: dict[tuple[str, str, str, str], Snapshot] = {}
+        self._inflight: dict[tuple[str, str, str, str], asyncio.Task[Snapshot]] = {}
         self._reads: dict[tuple[Any, ...], tuple[float, asyncio.Task[Any]]] = {}
         self._progress: dict[tuple[str, str, int], str] = {}  # (conn, folder, progress size) -> last line
         self.calls: dict[str, int] = {}  # SSH commands run per connection id, for tests and benchmarks
@@ -98,15 +106,26 @@ class HostCache:
     def _count(self, conn_id: str, n: int = 1) -> None:
         self.calls[conn_id] = self.calls.get(conn_id, 0) + n
 
-    def forget(self, conn_id: str, async_dir: str = DEFAULT_ASYNC_DIR) -> None:
+    def forget(
+        self, conn_id: str, async_dir: str = DEFAULT_ASYNC_DIR, become_user: str = "", become_method: str = ""
+    ) -> None:
         """Drop a snapshot (after a kill), so the next look asks the host."""
-        self._snapshots.pop((conn_id, async_dir), None)
+        self._snapshots.pop((conn_id, async_dir, become_user, become_method), None)
 
-    async def snapshot(self, conn_id: str, async_dir: str = DEFAULT_ASYNC_DIR, *, fresh: bool = False) -> Snapshot:
-        """The host's jobs. A snapshot older than ``refresh`` is still served at once
-        while one refresh runs for everybody (so a page never waits for a host it
-        has seen before); the first look at a host, and FRESH, wait for the read."""
-        key = (conn_id, async_dir or DEFAULT_ASYNC_DIR)
+    async def snapshot(
+        self,
+        conn_id: str,
+        async_dir: str = DEFAULT_ASYNC_DIR,
+        become_user: str = "",
+        become_method: str = "",
+        *,
+        fresh: bool = False,
+    ) -> Snapshot:
+        """The jobs of one user on a host (BECOME_USER's, "" the connection's). A
+        snapshot older than ``refresh`` is still served at once while one refresh
+        runs for everybody (so a page never waits for a host it has seen before);
+        the first look at a host, and FRESH, wait for the read."""
+        key = (conn_id, async_dir or DEFAULT_ASYNC_DIR, become_user or "", become_method or "")
         snap = self._snapshots.get(key)
         if snap is not None and time.monotonic() - snap.read_at < self.refresh:
             return snap
@@ -120,12 +139,12 @@ class HostCache:
         # Shielded: a browser that goes away must not cancel a read other tabs wait for.
         return await asyncio.shield(task)
 
-    def _done(self, key: tuple[str, str], _task: asyncio.Task[Snapshot]) -> None:
+    def _done(self, key: tuple[str, str, str, str], _task: asyncio.Task[Snapshot]) -> None:
         self._inflight.pop(key, None)
 
-    async def _read(self, conn_id: str, async_dir: str) -> Snapshot:
+    async def _read(self, conn_id: str, async_dir: str, become_user: str, become_method: str) -> Snapshot:
         started = time.monotonic()
-        snap = Snapshot(conn_id, async_dir)
+        snap = Snapshot(conn_id, async_dir, become_user, become_method)
         try:
             await asyncio.wait_for(self._fill(snap), self.host_timeout)
         except asyncio.TimeoutError:
@@ -135,11 +154,14 @@ class HostCache:
             snap.rows, snap.error_kind, snap.error = [], _kind(exc), str(exc)
         snap.read_at = time.monotonic()
         snap.seconds = snap.read_at - started
-        self._snapshots[(conn_id, async_dir)] = snap
+        self._snapshots[(conn_id, async_dir, become_user, become_method)] = snap
         return snap
 
+    def _hook(self, snap: Snapshot) -> Any:
+        return self.make_hook(snap.conn_id, snap.async_dir, snap.become_user, snap.become_method)
+
     async def _fill(self, snap: Snapshot) -> None:
-        hook = self.make_hook(snap.conn_id, snap.async_dir)
+        hook = self._hook(snap)
         options = await hook.aget_options()
         snap.label = options.label
         async with remote_host(options) as host:
@@ -179,15 +201,15 @@ class HostCache:
                 self._progress[(conn_id, r.job_dir, size)] = out[r.job_id] = line
         return out
 
-    async def read(
-        self, conn_id: str, async_dir: str, job_dir: str, stream: str, offset: int, max_bytes: int, size: int
-    ) -> Any:
-        """One bounded chunk of a job's stream (hook.aread) from OFFSET, of a file the snapshot saw at SIZE.
+    async def read(self, snap: Snapshot, job_dir: str, stream: str, offset: int, max_bytes: int, size: int) -> Any:
+        """One bounded chunk of a job's stream (hook.aread) from OFFSET, of a file SNAP saw at SIZE,
+        read as the user SNAP was read as.
 
         Reads of the same bytes (same offset, length and size seen) share one
         SSH call for as long as a snapshot lives.
         """
-        key = (conn_id, async_dir, job_dir, stream, offset, max_bytes, size)
+        conn_id = snap.conn_id
+        key = (conn_id, snap.async_dir, snap.become_user, snap.become_method, job_dir, stream, offset, max_bytes, size)
         now = time.monotonic()
         for k, (at, _task) in list(self._reads.items()):
             if now - at > self.refresh:
@@ -196,7 +218,7 @@ class HostCache:
         if found is None:
 
             async def go() -> Any:
-                hook = self.make_hook(conn_id, async_dir)
+                hook = self._hook(snap)
                 options = await hook.aget_options()
                 async with remote_host(options) as host:
                     self._count(conn_id)
@@ -213,18 +235,19 @@ class HostCache:
     async def _bounded(self, work: Awaitable[Any]) -> Any:
         return await asyncio.wait_for(work, self.host_timeout)
 
-    async def cancel(self, conn_id: str, async_dir: str, job_dir: str, grace: int) -> str:
-        """Kill a job (hook.acancel: SIGTERM to its group, SIGKILL after GRACE); the snapshot is dropped."""
+    async def cancel(self, snap: Snapshot, job_dir: str, grace: int) -> str:
+        """Kill a job of SNAP's (hook.acancel, as SNAP's user: SIGTERM to its group, SIGKILL after
+        GRACE); the snapshot is dropped."""
         from airflow_ssh_async.hooks import cancel_bound
 
-        hook = self.make_hook(conn_id, async_dir)
+        hook = self._hook(snap)
         options = await hook.aget_options()
         try:
             async with remote_host(options) as host:
-                self._count(conn_id)
+                self._count(snap.conn_id)
                 return str(await asyncio.wait_for(hook.acancel(job_dir, grace=grace, host=host), cancel_bound(grace)))
         finally:
-            self.forget(conn_id, async_dir)
+            self.forget(snap.conn_id, snap.async_dir, snap.become_user, snap.become_method)
 
 
 def _configured(key: str, default: float) -> float:

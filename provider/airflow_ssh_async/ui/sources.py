@@ -11,14 +11,23 @@ the API server's event loop.
 * A task instance's job: its trigger's kwargs while it is deferred, else
   its rendered fields (connection, job id or the id derived from the task
   instance, async_dir).
+* The user a job runs as (issue 19): ``become_user`` and ``become_method``
+  of the same trigger kwargs and rendered fields, so a section (and a
+  task's job) is read through the same elevation the task used.
+* A task's secrets, to mask its job's output (issue 21): its trigger's
+  kwargs while it is deferred, and the sealed copy the operator keeps in
+  the task's ``task_state_store`` (:data:`SECRETS_KEY`) from its launch on.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_ssh_async.become import validate_become
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JOB_ID_RE, derive_job_id
+from airflow_ssh_async.masking import SECRETS_KEY, unseal
 from airflow_ssh_async.ui.records import Origin
 
 TRIGGER_CLASSPATH = "airflow_ssh_async.triggers.SSHAsyncJobTrigger"
@@ -28,10 +37,16 @@ RECENT = 500  # task instances looked at for connections, newest first
 
 @dataclass(frozen=True)
 class Section:
-    """One host section: a connection and the async_dir its jobs live in."""
+    """One host section: a connection, the user its jobs run as, and the async_dir they live in.
+
+    ``become_user`` "" is the connection's own (its login, or its extra's
+    ``become_user``); the async_dir's ``~`` is that user's home.
+    """
 
     conn_id: str
     async_dir: str = DEFAULT_ASYNC_DIR
+    become_user: str = ""
+    become_method: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,10 +59,31 @@ class TaskJob:
     job_dir: str
     found_in: str  # "trigger" or "rendered fields"
     try_number: int | None = None
+    become_user: str = ""
+    become_method: str = ""
 
 
 def _dir(value: object) -> str:
     return value if isinstance(value, str) and value else DEFAULT_ASYNC_DIR
+
+
+def become_of(record: dict[str, Any] | None) -> tuple[str, str] | None:
+    """(become_user, become_method) of trigger kwargs or rendered fields, "" where unset;
+    None when they hold no valid pair (a typo the task itself failed on: nothing to ask)."""
+    record = record or {}
+    user, method = record.get("become_user"), record.get("become_method")
+    if user in (None, "") and method in (None, ""):
+        return "", ""
+    try:
+        name, how = validate_become(user, method)
+    except ValueError:
+        return None
+    return (name or "", how if name or method not in (None, "") else "")
+
+
+def _section(conn: str, record: dict[str, Any]) -> Section | None:
+    become = become_of(record)
+    return None if become is None else Section(conn, _dir(record.get("async_dir")), *become)
 
 
 def recorded_sections() -> list[tuple[str, Section]]:
@@ -71,8 +107,9 @@ def recorded_sections() -> list[tuple[str, Section]]:
             except Exception:  # kwargs this server cannot decrypt: nothing to show from it
                 continue
             conn = kwargs.get("ssh_conn_id")
-            if isinstance(conn, str) and conn and kwargs.get("source", "airflow-ssh-async") != "ansible":
-                found.append((dag_id, Section(conn, _dir(kwargs.get("async_dir")))))
+            ours = isinstance(conn, str) and conn and kwargs.get("source", "airflow-ssh-async") != "ansible"
+            if ours and (section := _section(str(conn), kwargs)) is not None:
+                found.append((dag_id, section))
         recent = session.execute(
             select(RTIF.dag_id, RTIF.rendered_fields)
             .join(
@@ -88,9 +125,9 @@ def recorded_sections() -> list[tuple[str, Section]]:
         ).all()
         for dag_id, fields in recent:
             conn = (fields or {}).get("ssh_conn_id")
-            if isinstance(conn, str) and conn:
-                found.append((dag_id, Section(conn, _dir(fields.get("async_dir")))))
-    return sorted(set(found), key=lambda x: (x[1].conn_id, x[1].async_dir, x[0]))
+            if isinstance(conn, str) and conn and (section := _section(conn, fields)) is not None:
+                found.append((dag_id, section))
+    return sorted(set(found), key=lambda x: (x[1].conn_id, x[1].become_user, x[1].async_dir, x[0]))
 
 
 def task_job(dag_id: str, run_id: str, task_id: str, map_index: int) -> tuple[TaskJob | None, str]:
@@ -131,7 +168,8 @@ def task_job(dag_id: str, run_id: str, task_id: str, map_index: int) -> tuple[Ta
             job_id = derive_job_id(dag_id, task_id, run_id, map_index)
         async_dir = _dir((fields or {}).get("async_dir"))
         job_dir = f"{async_dir.rstrip('/')}/{job_id}"
-        return TaskJob(conn, job_id, async_dir, job_dir, "rendered fields", ti.try_number), ""
+        user, method = become_of(fields) or ("", "")
+        return TaskJob(conn, job_id, async_dir, job_dir, "rendered fields", ti.try_number, user, method), ""
 
 
 def _safe_kwargs(trigger: Any) -> dict[str, Any]:
@@ -149,7 +187,8 @@ def _from_kwargs(kwargs: dict[str, Any], try_number: int | None) -> TaskJob | No
         return None
     async_dir = _dir(kwargs.get("async_dir"))
     job_dir = kwargs.get("job_dir") or f"{async_dir.rstrip('/')}/{job_id}"
-    return TaskJob(conn, job_id, async_dir, str(job_dir), "trigger", try_number)
+    user, method = become_of(kwargs) or ("", "")
+    return TaskJob(conn, job_id, async_dir, str(job_dir), "trigger", try_number, user, method)
 
 
 def rendered_command(dag_id: str, run_id: str, task_id: str, map_index: int) -> str | None:
@@ -176,34 +215,60 @@ def rendered_command(dag_id: str, run_id: str, task_id: str, map_index: int) -> 
     return (lines[0][:300] + (" …" if len(lines) > 1 or len(lines[0]) > 300 else "")) if lines else ""
 
 
-def task_secrets(dag_id: str, run_id: str, task_id: str, map_index: int) -> list[str]:
-    """The secrets the task's trigger masks its log with (masking.seal), while it has one.
+def _unsealed(token: object) -> set[str]:
+    if isinstance(token, list):  # kwargs of a trigger made without sealing (a test's)
+        return {v for v in token if isinstance(v, str)}
+    if not isinstance(token, str):
+        return set()
+    try:
+        return set(unseal(token))
+    except ValueError:  # sealed with a Fernet key this server does not hold: nothing to mask with
+        return set()
 
-    The same values are masked in the view's output then; a task that no
-    longer waits (finished, or not deferred) has left no secret with Airflow.
+
+def task_secrets(keys: list[tuple[str, str, str, int]]) -> dict[tuple[str, str, str, int], list[str]]:
+    """The secrets of each task instance (dag_id, run_id, task_id, map_index) of KEYS.
+
+    Both places the worker left them, sealed with Airflow's Fernet key:
+    the trigger's kwargs while the task is deferred (masking.seal), and the
+    operator's ``task_state_store`` entry :data:`SECRETS_KEY`, written at
+    launch and kept as long as Airflow keeps the run. Two queries for any
+    number of task instances. A task that left neither (a job no operator
+    of this version launched, a run Airflow has deleted) has none.
     """
+    from airflow.models.task_state_store import TaskStateStoreModel as TSS
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.models.trigger import Trigger
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from airflow_ssh_async.masking import unseal
-
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    dags, runs = {k[0] for k in wanted}, {k[1] for k in wanted}
+    found: dict[tuple[str, str, str, int], set[str]] = {k: set() for k in wanted}
     with create_session() as session:
-        trigger = session.scalar(
-            select(Trigger)
+        triggers = session.execute(
+            select(Trigger, TI.dag_id, TI.run_id, TI.task_id, TI.map_index)
             .join(TI, TI.trigger_id == Trigger.id)
-            .where(TI.dag_id == dag_id, TI.run_id == run_id, TI.task_id == task_id, TI.map_index == map_index)
-        )
-        if trigger is None or trigger.classpath != TRIGGER_CLASSPATH:
-            return []
-        token = _safe_kwargs(trigger).get("secrets")
-    if isinstance(token, list):
-        return [s for s in token if isinstance(s, str)]
-    try:
-        return unseal(token) if isinstance(token, str) else []
-    except ValueError:
-        return []
+            .where(Trigger.classpath == TRIGGER_CLASSPATH, TI.dag_id.in_(dags), TI.run_id.in_(runs))
+        ).all()
+        for trigger, *key in triggers:
+            if tuple(key) in wanted:
+                found[tuple(key)] |= _unsealed(_safe_kwargs(trigger).get("secrets"))  # type: ignore[index]
+        kept = session.execute(
+            select(TSS.dag_id, TSS.run_id, TSS.task_id, TSS.map_index, TSS.value).where(
+                TSS.key == SECRETS_KEY, TSS.dag_id.in_(dags), TSS.run_id.in_(runs)
+            )
+        ).all()
+        for *key, value in kept:
+            if tuple(key) in wanted:
+                try:
+                    token = json.loads(value)
+                except ValueError:
+                    continue
+                found[tuple(key)] |= _unsealed(token)  # type: ignore[index]
+    return {k: sorted(v) for k, v in found.items()}
 
 
 # A try starts (start_date) a little before it launches its job (start_time on the host).

@@ -105,8 +105,18 @@ function originLink(o) {
   const label = `${o.dag_id} / ${o.run_id} / ${o.task_id}${o.map_index >= 0 ? ` [${o.map_index}]` : ""}${tryPart}`;
   return el("a", { href: tiHref(o), target: "_top", title: "the task instance that launched this job" }, label);
 }
-function jobHref(conn, asyncDir, jobId) {
-  const q = new URLSearchParams({ conn_id: conn, job_id: jobId });
-  if (asyncDir && asyncDir !== "~/.airflow_async") q.set("async_dir", asyncDir);
+// Where a section's jobs are: the connection, the user they run as ("" the connection's own:
+// its login or its extra's become_user) and the async_dir; every API call names all of them.
+function where(s) {
+  const w = { conn_id: s.conn_id, async_dir: s.async_dir || "" };
+  if (s.become_user) w.become_user = s.become_user;
+  if (s.become_method) w.become_method = s.become_method;
+  return w;
+}
+function jobHref(s, jobId) {
+  const q = new URLSearchParams({ conn_id: s.conn_id, job_id: jobId });
+  if (s.async_dir && s.async_dir !== "~/.airflow_async") q.set("async_dir", s.async_dir);
+  if (s.become_user) q.set("become_user", s.become_user);
+  if (s.become_method) q.set("become_method", s.become_method);
   return `${BASE}/job?${q}`;
 }

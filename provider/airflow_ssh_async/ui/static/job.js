@@ -6,7 +6,10 @@ const CHUNK = 64 * 1024;
 const KEEP = 2 * 1024 * 1024; // characters kept per pane: a long follow never grows without bound
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-let job = { conn_id: params.get("conn_id"), async_dir: params.get("async_dir") || "", job_id: params.get("job_id") };
+let job = {
+  conn_id: params.get("conn_id"), async_dir: params.get("async_dir") || "", job_id: params.get("job_id"),
+  become_user: params.get("become_user") || "", become_method: params.get("become_method") || "",
+};
 let state = null;
 let cannotRead = false; // the user may see the job but not read its output
 let fast = 0; // polls left at the fast pace after a kill
@@ -35,6 +38,7 @@ function renderFacts(data) {
   fact(dl, "Reason", j.reason);
   fact(dl, "Launched by", originLink(j.origin));
   fact(dl, "Host", data.host);
+  fact(dl, "Runs as", f.user || data.become_user || "—");
   fact(dl, "Folder", data.resolved_dir ? `${data.resolved_dir}/${j.job_id}` : j.job_id);
   fact(dl, "Command (first line)", data.command === null || data.command === undefined ? "— (not in Airflow's records)" : data.command);
   fact(dl, "Working directory", f.cwd || "—");
@@ -74,7 +78,7 @@ async function readStream(stream) {
   p.busy = true;
   try {
     const out = await api("/api/output", {
-      conn_id: job.conn_id, async_dir: job.async_dir, job_id: job.job_id, stream,
+      ...where(job), job_id: job.job_id, stream,
       offset: p.next === null ? -1 : p.next, max_bytes: CHUNK,
     });
     if (p.next === null) p.start = out.offset;
@@ -95,7 +99,7 @@ async function earlier(stream) {
   if (!p.start) return;
   const from = Math.max(0, p.start - CHUNK);
   const out = await api("/api/output", {
-    conn_id: job.conn_id, async_dir: job.async_dir, job_id: job.job_id, stream, offset: from, max_bytes: p.start - from,
+    ...where(job), job_id: job.job_id, stream, offset: from, max_bytes: p.start - from, before: true,
   });
   append(stream, out.text, true);
   p.start = out.offset;
@@ -105,7 +109,7 @@ async function earlier(stream) {
 async function poll() {
   let data;
   try {
-    data = await api("/api/job", job);
+    data = await api("/api/job", { ...where(job), job_id: job.job_id });
   } catch (e) {
     notice(e.message, true);
     setTimeout(poll, 5000);
@@ -144,7 +148,7 @@ async function kill() {
     const out = await api("/api/kill", {}, {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": session.csrf_token },
-      body: JSON.stringify({ conn_id: job.conn_id, async_dir: job.async_dir || null, job_id: job.job_id, grace }),
+      body: JSON.stringify({ ...where(job), async_dir: job.async_dir || null, job_id: job.job_id, grace }),
     });
     $("kill-result").textContent = `kill sent: ${out.outcome}`;
     fast = 20;
@@ -167,7 +171,10 @@ async function start() {
       const found = await api("/api/ti", {
         dag_id: params.get("dag_id"), run_id: params.get("run_id"), task_id: params.get("task_id"), map_index: params.get("map_index"),
       });
-      job = { conn_id: found.conn_id, async_dir: found.async_dir, job_id: found.job_id };
+      job = {
+        conn_id: found.conn_id, async_dir: found.async_dir, job_id: found.job_id,
+        become_user: found.become_user || "", become_method: found.become_method || "",
+      };
     } catch (e) {
       $("title").textContent = "Remote job";
       notice(e.message, true);

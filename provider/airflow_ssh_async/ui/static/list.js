@@ -11,7 +11,7 @@ let sections = [];
 let timer = null;
 
 const $ = (id) => document.getElementById(id);
-const key = (s) => `${s.conn_id}\u0000${s.async_dir}`;
+const key = (s) => `${s.conn_id}\u0000${s.async_dir}\u0000${s.become_user || ""}\u0000${s.become_method || ""}`;
 
 function filters() {
   return { state: $("state").value, dag: $("dag").value.trim(), host: $("host").value };
@@ -49,7 +49,7 @@ function sectionNode(s) {
 function jobRow(s, job) {
   const sizes = job.sizes || {};
   return el("tr", { "data-job-id": job.job_id, "data-state": job.state },
-    el("td", {}, el("a", { href: jobHref(s.conn_id, s.async_dir, job.job_id), class: "job-link" }, job.job_id)),
+    el("td", {}, el("a", { href: jobHref(s, job.job_id), class: "job-link" }, job.job_id)),
     el("td", {}, stateBadge(job.state), job.state === "damaged" ? el("div", { class: "muted" }, job.reason) : null),
     el("td", {}, originLink(job.origin)),
     el("td", {}, fmtTime(job.start_time)),
@@ -67,6 +67,8 @@ function render(s, data) {
   const counts = Object.entries(data.counts || {}).map(([k, v]) => `${v} ${k}`).join(", ");
   node.append(el("header", {},
     el("h2", {}, s.conn_id),
+    s.become_user ? el("span", { class: "become", title: "the jobs run as this user, read through the same elevation" },
+      `as ${s.become_user} (${s.become_method || "sudo"})`) : null,
     el("span", { class: "muted" }, data.host || ""),
     el("span", { class: "muted" }, data.resolved_dir || s.async_dir),
     el("span", { class: "counts" }, counts || (data.error ? "" : "no jobs")),
@@ -105,7 +107,7 @@ async function load(s) {
   sectionNode(s).hidden = false;
   try {
     const data = await api("/api/jobs", {
-      conn_id: s.conn_id, async_dir: s.async_dir, state: f.state ? [f.state] : [], dag_id: f.dag,
+      ...where(s), state: f.state ? [f.state] : [], dag_id: f.dag,
       offset: pages[key(s)] || 0, limit: PAGE,
     });
     render(s, data);
