@@ -47,6 +47,8 @@ DAG_IDS = (
     "e2e_exec_clear",
     "e2e_dagrun_timeout",
     "e2e_ui",
+    "e2e_ui_secrets",
+    "e2e_ui_become",
 )
 USER = "asyncdash"
 # A bound on a start that hangs, not a speed target: a busy 2-core machine (CI with

@@ -331,3 +331,54 @@ def test_hosts_come_from_airflow_records_and_the_task_instance_tab_finds_its_job
         release(remote_jobs, job_id)
     assert af.wait_for_dag_run(UI_DAG, run_id, timeout=90) == "success"
     shutil.rmtree(home(USER) / UI_DIR[2:] / job_id, ignore_errors=True)
+
+
+# --- a task's become_user (issue 19) ------------------------------------------------------------
+
+
+def test_a_become_users_job_is_listed_followed_and_killed_through_sudo(
+    airflow_stack: AirflowStack, tokens: dict[str, str]
+) -> None:
+    from tests.harness.become import OTHER, TARGET, processes_of, sudoers_rules
+
+    af = airflow_stack
+    dag_id, async_dir = "e2e_ui_become", "~/.airflow_async_ui_become"  # dags/ssh_async_e2e.py
+    job_id = f"ui-become-{os.urandom(3).hex()}"
+    section = {"conn_id": CONN, "async_dir": async_dir, "become_user": TARGET, "become_method": "sudo"}
+    as_target = {"become_user": TARGET, "become_method": "sudo"}
+    folder = home(TARGET) / async_dir[2:] / job_id
+    with sudoers_rules():
+        try:
+            run_id = af.trigger_dag(dag_id, conf={"job_id": job_id, "command": COUNTER})
+            af.wait_for_task_state(dag_id, run_id, "job", "deferred", timeout=90)
+            with client(af, tokens["viewer"]) as viewer:
+                assert section in viewer.get("/api/hosts").json()["hosts"], "the task's user is a section"
+                tab = viewer.get("/api/ti", params={"dag_id": dag_id, "run_id": run_id, "task_id": "job"}).json()
+                assert (tab["job_id"], tab["become_user"]) == (job_id, TARGET), tab
+                rows = {j["job_id"]: j for j in jobs_of(viewer, async_dir, **as_target)["jobs"]}
+                assert rows[job_id]["state"] == "running" and rows[job_id]["facts"]["user"] == TARGET, rows
+                q = {"conn_id": CONN, "async_dir": async_dir, "job_id": job_id, **as_target}
+                text = wait_until(
+                    lambda: viewer.get("/api/output", params={**q, "offset": 0}).json()["text"], 30, "output"
+                )
+                assert text.startswith("line 1\n"), text
+                # Not the login's: without the elevation the job is not there.
+                assert viewer.get("/api/job", params={**q, "become_user": ""}).status_code == 404
+                # A user no DAG of the viewer's runs jobs as: refused before anything connects.
+                other = viewer.get("/api/jobs", params={"conn_id": CONN, "become_user": OTHER})
+                assert other.status_code == 403, other.text
+            with client(af, tokens["admin"]) as admin:
+                body = {**q, "grace": 1}
+                resp = admin.post("/api/kill", json=body)
+                assert resp.status_code == 200 and resp.json()["outcome"] == "cancelled", resp.text
+                wait_until(
+                    lambda: admin.get("/api/job", params=q).json()["job"]["state"] == "cancelled",
+                    30,
+                    f"{job_id} to show cancelled",
+                )
+            pid = rows[job_id]["pid"]
+            wait_until(lambda: not [p for p in processes_of(TARGET) if p[1] == pid], 20, "the group to be gone")
+            assert af.wait_for_dag_run(dag_id, run_id, timeout=90) == "failed", "a cancelled job fails its task"
+        finally:
+            kill_jobs_processes([job_id])
+            shutil.rmtree(folder, ignore_errors=True)

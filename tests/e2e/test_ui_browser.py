@@ -179,3 +179,48 @@ def test_browser_logs_in_follows_a_job_kills_it_and_opens_the_task_tab(
     shot(d, "ui-job-dark.png")
     af.wait_for_dag_run(DAG, run_id, timeout=90)
     shutil.rmtree(home(USER) / ".airflow_async_ui" / job_id, ignore_errors=True)
+
+
+def test_the_pages_never_show_the_secrets_a_job_prints(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, browser: object, secret_values: dict[str, str]
+) -> None:
+    """Issue 21 in the browser: the job page and the list, while the job runs and after it ended."""
+    import time
+    from urllib.parse import urlencode
+
+    from selenium.webdriver.common.by import By
+
+    from tests.e2e.test_scenarios import release
+    from tests.e2e.test_secrets import UI_DAG, UI_DIR, VIEW_SECRETS_TTL, leaks
+
+    af, d = airflow_stack, browser
+    secrets = list(secret_values.values())
+    job_id = remote_jobs.new("pagesecrets")
+    folders = [home(USER) / UI_DIR[2:] / (job_id + s) for s in ("", "-bg")]
+
+    def page(job: str, *shown: str) -> str:
+        query = urlencode({"conn_id": "test_asyncdash", "async_dir": UI_DIR, "job_id": job})
+        d.get(f"{af.base_url}/ssh-async/job?{query}")  # type: ignore[attr-defined]
+        for text in shown:
+            wait_until(lambda t=text: t in d.find_element(By.TAG_NAME, "body").text, 60, f"{text!r} on {job}'s page")  # type: ignore[attr-defined]
+        return str(d.page_source) + d.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+
+    try:
+        run_id = af.trigger_dag(UI_DAG, conf={"job_id": job_id})
+        af.wait_for_task_state(UI_DAG, run_id, "launched", "success", timeout=90)  # its job runs, no task waits
+        login(d, af)
+        running = page(job_id + "-bg", "dsn=postgres://app:***@db/app", "err ***", "step ***")
+        assert not leaks(running, secrets), "the page of a running job shows a secret"
+        release(remote_jobs, job_id)
+        assert af.wait_for_dag_run(UI_DAG, run_id, timeout=120) == "success"
+        time.sleep(VIEW_SECRETS_TTL)
+        for job in (job_id, job_id + "-bg"):
+            ended = page(job, "after=***/***/***", "api=*** ctx=*** tok=***", "succeeded")
+            assert not leaks(ended, secrets), f"the page of ended job {job} shows a secret"
+        d.get(f"{af.base_url}/ssh-async/?{urlencode({'dag_id': UI_DAG})}")  # type: ignore[attr-defined]
+        row = f"tr[data-job-id='{job_id}-bg']"
+        wait_until(lambda: "step ***" in text_of(d, f"{row} td.progress"), 60, "the masked progress line in the list")
+        assert not leaks(str(d.page_source), secrets), "the list shows a secret"  # type: ignore[attr-defined]
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)

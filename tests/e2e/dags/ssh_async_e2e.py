@@ -141,6 +141,27 @@ with dag("e2e_secrets", user_defined_macros={"issued_context": issued_context}):
         task_id="watch", ssh_conn_id=CONN, job_id=CONF_JOB + "-sensed", poke_interval=1, timeout=300,
         start_from_trigger=True, secrets=["{{ conn.e2e_db.password }}", "{{ var.value.e2e_api_secret }}"],
     )  # fmt: skip
+# The Remote jobs view masks a task's secrets in its job's output while the job runs and
+# after it finished (issue 21): one job watched by the trigger, one no task waits for
+# (wait_for_completion=False: no trigger ever holds its secrets). Both print the secrets,
+# wait for a release file, then print them again.
+UI_SECRETS_DIR = "~/.airflow_async_ui_secrets"
+UI_SECRET_SCRIPT = """\
+echo "dsn=postgres://app:$DB_PASSWORD@db/app"
+echo "api=$API_VALUE ctx=$RUN_CONTEXT tok=$SERVICE_TOKEN"
+echo "err $API_VALUE" >&2
+echo "step $DB_PASSWORD" >> "$AIRFLOW_ASYNC_PROGRESS"
+while [ ! -e "$HOME/release-$AIRFLOW_ASYNC_JOB_ID" ] && [ ! -e "$HOME/release-$RELEASE" ]; do sleep 0.2; done
+echo "after=$DB_PASSWORD/$API_VALUE/$RUN_CONTEXT"
+"""
+with dag("e2e_ui_secrets", user_defined_macros={"issued_context": issued_context}):
+    for task_id, suffix, wait in (("deferred", "", True), ("launched", "-bg", False)):
+        SSHAsyncJobOperator(
+            task_id=task_id, ssh_conn_id=CONN, job_id=CONF_JOB + suffix, command=UI_SECRET_SCRIPT,
+            environment={**SECRET_ENV, "RELEASE": CONF_JOB}, async_dir=UI_SECRETS_DIR, poll_interval=1,
+            wait_for_completion=wait,
+        )  # fmt: skip
+
 # Retry after a worker kill: the task waits in the worker (not deferred), so killing
 # the worker kills the task; the retry must re-attach to the job, not start it again,
 # and give the running job its own try's execution_timeout (issue 22).
@@ -212,4 +233,13 @@ with dag("e2e_ui"):
     SSHAsyncJobOperator(
         task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, poll_interval=1,
         async_dir=UI_ASYNC_DIR,
+    )  # fmt: skip
+
+# A task's become_user (issue 19): the view lists, follows and kills its job as that user.
+# The sudoers rule exists only while tests/e2e/test_ui.py's become test runs.
+UI_BECOME_DIR = "~/.airflow_async_ui_become"
+with dag("e2e_ui_become"):
+    SSHAsyncJobOperator(
+        task_id="job", ssh_conn_id=CONN, job_id=CONF_JOB, command=CONF_COMMAND, poll_interval=1,
+        async_dir=UI_BECOME_DIR, become_user="asynctarget",
     )  # fmt: skip
