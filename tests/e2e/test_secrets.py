@@ -1,11 +1,13 @@
-"""Secrets stay masked (issue 21), on a real Airflow: log, XCom, trigger table.
+"""Secrets stay masked (issue 21), on a real Airflow: log, XCom, trigger table, the Remote jobs view.
 
 One run of the ``e2e_secrets`` DAG: the job echoes a connection password, a
 sensitive-named variable, a ``mask_secret`` value and a literal under a
 sensitive env name, also across a read boundary, at the end of an 8 KB
-line and across the 64 KiB boundary of reads and log pieces; watched by the trigger, by the operator's own wait in the worker, and by
-a sensor started in the triggerer. ``SSHOperator`` with the same script is
-Airflow's own reference.
+line and across the 64 KiB boundary of reads and log pieces; watched by the
+trigger, by the operator's own wait in the worker, and by a sensor started
+in the triggerer. ``SSHOperator`` with the same script is Airflow's own
+reference. One run of ``e2e_ui_secrets``: the same secrets never reach the
+Remote jobs view's answers, while its jobs run and after they ended.
 """
 
 from __future__ import annotations
