@@ -35,12 +35,15 @@ def _check_rsa(key: asyncssh.SSHKey) -> None:
     :raises asyncssh.KeyImportError: the key failed it.
     """
     # Unencrypted, on the child's stdin (a pipe of ours, never argv or a file).
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", _CHECK],
-        input=key.export_private_key("openssh"),
-        capture_output=True,
-        timeout=CHECK_TIMEOUT,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", _CHECK],
+            input=key.export_private_key("openssh"),
+            capture_output=True,
+            timeout=CHECK_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise asyncssh.KeyImportError(f"the check of an RSA private key took over {CHECK_TIMEOUT:.0f} s") from None
     if done.returncode != 0:
         why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no reason given"]
         raise asyncssh.KeyImportError(f"invalid RSA private key: {why[0]}")
