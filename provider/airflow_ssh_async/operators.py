@@ -1,57 +1,48 @@
-"""SSHAsyncJobOperator: launch a detached remote job, then wait for it without a worker."""
+"""SSHAsyncJobOperator: launch a detached remote job, then wait for it without a worker.
+
+Its parts: the checks at DAG parse time (operator_checks.py), the launch or
+re-attach and its limits (operator_launch.py, LaunchingOperator); here the
+parameters, the wait (deferred or in the worker) and the settling of the
+result (XCom, the delivered marker, cleanup).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
 
-from airflow_ssh_async.become import validate_become
-from airflow_ssh_async.client import RemoteHost
-from airflow_ssh_async.errors import JobExistsError, JobRunningError, SSHAsyncJobError
+from airflow_ssh_async.errors import JobRunningError, SSHAsyncJobError
 from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook, cancel_bound
 from airflow_ssh_async.job import (
     DEFAULT_ASYNC_DIR,
     DEFAULT_OUTPUT_LIMIT,
     TAIL_BYTES,
-    ExistingAction,
-    JobIdError,
     JobRef,
     JobState,
-    OnExisting,
-    decide_existing,
     delivery_marker,
-    derive_job_id,
-    iso_time,
     job_event,
-    validate_env_name,
-    validate_job_id,
 )
-from airflow_ssh_async.limits import Limit, deferral_timeout, effective_limit, execution_left, host_seconds, seconds
+from airflow_ssh_async.limits import deferral_timeout
 from airflow_ssh_async.masking import SECRETS_KEY, Masker, airflow_min_length, seal, task_secrets, unseal
+from airflow_ssh_async.operator_checks import check_arguments, check_become, check_output_limit
+from airflow_ssh_async.operator_launch import LaunchingOperator
 from airflow_ssh_async.outcome import exit_codes, settle
 from airflow_ssh_async.triggers import SSHAsyncJobTrigger
 from airflow_ssh_async.watch import watch_job
 
-CLEANUP_CHOICES = ("never", "on_success", "always")
 # The deferral timeout is the remote limit plus this much, so the remote
 # limit fires first and the task reports timed_out with the job stopped.
 DEFERRAL_MARGIN = 120
 
 
-def _templated(value: Any) -> bool:
-    """A string Jinja will render (checked once rendered, not at parse time)."""
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
-class SSHAsyncJobOperator(BaseOperator):
+class SSHAsyncJobOperator(LaunchingOperator):
     """Run COMMAND on a host as a detached job, like Ansible's ``async``.
 
     The job outlives the SSH session and the worker. With
@@ -148,17 +139,9 @@ class SSHAsyncJobOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(output_limit, int) or isinstance(output_limit, bool) or output_limit < 0:
-            raise ValueError(
-                f"{self.task_id}: output_limit must be a whole number of bytes, 0 or more, not {output_limit!r}"
-            )
-        self.output_limit = output_limit
-        self.on_existing = self._check_arguments(command, environment, job_id, cleanup, on_existing)
-        if not _templated(become_user) and not _templated(become_method):
-            try:
-                validate_become(become_user, become_method)
-            except ValueError as exc:
-                raise ValueError(f"{self.task_id}: {exc}") from None
+        self.output_limit = check_output_limit(self.task_id, output_limit)
+        self.on_existing = check_arguments(self.task_id, command, environment, job_id, cleanup, on_existing)
+        check_become(self.task_id, become_user, become_method)
         self.become_user = become_user
         self.become_method = become_method
         self.command = command
@@ -181,53 +164,8 @@ class SSHAsyncJobOperator(BaseOperator):
         self._watching: JobRef | None = None
         self._secrets: list[str] = []
         self._masker = Masker()
-        self._limit: Limit | None = None  # the limit that ends the watched job first, as of its launch or attach
-        self._try_start: datetime | None = None
-
-    def _check_arguments(
-        self, command: Any, environment: Any, job_id: Any, cleanup: str, on_existing: str
-    ) -> OnExisting:
-        """Refuse at DAG parse time what is wrong whatever the host: a DAG
-        import error beats a failed task at 2 a.m. Templated values are
-        checked once rendered (execute)."""
-        where = f"{self.task_id}:"
-        if command is None or (isinstance(command, str) and not command.strip()):
-            raise ValueError(f"{where} command must be non-empty shell text, not {command!r}")
-        if isinstance(environment, dict):
-            for name in environment:  # Airflow renders the values of a dict, never its keys
-                try:
-                    validate_env_name(name)
-                except ValueError as exc:
-                    raise ValueError(f"{where} {exc}") from None
-        if isinstance(job_id, str) and not _templated(job_id):
-            try:
-                validate_job_id(job_id)
-            except JobIdError as exc:
-                raise ValueError(f"{where} {exc}") from None
-        if cleanup not in CLEANUP_CHOICES:
-            raise ValueError(f"{where} cleanup must be one of {CLEANUP_CHOICES}, not {cleanup!r}")
-        try:
-            return OnExisting(on_existing)
-        except ValueError:
-            raise ValueError(
-                f"{where} on_existing must be one of {[o.value for o in OnExisting]}, not {on_existing!r}"
-            ) from None
-
-    # --- launch or re-attach -----------------------------------------------------------
-
-    def _hook(self) -> SSHAsyncJobHook:
-        return SSHAsyncJobHook(self.ssh_conn_id, self.async_dir, self.become_user, self.become_method)
-
-    def _resolve_job_id(self, context: Context) -> str:
-        if self.job_id:
-            job_id = str(self.job_id)
-        else:
-            ti = context["ti"]
-            job_id = derive_job_id(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
-        try:
-            return validate_job_id(job_id)
-        except JobIdError as exc:
-            raise AirflowFailException(f"{self.task_id}: {exc}") from None
+        self._limit = None  # the limit that ends the watched job first, as of its launch or attach
+        self._try_start = None
 
     def _keep_secrets(self, context: Context) -> None:
         """This task's secrets, sealed with Airflow's Fernet key, in its task_state_store
@@ -262,128 +200,6 @@ class SSHAsyncJobOperator(BaseOperator):
         from airflow.sdk.execution_time.context import NEVER_EXPIRE
 
         store.set(SECRETS_KEY, token, retention=NEVER_EXPIRE)
-
-    @staticmethod
-    def _delivered_key(job_id: str) -> str:
-        return f"ssh_async_delivered/{job_id}"
-
-    @staticmethod
-    def _origin(context: Context) -> str:
-        """The task instance that launches: every try of it has the same origin."""
-        ti = context["ti"]
-        return f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{getattr(ti, 'map_index', -1)}"
-
-    async def _start_or_attach(
-        self, hook: SSHAsyncJobHook, host: RemoteHost, job_id: str, context: Context
-    ) -> tuple[JobRef, dict[str, Any] | None]:
-        """Launch, or act on the existing job per ``on_existing``; one SSH connection.
-
-        Returns the job and, when Airflow never took a succeeded job's
-        result, that result.
-        """
-        store = context.get("task_state_store")
-        origin = self._origin(context)
-        exec_left = self._execution_left(context)
-        for _ in range(3):
-            try:
-                launched = await hook.alaunch(
-                    job_id,
-                    self.command,
-                    environment=self.environment,
-                    cwd=self.cwd,
-                    timeout=self.job_timeout or 0,
-                    grace=self.grace,
-                    origin=origin,
-                    execution_left=host_seconds(exec_left) if exec_left is not None else 0,
-                    output_limit=self.output_limit,
-                    host=host,
-                )
-            except JobExistsError:
-                pass
-            else:
-                self._limit = effective_limit(seconds(self.job_timeout), exec_left)
-                self.log.info(
-                    "Started job %s on %s in %s, pid %s%s",
-                    job_id, host.options.address, launched.job_dir, launched.pid, self._limit_words(),
-                )  # fmt: skip
-                return JobRef(self.ssh_conn_id, job_id, launched.job_dir, host.options.address), None
-            target = hook.job_dir(job_id)
-            status, facts = (await hook.astatus([target], host=host))[target]
-            info = facts.job_json or {}
-            ref = JobRef(self.ssh_conn_id, job_id, info.get("job_dir", target), host.options.address)
-            marker = delivery_marker(status.pid, iso_time(status.start_time))
-            delivered = store is not None and store.get(self._delivered_key(job_id)) == marker
-            action = decide_existing(self.on_existing, status.state, delivered, info.get("origin") == origin)
-            if action is ExistingAction.WATCH:
-                self.log.info(
-                    "Job %s is already %s on %s (pid %s, started %s): re-attaching instead of starting it again",
-                    job_id, status.state.value, ref.host, status.pid, iso_time(status.start_time),
-                )  # fmt: skip
-                await self._move_deadline(hook, host, ref, status.start_time, exec_left)
-                return ref, None
-            if action is ExistingAction.TAKE_RESULT:
-                self.log.info(
-                    "Job %s succeeded on %s but no earlier try took its result: taking it without running again",
-                    job_id, ref.host,
-                )  # fmt: skip
-                return ref, await hook.afinished_result(
-                    ref, status, tail_bytes=self.tail_bytes, host=host, masker=self._masker
-                )
-            if action is ExistingAction.REFUSE:
-                raise AirflowFailException(
-                    f"job {job_id!r} exists on {ref.host} ({ref.job_dir}, {status.state.value}) and "
-                    f"on_existing={self.on_existing.value!r} refuses to "
-                    + ("start it again while it runs" if not status.state.finished else "replace it")
-                    + ". Cancel it (`airflow-ssh-async kill`), wait for it, or use another job_id/on_existing."
-                )
-            if action is ExistingAction.ARCHIVE_AND_START:
-                moved = await hook.aarchive(ref.job_dir, host=host)
-                self.log.info("Job %s had ended %s; archived its folder to %s and starting a new attempt",
-                              job_id, status.state.value, moved)  # fmt: skip
-        raise AirflowException(f"job {job_id!r}: could not launch or attach after 3 attempts (concurrent launches?)")
-
-    # --- time limits (limits.py) ---------------------------------------------------------
-
-    def _execution_left(self, context: Context) -> float | None:
-        """Seconds left of this try's execution_timeout, counted from its start as Airflow counts it.
-
-        ``ti.start_date`` is the try's first start, which Airflow keeps
-        across the deferral (the task SDK sets it when the worker is told
-        to run, and again only for a new try).
-        """
-        self._try_start = getattr(context["ti"], "start_date", None)
-        return execution_left(self.execution_timeout, self._try_start, datetime.now(tz=timezone.utc))
-
-    def _limit_words(self) -> str:
-        if self._limit is None:
-            return ""
-        words = f"; the host ends it in {self._limit.left:.0f} s at the latest ({self._limit.name}"
-        if self.execution_timeout and self._try_start is not None:
-            words += f"; execution_timeout counts from the try's start at {self._try_start.isoformat()}"
-        return words + ")"
-
-    async def _move_deadline(
-        self, hook: SSHAsyncJobHook, host: RemoteHost, ref: JobRef, job_start: int | None, exec_left: float | None
-    ) -> None:
-        """A retry re-attaches: the running job gets this try's execution_timeout (job_timeout still caps it)."""
-        job_left = seconds(self.job_timeout)
-        if job_left is not None and job_start is not None:  # the worker's clock: for the deferral's backstop only
-            job_left = max(job_left - (time.time() - job_start), 0.0)
-        self._limit = effective_limit(job_left, exec_left)
-        if exec_left is None:
-            return
-        outcome = await hook.amove_deadline(ref.job_dir, host_seconds(exec_left), host=host)
-        if outcome == "unsupported":
-            self.log.warning(
-                "job %s on %s runs under a supervisor older than execution_timeout deadlines: it keeps the "
-                "limits it started with (job_timeout %s); this try's execution_timeout ends only the wait",
-                ref.job_id, ref.host, self.job_timeout,
-            )  # fmt: skip
-        else:
-            self.log.info("execution_timeout of this try: job %s's deadline %s%s", ref.job_id, outcome,
-                          self._limit_words())  # fmt: skip
-
-    # --- execute ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
         if not str(self.command).strip():
