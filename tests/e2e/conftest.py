@@ -58,6 +58,9 @@ STARTUP_LIMIT = {"sqlite": 240.0, "celery": 400.0}
 SELECTED_KINDS = tuple(k.strip() for k in os.environ.get("E2E_STACKS", ",".join(KINDS)).split(",") if k.strip())
 SECOND_HOST = "127.0.0.2"  # a second sshd, its own host key and port: another host to the provider
 
+# Tests that run after every other test of their stack: what they leave behind meets no other test.
+LAST_MARKS = ("load", "outage")
+
 pytestmark = pytest.mark.e2e
 
 
@@ -119,7 +122,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by stack kind
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect the kinds E2E_STACKS leaves out (deselected, not skipped: nothing failed to start);
-    load tests (``@pytest.mark.load``) last, so that what they leave behind meets no other test."""
+    load and outage tests (``@pytest.mark.load``, ``outage``) last, so that what they leave behind
+    meets no other test."""
     unknown = set(SELECTED_KINDS) - set(KINDS)
     if unknown:
         raise pytest.UsageError(f"E2E_STACKS names unknown stack kinds {sorted(unknown)}; known: {KINDS}")
@@ -129,8 +133,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         (drop if kind and kind not in SELECTED_KINDS else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
-    rest = [i for i in keep if i.get_closest_marker("load") is None]
-    for item in (i for i in keep if i.get_closest_marker("load") is not None):
+    closing = [i for i in keep if any(i.get_closest_marker(m) for m in LAST_MARKS)]
+    rest = [i for i in keep if i not in closing]
+    for item in closing:
         kind = _stack_kind(item)  # just after the last other test on its stack, before the stack stops
         last = max((n for n, i in enumerate(rest) if _stack_kind(i) == kind), default=len(rest) - 1)
         rest.insert(last + 1, item)

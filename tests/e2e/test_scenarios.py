@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy
 
@@ -606,6 +607,91 @@ def test_scheduler_down_while_the_job_ends_the_run_completes_once_it_is_back(
     result = af.xcom(JOB_DAG, run_id, "job")
     assert result["pid"] == info["pid"] and result["state"] == "succeeded", result
     assert starts(jobs, job_id) == 1
+
+
+DB_DOWN_S = 30  # the database is gone longer than every heartbeat threshold of the stack (10 s, 20 s)
+
+
+def supervised(af: AirflowStack, probe: Callable[[], Any], timeout: float, what: str, revived: list[str]) -> Any:
+    """Wait for PROBE while a process supervisor's part is played: what exits is started again."""
+
+    def round_() -> Any:
+        revived.extend(af.revive())
+        af.adopt_triggerer_jobs()
+        try:
+            return probe()
+        except (httpx.HTTPError, AirflowStackError):  # the API server reconnecting to the database
+            return None
+
+    return wait_until(round_, timeout, what, interval=1)
+
+
+@pytest.mark.stacks("celery")
+@pytest.mark.outage
+@pytest.mark.timeout(300)
+def test_database_down_while_deferred_the_job_runs_on_and_the_run_succeeds_once_it_is_back(
+    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, metrics: dict
+) -> None:
+    """PostgreSQL stops (``pg_ctl stop -m fast``) for 30 s while the task is deferred.
+
+    The job must run on untouched (the host needs no database), and once the
+    database is back and whatever Airflow component exited has been started
+    again (as systemd or Kubernetes would), the run succeeds with the job started
+    once. Which components exit, and when, goes into the metrics.
+    """
+    af, jobs = airflow_stack, remote_jobs
+    assert af.postgres is not None
+    job_id = jobs.new("dbdown")
+    run_id = af.trigger_dag(JOB_DAG, conf={"job_id": job_id, "command": held_job(jobs, job_id, "before the outage")})
+    defer_and_hold(af, JOB_DAG, run_id)
+    wait_for_log(af, JOB_DAG, run_id, r"before the outage")
+    info = job_json(jobs, job_id)
+    holder = af.task_instance(JOB_DAG, run_id, "job")["trigger"]["triggerer_id"]
+
+    af.postgres.halt("fast")
+    down = time.monotonic()
+    exited: dict[str, float] = {}
+    while (elapsed := time.monotonic() - down) < DB_DOWN_S:
+        for name, comp in af.components.items():
+            if not comp.expected_dead and not comp.alive():
+                exited.setdefault(name, round(elapsed, 1))
+        assert os.path.exists(f"/proc/{info['pid']}"), "the job died while the database was down"
+        time.sleep(0.5)
+    assert result_json(jobs, job_id) is None, "the job ended while the database was down"
+    assert starts(jobs, job_id) == 1
+    metrics["exited_while_down_s"] = exited
+    af.postgres.start()
+    back = time.monotonic()
+
+    revived: list[str] = []
+
+    def held_by_a_live_triggerer() -> int | None:
+        alive = {j["id"] for j in af.triggerer_jobs(alive_only=True)}
+        trigger = af.task_instance(JOB_DAG, run_id, "job").get("trigger") or {}
+        return trigger.get("triggerer_id") if trigger.get("triggerer_id") in alive else None
+
+    new_holder = supervised(af, held_by_a_live_triggerer, 150, "a live triggerer to hold the trigger", revived)
+    metrics["db_back_to_trigger_held_s"] = round(time.monotonic() - back, 1)
+    metrics["trigger_moved"] = new_holder != holder
+    assert af.task_instance(JOB_DAG, run_id, "job")["state"] == "deferred"
+    assert os.path.exists(f"/proc/{info['pid']}") and starts(jobs, job_id) == 1
+
+    release(jobs, job_id)
+    state = supervised(
+        af,
+        lambda: (s := af.dag_run_state(JOB_DAG, run_id)) in ("success", "failed") and s,
+        120,
+        f"run {run_id} to finish",
+        revived,
+    )
+    metrics["revived"] = sorted(set(revived))
+    metrics["db_back_to_run_done_s"] = round(time.monotonic() - back, 1)
+    assert state == "success", f"run {run_id} ended {state} after the outage\n{af.diagnostics(30)}"
+    result = af.xcom(JOB_DAG, run_id, "job")
+    assert result["pid"] == info["pid"] and result["state"] == "succeeded", result
+    assert starts(jobs, job_id) == 1, f"the job was started {starts(jobs, job_id)} times"
+    # Leave the stack as whole as it came: every component running, the API healthy.
+    supervised(af, lambda: all(c.alive() for c in af.components.values() if not c.expected_dead), 60, "all up", revived)
 
 
 # --- issue 22: execution_timeout and dagrun_timeout end the remote job --------------------

@@ -373,6 +373,7 @@ class AirflowStack:
         self.components: dict[str, Component] = {}
         self._client: httpx.Client | None = None
         self._triggerer_count = 0
+        self._retired_job_ids: set[int] = set()  # TriggererJobs of triggerers that ``revive`` replaced
         self.startup_seconds: float | None = None
         self.stack_id = secrets.token_hex(8)
         self._marker = f"{STACK_ID_VAR}={self.stack_id}".encode()
@@ -761,6 +762,43 @@ class AirflowStack:
         comp.close()
         time.sleep(down)
         return self._start_component(name, comp.argv[1:], base_env=comp.env)
+
+    def revive(self) -> list[str]:
+        """Start again every component that exited on its own, as a process supervisor would.
+
+        What systemd's ``Restart=always`` or a Kubernetes pod does for an Airflow
+        component that exits (Airflow 3.3's scheduler, DAG processor and
+        triggerer exit when they lose the database). Same name, argv and
+        environment; a triggerer comes back with a new TriggererJob, whose id
+        ``adopt_triggerer_jobs`` finds. Components killed on purpose stay dead.
+        Returns the names started again.
+        """
+        revived = []
+        for name, comp in list(self.components.items()):
+            if comp.expected_dead or comp.alive():
+                continue
+            comp.expected_dead = True
+            comp.close()
+            if comp.job_id is not None:
+                self._retired_job_ids.add(comp.job_id)
+            self._start_component(name, comp.argv[1:], base_env=comp.env)
+            revived.append(name)
+        return revived
+
+    def adopt_triggerer_jobs(self) -> None:
+        """Give running triggerers without a job id the TriggererJobs no component claims yet.
+
+        Unambiguous only when one such triggerer waits for its job (the usual
+        case: one exits at a time); with several, the oldest job goes to the
+        oldest triggerer.
+        """
+        waiting = [c for c in self.triggerers if c.job_id is None]
+        if not waiting:
+            return
+        claimed = {c.job_id for c in self.components.values() if c.job_id is not None} | self._retired_job_ids
+        fresh = sorted(j["id"] for j in self.triggerer_jobs(alive_only=True) if j["id"] not in claimed)
+        for comp, job_id in zip(waiting, fresh, strict=False):
+            comp.job_id = job_id
 
     def kill_task_worker(self, ti_id: str) -> None:
         """The machine running task instance ``ti_id`` dies: SIGKILL, no goodbye to Airflow.

@@ -141,6 +141,14 @@ class Postgres:
         pid = self.postmaster_pid()
         return pid is not None and os.path.exists(f"/proc/{pid}")
 
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server, keep the cluster (``start()`` brings it back): the database goes away.
+
+        ``fast`` (pg_ctl's default) ends every client's session and refuses new
+        ones, as a failover or a restart of the database does to its clients.
+        """
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
     def stop(self) -> None:
         """Stop the server and remove the cluster; idempotent."""
         if self.alive():
