@@ -223,14 +223,21 @@ def duplicates(stack: AirflowStack) -> dict[str, Any]:
 
 
 def usage_figures(sampler: Sampler) -> dict[str, Any]:
-    """Per group: CPU seconds and % of one core per phase, peak RSS (MB) per phase."""
+    """Per group: CPU seconds and % of one core per phase, peak RSS (MB) per phase.
+
+    A phase whose CPU came out negative is None: sshd connections that close take
+    their sessions' time with them (seen in the finish phase, as the triggerers'
+    connections close), so for sshd only the watch phase, whose connections stay
+    open, is a measurement; launch is a lower bound.
+    """
     out: dict[str, Any] = {}
     for name, usage in sampler.usage.items():
+        cpu_s = {phase: (cpu if cpu >= 0 else None) for phase, cpu in usage.cpu_s.items()}
         out[name] = {
-            "cpu_s": usage.cpu_s,
+            "cpu_s": cpu_s,
             "cpu_pct_of_a_core": {
-                phase: round(100 * cpu / sampler.durations[phase], 1)
-                for phase, cpu in usage.cpu_s.items()
+                phase: round(100 * cpu / sampler.durations[phase], 1) if cpu is not None else None
+                for phase, cpu in cpu_s.items()
                 if sampler.durations.get(phase)
             },
             "peak_rss_mb": {phase: round(kb / 1024, 1) for phase, kb in usage.peak_rss_kb.items()},
