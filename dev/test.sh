@@ -22,8 +22,8 @@ shellcheck -s sh provider/airflow_ssh_async/scripts/*.sh dev/*.sh bench/*.sh
 # Extra arguments go to every session (e.g. --durations=40).
 echo "test: pytest in three sessions at once: unit and integration; e2e on the SQLite stack; e2e on the Celery stack"
 it=tests/integration
-with_sqlite="$it/test_cancel.py $it/test_become.py $it/test_full_disk.py $it/test_hard_edges_process.py"
-with_celery="$it/test_ansible.py $it/test_wait.py $it/test_scale.py"
+with_sqlite="$it/test_cancel.py $it/test_become.py"
+with_celery="$it/test_ansible.py $it/test_wait.py $it/test_scale.py $it/test_hard_edges_process.py"
 logs=$(mktemp -d)
 session() { # NAME E2E_STACKS PATHS...: one pytest session in the background, its output in $logs/NAME
     name=$1 stacks=$2

@@ -152,7 +152,8 @@ def check_view(
 ) -> None:
     answers = view_answers(af, token, run_id, job_dirs)
     leaked = {name: leaks(text, secrets) for name, text in answers.items() if leaks(text, secrets)}
-    assert not leaked, f"the Remote jobs view shows secrets ({'after' if ended else 'while'} the job ran): {leaked}"
+    where = {name: answers[name][max(0, answers[name].find(p[0]) - 200) :][:400] for name, p in leaked.items()}
+    assert not leaked, f"the Remote jobs view shows secrets ({'after' if ended else 'while'} the job ran): {where}"
     for job_id in job_dirs:
         start = answers[f"{job_id} stdout start"]
         assert "dsn=postgres://app:***@db/app" in start and "api=*** ctx=*** tok=***" in start, start
