@@ -15,7 +15,9 @@ Sections:
             SSH connections, job end to event
   restart   the same N jobs, every watcher killed half way and started again
             (a triggerer restart): bytes read again, lines logged twice
-  cost      triggerer CPU per job per poll at 100 and at --many jobs
+  cost      triggerer CPU per job per poll at 100 and at --many jobs, polled
+            without the host wait (`wait_on_host: false`: one status call a
+            poll), --ticks polls after two to warm up
   progress  30 MB of carriage-return progress output: peak RSS growth,
             longest log record, longest event-loop stall
   upstream  the same N chatty jobs started by SSHRemoteJobOperator's wrapper
@@ -63,6 +65,7 @@ USER = "asyncdash"
 CONN = "bench_streaming"
 UPSTREAM_USER = "asyncbash"
 UPSTREAM_CONN = "bench_streaming_upstream"
+CONN_NO_WAIT = "bench_streaming_no_wait"
 
 
 def derived_id(tag: str, i: int) -> str:
@@ -87,11 +90,15 @@ class Calls:
 
     def __init__(self) -> None:
         self.done: list[tuple[str, float]] = []
+        # (name, wall clock, process CPU) at the start of every call: a poll's
+        # cost is the CPU from one status call's start to the next one's.
+        self.started: list[tuple[str, float, float]] = []
         real = client.RemoteHost.run
         me = self
 
         async def run(self: client.RemoteHost, name: str, args: Any, **kw: Any) -> bytes:
             t0 = time.monotonic()
+            me.started.append((name, t0, time.process_time()))
             try:
                 return await real(self, name, args, **kw)
             finally:
@@ -360,29 +367,69 @@ def section_restart(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float, r
 
 
 def section_cost(hook: SSHAsyncJobHook, counts: list[int], poll: float, ticks: int) -> dict[str, Any]:
+    """Triggerer CPU per job per poll at each of COUNTS chatty jobs on one host.
+
+    HOOK's connection should say ``wait_on_host: false``: then every status
+    call is one poll of every job (one per tick of POLL), and the CPU from
+    the start of one status call to the start of the call TICKS later is
+    exactly TICKS polls' work (the status report, the output reads of every
+    grown stream, their log lines, the confirmations), whatever the host's
+    speed. The first two polls (the watchers' start, their first backlog)
+    are left out.
+    """
     out: dict[str, Any] = {}
     for n in counts:
         ids = [derived_id(f"k{n}-", i) for i in range(n)]
-        cpu = asyncio.run(_cost_run(hook, ids, poll, ticks, f"cost{n}"))
-        out[str(n)] = round(1000 * cpu / (n * ticks), 3)
+        out[str(n)] = asyncio.run(_cost_run(hook, ids, poll, ticks, f"cost{n}"))
+        print(f"cost {n}: {json.dumps(out[str(n)])}", file=sys.stderr, flush=True)
         asyncio.run(cancel_all(hook, ids))
-    a, b = out[str(counts[0])], out[str(counts[-1])]
-    out["ratio"] = round(b / a, 2) if a else None
-    return {"triggerer_cpu_ms_per_job_per_poll": out}
+    a, b = (out[str(c)]["triggerer_cpu_ms_per_job_per_poll"] for c in (counts[0], counts[-1]))
+    out["ratio"] = round(b / a, 2) if a and b else None
+    return out
 
 
-async def _cost_run(hook: SSHAsyncJobHook, ids: list[str], poll: float, ticks: int, key: str) -> float:
-    """Triggerer CPU of TICKS polls of chatty jobs IDS (after they have started)."""
+async def _cost_run(hook: SSHAsyncJobHook, ids: list[str], poll: float, ticks: int, key: str) -> dict[str, Any]:
+    """TICKS polls of the chatty jobs IDS, after two to warm up."""
+    assert CALLS is not None
     logs = {j: CountingLog() for j in ids}
     go = go_file(key)
-    refs = await launch(hook, ids, chatty(int(poll * (ticks + 2)), str(go)))
+    t_launch = time.monotonic()
+    # Long enough to chat through the warm-up, the window and a slow host's
+    # polls (2,000 chatty jobs on 2 cores: a poll can take longer than a tick).
+    length = int(max(poll * (2 * ticks + 6), 600))
+    refs = await launch(hook, ids, chatty(length, str(go)))
+    launch_s = time.monotonic() - t_launch
     go.touch()
-    await asyncio.sleep(poll)  # the jobs are chatting
-    cpu0 = time.process_time()
-    await watch_all(hook, refs, logs, poll, key, stop=poll * ticks)
-    cpu = time.process_time() - cpu0
-    go.unlink()
-    return cpu
+    first = len(CALLS.started)
+
+    def status_starts() -> list[tuple[str, float, float]]:
+        return [c for c in CALLS.started[first:] if c[0] == "status"]
+
+    async def measure() -> dict[str, Any]:
+        while len(status_starts()) < 2 + ticks + 1:
+            await asyncio.sleep(0.1)
+        starts = status_starts()
+        (_, t0, cpu0), (_, t1, cpu1) = starts[2], starts[2 + ticks]
+        calls = collections.Counter(c[0] for c in CALLS.started[first:] if t0 <= c[1] < t1)
+        return {
+            "jobs": len(ids),
+            "id_length": len(ids[0]),
+            "launch_s": round(launch_s, 1),
+            "polls": ticks,
+            "window_s": round(t1 - t0, 1),
+            "triggerer_cpu_ms_per_job_per_poll": round(1000 * (cpu1 - cpu0) / (len(ids) * ticks), 4),
+            "calls_in_window": dict(calls),
+            "rss_mb": round(rss_now_mb(), 1),
+        }
+
+    watchers = asyncio.ensure_future(watch_all(hook, refs, logs, poll, key))
+    try:
+        return await asyncio.wait_for(measure(), length)
+    finally:
+        watchers.cancel()
+        with contextlib.suppress(BaseException):
+            await watchers
+        go.unlink()
 
 
 async def cancel_all(hook: SSHAsyncJobHook, ids: list[str]) -> None:
@@ -640,11 +687,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--many", type=int, default=2000, help="the large count of the cost section")
     p.add_argument("--megabytes", type=int, default=30)
     p.add_argument("--upstream-steps", default="100,250,500", help="smaller upstream job counts tried first")
+    p.add_argument("--ticks", type=int, default=3, help="polls measured by the cost section")
     p.add_argument("--only", choices=["chatty", "restart", "cost", "progress", "upstream"], action="append")
     args = p.parse_args(argv)
     server = start_server()
     server.set_connection(CONN, USER, conn_timeout=30)
     server.set_connection(UPSTREAM_CONN, UPSTREAM_USER, conn_timeout=30)
+    # The cost section polls without the host wait: each status call is then one poll.
+    server.set_connection(CONN_NO_WAIT, USER, conn_timeout=30, wait_on_host=False)
     async_dir = f"~/bench-streaming-{os.getpid()}"
     hook = SSHAsyncJobHook(CONN, async_dir=async_dir)
     reads = Reads()
@@ -663,7 +713,8 @@ def main(argv: list[str] | None = None) -> int:
             out["restart"] = section_restart(hook, args.jobs, args.lines, args.poll, reads)
             print(f"restart: {json.dumps(out['restart'])}", file=sys.stderr, flush=True)
         if "cost" in sections:
-            out["cost"] = section_cost(hook, [100, args.many], args.poll, 3)
+            no_wait = SSHAsyncJobHook(CONN_NO_WAIT, async_dir=async_dir)
+            out["cost"] = section_cost(no_wait, [100, args.many], args.poll, args.ticks)
             print(f"cost: {json.dumps(out['cost'])}", file=sys.stderr, flush=True)
         if "progress" in sections:
             out["progress"] = section_progress(hook, args.megabytes)

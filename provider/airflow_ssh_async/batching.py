@@ -38,6 +38,8 @@ WAIT_MAX = 60.0
 MIN_GAP = 0.5
 
 StatusValue = tuple[JobStatus, JobFacts]
+# Statuses a waiting call reports while it goes on (status.sh --wait-parts).
+OnPart = Callable[[Mapping[str, Any]], None]
 
 
 def resolve(futures: Iterable[asyncio.Future[Any]], value: object) -> None:
@@ -105,7 +107,7 @@ class HostStatus:
     """
 
     def __init__(
-        self, fetch: Callable[[list[str], StatusWait | None], Awaitable[tuple[Mapping[str, Any], str]]]
+        self, fetch: Callable[[list[str], StatusWait | None, OnPart], Awaitable[tuple[Mapping[str, Any], str]]]
     ) -> None:
         self._fetch = fetch
         self._waiting: dict[str, list[asyncio.Future[StatusValue]]] = {}
@@ -162,6 +164,7 @@ class HostStatus:
             max_seconds=math.ceil(max(interval, WAIT_MAX)),
             grow_after=math.ceil(grow_after) if grow_after < WAIT_MAX else None,
             known_total=sum(self._known[k] for k in keys),
+            parts=True,
         )
 
     async def _pause(self, seconds: float) -> None:
@@ -194,7 +197,15 @@ class HostStatus:
             self.calls += 1
             self._call_waits = wait is not None
             self._cut = False
-            call = self._call = asyncio.create_task(self._fetch(keys, wait))
+            told: set[str] = set()
+
+            def on_part(values: Mapping[str, Any], told: set[str] = told) -> None:
+                # Jobs that ended while the call waits on: their watchers act now.
+                for key, value in values.items():
+                    told.add(key)
+                    self._deliver(key, value)
+
+            call = self._call = asyncio.create_task(self._fetch(keys, wait, on_part))
             try:
                 await asyncio.wait({call})
             except asyncio.CancelledError:
@@ -221,13 +232,19 @@ class HostStatus:
             if woke == "grew":
                 self._last_grew = time.monotonic()
             for key in keys:
-                value = values[key]
-                if not isinstance(value, Exception):
-                    self._known[key] = sum(value[1].sizes.values())
-                futures = self._waiting.pop(key, [])
-                resolve(futures, value)
-                if not futures and not isinstance(value, Exception) and key in self._watched:
-                    self._unread[key] = value
+                if key not in told:
+                    self._deliver(key, values[key])
+
+    def _deliver(self, key: str, value: Any) -> None:
+        """KEY's answer to its waiting watcher, or kept for its next get()."""
+        if key not in self._watched:
+            return  # its watcher left
+        if not isinstance(value, Exception):
+            self._known[key] = sum(value[1].sizes.values())
+        futures = self._waiting.pop(key, [])
+        resolve(futures, value)
+        if not futures and not isinstance(value, Exception):
+            self._unread[key] = value
 
 
 class HostBatcher:
@@ -251,9 +268,11 @@ class HostBatcher:
         return out
 
     async def _fetch_status_wait(
-        self, job_dirs: list[str], wait: StatusWait | None
+        self, job_dirs: list[str], wait: StatusWait | None, on_part: OnPart
     ) -> tuple[Mapping[str, tuple[JobStatus, JobFacts] | Exception], str]:
-        out, woke = await self._hook.astatus_wait(job_dirs, wait, cached_job_json=self._job_json, host=self._host)
+        out, woke = await self._hook.astatus_wait(
+            job_dirs, wait, cached_job_json=self._job_json, host=self._host, on_part=on_part
+        )
         for d, value in out.items():
             if not isinstance(value, Exception) and value[1].job_json is not None:
                 self._job_json[d] = value[1].job_json

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import shlex
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import cache
 from importlib import resources
 
@@ -63,6 +63,8 @@ NO_HOST_KEY_CHECK_WARNING = "No Host Key Verification. This won't protect agains
 # sshd's default MaxSessions is 10 channels a connection; stay under it.
 MAX_CHANNELS = 8
 DEFAULT_COMMAND_TIMEOUT = 300.0
+# The most one read of a streamed stdout takes at a time.
+STREAM_READ = 65536
 # Waits between tries of a channel open that sshd refused (see _run_channel).
 CHANNEL_RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -287,11 +289,14 @@ class RemoteHost:
         args_on_stdin: bool = False,
         job_id: str = "",
         timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        on_stdout: Callable[[bytes], None] | None = None,
     ) -> bytes:
         """Run scripts/NAME.sh with ARGS and STDIN; return its stdout.
 
         ``args_on_stdin``: ARGS travel on stdin (a batch of any size), which
-        then carries nothing else.
+        then carries nothing else. ``on_stdout``: also called with the
+        stdout's bytes as they arrive (a status call that reports parts
+        while it waits on the host).
 
         :raises RemoteCommandError: (or a subclass by exit code) the script failed.
         :raises SSHConnectError: the connection dropped or timed out; the next
@@ -309,7 +314,9 @@ class RemoteHost:
         conn = await self._shared.connection()
         try:
             async with self._shared.channels:
-                result = await self._run_channel(conn, remote_command(name, args, self.options), stdin, timeout)
+                result = await self._run_channel(
+                    conn, remote_command(name, args, self.options), stdin, timeout, on_stdout
+                )
         except asyncssh.ChannelOpenError as exc:
             self._shared.drop(conn)
             raise SSHConnectError(
@@ -354,7 +361,11 @@ class RemoteHost:
 
     @staticmethod
     async def _run_channel(
-        conn: asyncssh.SSHClientConnection, command: str, stdin: bytes, timeout: float
+        conn: asyncssh.SSHClientConnection,
+        command: str,
+        stdin: bytes,
+        timeout: float,
+        on_stdout: Callable[[bytes], None] | None = None,
     ) -> asyncssh.SSHCompletedProcess:
         """conn.run, with a refused channel open tried again a few times.
 
@@ -367,26 +378,45 @@ class RemoteHost:
         """
         for delay in CHANNEL_RETRY_DELAYS:
             try:
-                return await _run_once(conn, command, stdin, timeout)
+                return await _run_once(conn, command, stdin, timeout, on_stdout)
             except asyncssh.ChannelOpenError:
                 if conn.is_closed():
                     raise
                 await asyncio.sleep(delay)
-        return await _run_once(conn, command, stdin, timeout)
+        return await _run_once(conn, command, stdin, timeout, on_stdout)
 
 
 async def _run_once(
-    conn: asyncssh.SSHClientConnection, command: str, stdin: bytes, timeout: float
+    conn: asyncssh.SSHClientConnection,
+    command: str,
+    stdin: bytes,
+    timeout: float,
+    on_stdout: Callable[[bytes], None] | None = None,
 ) -> asyncssh.SSHCompletedProcess:
     """conn.run, whose channel is closed when the caller gives up on it: a
     status call that waits on the host (status.sh --wait) is cut short that
     way, and its script ends at its next write."""
     process = await conn.create_process(command, input=stdin, encoding=None)
     try:
-        return await process.wait(check=False, timeout=timeout)
-    except asyncio.CancelledError:
+        if on_stdout is None:
+            return await process.wait(check=False, timeout=timeout)
+        return await asyncio.wait_for(_streamed(process, on_stdout), timeout)
+    except (asyncio.CancelledError, asyncio.TimeoutError):
         process.close()
         raise
+
+
+async def _streamed(
+    process: asyncssh.SSHClientProcess[bytes], on_stdout: Callable[[bytes], None]
+) -> asyncssh.SSHCompletedProcess:
+    """PROCESS to its end, its stdout handed to ON_STDOUT as it comes (and kept)."""
+    chunks: list[bytes] = []
+    while data := await process.stdout.read(STREAM_READ):
+        chunks.append(data)
+        on_stdout(data)
+    result = await process.wait(check=False)
+    result.stdout = b"".join(chunks) + _bytes(result.stdout)
+    return result
 
 
 def _bytes(data: bytes | str | None) -> bytes:

@@ -8,7 +8,7 @@ the operator and the CLI through the sync facade (hooks.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_ssh_async.client import DEFAULT_COMMAND_TIMEOUT, RemoteHost, supervisor_program
@@ -38,7 +38,7 @@ from airflow_ssh_async.output_cuts import DEFAULT_OUTPUT_LIMIT
 from airflow_ssh_async.payload import launch_payload, supervisor_id
 from airflow_ssh_async.results import TAIL_BYTES, build_result
 from airflow_ssh_async.states import JobStatus, classify
-from airflow_ssh_async.status_report import JobFacts, parse_status
+from airflow_ssh_async.status_report import JobFacts, StatusParts, StatusReport, parse_status
 
 
 class AsyncJobCalls(ConnectionHook):
@@ -141,27 +141,60 @@ class AsyncJobCalls(ConnectionHook):
         *,
         cached_job_json: dict[str, dict[str, Any]] | None = None,
         host: RemoteHost | None = None,
+        on_part: Callable[[dict[str, tuple[JobStatus, JobFacts] | ProtocolError]], None] | None = None,
     ) -> tuple[dict[str, tuple[JobStatus, JobFacts] | ProtocolError], str]:
         """As :meth:`astatus_each`, the report held on the host until WAIT says
         (see :class:`StatusWait`); also why it returned (``StatusReport.woke``).
+
+        With ``wait.parts``, ON_PART gets the statuses of jobs that ended
+        while the call goes on waiting, as they come; the result holds them too.
 
         :raises SSHConnectError: the connection dropped, also during the wait.
         """
         cached = cached_job_json or {}
         args = [f"+{d}" if d in cached else d for d in job_dirs]
+        dir_of = dict(zip(args, job_dirs, strict=True))
         head: list[str] = wait.args() if wait else []
         timeout = DEFAULT_COMMAND_TIMEOUT + (wait.max_seconds if wait else 0)
+        got: dict[str, tuple[JobStatus, JobFacts] | ProtocolError] = {}
 
-        async def go(h: RemoteHost) -> tuple[dict[str, tuple[JobStatus, JobFacts] | ProtocolError], str]:
-            raw = await h.run("status", head + args, args_on_stdin=True, job_id=folder_ids(job_dirs), timeout=timeout)
-            report = parse_status(raw)
+        def classified(report: StatusReport) -> dict[str, tuple[JobStatus, JobFacts] | ProtocolError]:
             out: dict[str, tuple[JobStatus, JobFacts] | ProtocolError] = {}
-            for arg, d in zip(args, job_dirs, strict=True):
-                facts = report.jobs[arg]
+            for arg, facts in report.jobs.items():
+                d = dir_of.get(arg)
+                if d is None:
+                    continue
                 try:
                     out[d] = (classify(facts, report.boot_id, report.now, cached.get(d)), facts)
                 except ProtocolError as exc:
                     out[d] = exc
+            return out
+
+        parts = StatusParts()
+
+        def part(data: bytes) -> None:
+            for report in parts.feed(data):
+                values = classified(report)
+                got.update(values)
+                if on_part is not None and values:
+                    on_part(values)
+
+        streamed = part if wait is not None and wait.parts else None
+
+        async def go(h: RemoteHost) -> tuple[dict[str, tuple[JobStatus, JobFacts] | ProtocolError], str]:
+            raw = await h.run(
+                "status",
+                head + args,
+                args_on_stdin=True,
+                job_id=folder_ids(job_dirs),
+                timeout=timeout,
+                on_stdout=streamed,
+            )
+            report = parse_status(raw)
+            out = {**got, **classified(report)}
+            missing = [d for d in job_dirs if d not in out]
+            if missing:
+                raise ProtocolError(f"status answered {len(out)} of {len(job_dirs)} jobs (no {missing[0]})")
             return out, report.woke
 
         return await (go(host) if host else self._with_host(go))

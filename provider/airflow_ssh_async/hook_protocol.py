@@ -118,11 +118,14 @@ class StatusWait:
     max_seconds: int
     grow_after: int | None = None
     known_total: int | None = None
+    # A job's end does not end the call: the ended jobs' report comes as a
+    # part while the wait goes on for the others (status.sh --wait-parts).
+    parts: bool = False
 
     def args(self) -> list[str]:
         grow = "-1" if self.grow_after is None else str(max(0, int(self.grow_after)))
         known = "-" if self.known_total is None else str(int(self.known_total))
-        return ["--wait", str(max(0, int(self.max_seconds))), grow, known]
+        return ["--wait-parts" if self.parts else "--wait", str(max(0, int(self.max_seconds))), grow, known]
 
 
 def share_budget(requests: Sequence[ReadRequest], budget: int = REPLY_BUDGET) -> list[list[ReadRequest]]:

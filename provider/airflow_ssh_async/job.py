@@ -84,6 +84,7 @@ from airflow_ssh_async.states import (
 )
 from airflow_ssh_async.status_report import (
     JobFacts,
+    StatusParts,
     StatusReport,
     parse_status,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "OutputCut",
     "PROTOCOL",
     "ProtocolError",
+    "StatusParts",
     "StatusReport",
     "TAIL_BYTES",
     "build_result",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,8 +53,61 @@ def _load_json(name: str, job: str, raw: bytes) -> dict[str, Any]:
 
 
 def parse_status(data: bytes) -> StatusReport:
-    """Read status.sh output for one or many jobs."""
-    records = parse_frames(data)
+    """Read status.sh output for one or many jobs (its parts left out: see
+    :class:`StatusParts`)."""
+    records: list[tuple[str, bytes]] = []
+    in_part = False
+    for name, value in parse_frames(data):
+        if name in ("part_begin", "part_end"):
+            in_part = name == "part_begin"
+        elif not in_part:
+            records.append((name, value))
+    return status_report(records)
+
+
+class StatusParts:
+    """The parts of a status.sh --wait-parts reply, as its bytes arrive.
+
+    Each part (``part_begin`` ... ``part_end``) is the report of jobs that
+    ended while the call waits on for the others; :meth:`feed` returns the
+    parts its bytes complete. A part that cannot be read is left to the
+    whole reply's parse, which then fails the call as any damaged reply.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._part: list[tuple[str, bytes]] | None = None
+
+    def feed(self, data: bytes) -> list[StatusReport]:
+        self._buf += data
+        done: list[StatusReport] = []
+        pos = 0
+        while True:
+            nl = self._buf.find(b"\n", pos)
+            if nl < 0:
+                break
+            header = bytes(self._buf[pos:nl]).split(b" ")
+            if len(header) != 2 or not header[1].isdigit():
+                break
+            end = nl + 1 + int(header[1])
+            if end + 1 > len(self._buf):
+                break
+            name, value = header[0].decode("ascii", "replace"), bytes(self._buf[nl + 1 : end])
+            pos = end + 1
+            if name == "part_begin":
+                self._part = []
+            elif name == "part_end" and self._part is not None:
+                with contextlib.suppress(ProtocolError, KeyError, ValueError):
+                    done.append(status_report(self._part))
+                self._part = None
+            elif self._part is not None:
+                self._part.append((name, value))
+        del self._buf[:pos]
+        return done
+
+
+def status_report(records: list[tuple[str, bytes]]) -> StatusReport:
+    """The report that status.sh RECORDS (framed fields) make."""
     head: dict[str, bytes] = {}
     jobs: dict[str, dict[str, Any]] = {}
     current: dict[str, Any] | None = None

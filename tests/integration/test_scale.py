@@ -18,6 +18,7 @@ import pytest
 from airflow_ssh_async import SSHAsyncJobTrigger, client
 from airflow_ssh_async.client import remote_host
 from airflow_ssh_async.hooks import SSHAsyncJobHook
+from airflow_ssh_async.job import StatusParts
 from tests.harness.sshd import SSHServer, start_server
 
 pytestmark = pytest.mark.timeout(180)
@@ -89,7 +90,7 @@ def second_sshd() -> Iterator[SSHServer]:
 
 def job_dirs_of(args: list[str]) -> list[str]:
     """The job folders a status call asked about (after a --wait MAX GROW_AFTER KNOWN head)."""
-    return args[4:] if args[:1] == ["--wait"] else args
+    return args[4:] if args[:1] in (["--wait"], ["--wait-parts"]) else args
 
 
 @pytest.mark.parametrize("wait_on_host", [True, False], ids=["wait", "no-wait"])
@@ -101,6 +102,15 @@ def test_fifty_triggers_share_one_connection_and_one_status_call_per_tick(
     commands = {f"{job_id}-{i}": f"echo start {i}; sleep {3 + i % 3}; echo end {i}; exit {i % 4}" for i in range(50)}
     jobs = asyncio.run(launch_many(conn, commands))
     calls = Calls(monkeypatch)
+    parts: list[int] = []  # the jobs in each part a waiting call reported
+    real_feed = StatusParts.feed
+
+    def feed(self: StatusParts, data: bytes) -> list[Any]:
+        done = real_feed(self, data)
+        parts.extend(len(r.jobs) for r in done)
+        return done
+
+    monkeypatch.setattr(StatusParts, "feed", feed)
 
     async def scenario() -> dict[str, tuple[dict[str, Any], float]]:
         tasks = await watch(conn, jobs, poll=1.0)
@@ -130,12 +140,16 @@ def test_fifty_triggers_share_one_connection_and_one_status_call_per_tick(
     gaps = [b[0] - a[0] for a, b in zip(statuses, statuses[1:], strict=False)]
     assert all(g > (0.45 if wait_on_host else 0.5) for g in gaps[1:]), gaps
     assert len(statuses) <= (11 if wait_on_host else 8), [len(s[3]) for s in statuses]
-    assert all(bool(s[3][:1] == ["--wait"]) is wait_on_host for s in statuses[1:]), statuses
+    # Waiting calls report each end as it comes (--wait-parts) and wait on.
+    assert all(bool(s[3][:1] == ["--wait-parts"]) is wait_on_host for s in statuses[1:]), statuses
     assert max(len(job_dirs_of(s[3])) for s in statuses) == 50
     # Output is read only when it grew: each job prints twice, so far fewer
     # reads than polls, and every read is one call for all jobs that grew.
+    # With the wait, ends come as parts of a call that goes on, and the
+    # jobs of each part read their last output together: one read a part.
     reads = calls.of("output")
-    assert len(reads) <= len(statuses) + 1
+    assert len(reads) <= len(statuses) + len(parts) + 1, (len(reads), len(statuses), parts)
+    assert bool(parts) is wait_on_host and sum(parts) <= 50
 
 
 def test_a_dead_host_does_not_delay_the_others(sshd, second_sshd, job_id, monkeypatch) -> None:

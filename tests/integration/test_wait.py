@@ -66,9 +66,9 @@ class StatusCalls:
         real = batching.HostBatcher._fetch_status_wait
         calls = self
 
-        async def fetch(self: batching.HostBatcher, job_dirs: list[str], wait: Any) -> Any:
+        async def fetch(self: batching.HostBatcher, job_dirs: list[str], wait: Any, on_part: Any) -> Any:
             calls.calls.append((time.monotonic(), wait))
-            return await real(self, job_dirs, wait)
+            return await real(self, job_dirs, wait, on_part)
 
         monkeypatch.setattr(batching.HostBatcher, "_fetch_status_wait", fetch)
 

@@ -6,6 +6,7 @@ shell actually execute launch, supervise, status, output and signal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from airflow_ssh_async.client import program, script, stdin_args
-from airflow_ssh_async.job import JobState, classify, launch_payload, parse_frames, parse_status
+from airflow_ssh_async.job import JobState, StatusParts, classify, launch_payload, parse_frames, parse_status
 from tests.harness.procs import live_group_members
 
 SHELLS = {
@@ -737,3 +738,54 @@ def test_a_waiting_status_returns_on_growth_only_once_allowed_and_else_on_time(
         assert head["woke"] == b"time" and 1 <= took < 6, took
     finally:
         run(shell, "signal", job_dir, "1", home=tmp_path)
+
+
+def test_a_waiting_status_with_parts_reports_each_end_at_once_and_waits_on(
+    shell: list[str], tmp_path: Path, wait_path: dict
+) -> None:
+    # Three jobs: two end a second apart, one runs on. Each end comes as a
+    # part of the one call within about a second; the call goes on until the
+    # last watched job ends (a part too), and its own report then covers no job.
+    quick = launch(shell, tmp_path, "q1", "sleep 1; echo one")["job_dir"].decode()
+    later = launch(shell, tmp_path, "q2", "sleep 2.5; echo two")["job_dir"].decode()
+    slow = launch(shell, tmp_path, "s", "sleep 60")
+    slow_dir = slow["job_dir"].decode()
+    proc = subprocess.Popen(
+        [*shell, "-c", program("status"), "status", "--stdin-args"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **wait_path},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(stdin_args(["--wait-parts", "30", "-1", "-", quick, later, slow_dir]))
+    proc.stdin.close()
+    parts, seen, out = StatusParts(), [], b""
+    os.set_blocking(proc.stdout.fileno(), False)
+    try:
+        deadline = time.monotonic() + 20
+        while len(seen) < 2:
+            assert time.monotonic() < deadline, seen
+            data = proc.stdout.read(65536) or b""
+            out += data
+            for report in parts.feed(data):
+                seen += [(d, time.time()) for d in report.jobs]
+                for facts in report.jobs.values():
+                    assert classify(facts, report.boot_id, report.now).state is JobState.SUCCEEDED
+            time.sleep(0.05)
+        assert [d for d, _ in seen] == [quick, later]
+        for d, at in seen:
+            assert at - os.stat(Path(d, "result.json")).st_mtime < 1.5, "a part came late"
+        assert proc.poll() is None, "the call ended with a job still running"
+        run(shell, "signal", slow_dir, "1", home=tmp_path)
+        os.set_blocking(proc.stdout.fileno(), True)
+        rest = proc.stdout.read()
+        [last] = parts.feed(rest)
+        assert list(last.jobs) == [slow_dir]
+        report = parse_status(out + rest)
+        assert report.woke == "ended"
+        assert report.jobs == {}
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(int(slow["pid"]), signal.SIGKILL)
+        proc.kill()
+        proc.wait(timeout=10)

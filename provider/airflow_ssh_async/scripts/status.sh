@@ -1,11 +1,15 @@
 # shellcheck shell=sh
 # airflow-ssh-async status: facts about one or many jobs, in one call.
 #
-# Usage: status [--wait MAX GROW_AFTER KNOWN] JOB_DIR...   (a leading '+' on
+# Usage: status [--wait|--wait-parts MAX GROW_AFTER KNOWN] JOB_DIR...   (a leading '+' on
 #        a JOB_DIR: the caller has its job.json already, do not send it
 #        again). A batch comes as `status --stdin-args` with the folders on
 #        stdin (see lib.sh). With --wait the report is held until a watched
-#        job ends, or for at most MAX seconds (see wait_news).
+#        job ends, or for at most MAX seconds (see wait_news). With
+#        --wait-parts a job's end does not end the call: the ended jobs'
+#        report goes out at once as a part (`part_begin`, a report of those
+#        jobs only, `part_end`) and the wait goes on for the others; the
+#        report at the end then covers only the jobs not reported in a part.
 # Stdout: framed fields; `protocol`, `now`, `boot_id` once, then per job
 # `job` (the dir as given), `path` (it with ~ resolved) and its facts. This script only reports;
 # the client decides the state (job.py), so the rules live in one place.
@@ -146,8 +150,9 @@ status_one() {
     if [ "$_have" -eq 1 ]; then
         field result.json "$_body"
         # The shared wc ran before this result was read: the job may have
-        # written its last output in between. Sizes taken now are final.
-        sizes_now "$_d"
+        # written its last output in between. Sizes taken now are final
+        # (in a part the wc ran after the end was seen: they are already).
+        [ "$_sizes_final" -eq 1 ] || sizes_now "$_d"
     fi
     [ -e "$_d/cancel" ] && field cancel_requested 1
     # output_limit or a full disk cut a stream short: its cap's record
@@ -193,18 +198,34 @@ wait_news() {
     case $_grow in '' | *[!0-9]*) _grow=-1 ;; esac
     _woke='time'
     [ "$_max" -gt 0 ] || return 0
-    # "SUPERVISOR_PID DIR" a job, and the distinct async_dirs.
+    # "SUPERVISOR_PID ARG" a job (ARG as given), and the distinct async_dirs.
     _watch=
     _bases=
+    _ended_args=
     for _w do
         expand_home_v "${_w#+}"
-        case $_path in *"$NL"*) continue ;; esac
-        [ -d "$_path" ] || { _woke=ended && return 0; }
-        [ -e "$_path/result.json" ] && { _woke=ended && return 0; }
+        case $_path in *"$NL"*)
+            _parts=0 # a part could not name it: report all at the end
+            continue
+            ;;
+        esac
+        if [ ! -d "$_path" ] || [ -e "$_path/result.json" ]; then
+            [ "$_parts" -eq 1 ] || { _woke=ended && return 0; }
+            _ended_args=$_ended_args$NL$_w
+            continue
+        fi
         read_json_file "$_path/job.json" 0
-        _watch="$_watch$NL${_sup:-0} $_path"
+        _watch="$_watch$NL${_sup:-0} $_w"
         case $NL$_bases$NL in *"$NL${_path%/*}$NL"*) ;; *) _bases=$_bases$NL${_path%/*} ;; esac
     done
+    if [ -n "$_ended_args" ]; then
+        [ "$_parts" -eq 1 ] || { _woke=ended && return 0; }
+        report_part
+    fi
+    if [ "$_parts" -eq 1 ] && [ -z "$_watch" ]; then
+        _woke=ended
+        return 0
+    fi
     _start_w=$(now)
     _until=$((_start_w + _max))
     [ "$_grow" -ge 0 ] && _grow=$((_start_w + _grow))
@@ -221,10 +242,7 @@ wait_news() {
         # Every job, every SCAN_EVERY seconds (ends reach .ended at once).
         if [ "$_now_w" -ge "$_next_scan" ]; then
             _next_scan=$((_now_w + SCAN_EVERY))
-            if ! scan_watched; then
-                _woke=ended
-                return 0
-            fi
+            ended_news || return 0
         fi
         _growing=0
         if [ "$_grow" -ge 0 ] && [ "$_now_w" -ge "$_grow" ]; then
@@ -262,13 +280,82 @@ wait_news() {
         if [ "$_marks" != "$_seen" ]; then
             _seen=$_marks
             # A job ended in one of these folders: one of ours?
-            if ! scan_watched; then
-                _woke=ended
-                return 0
-            fi
+            ended_news || return 0
+            # Ends come in bursts: let the next ones gather a moment, so
+            # that a storm of ends costs a few looks a second, not one each.
+            [ "$_parts" -eq 0 ] || sleep "$NAP" 2>/dev/null || :
         fi
         _now_w=$(now)
     done
+}
+
+# ended_news: 1 when the wait is over because a watched job ended (without
+# parts, or the last watched job in a part), else 0 (with parts, the ended
+# jobs were reported and are no longer watched).
+ended_news() {
+    if [ "$_parts" -eq 0 ]; then
+        scan_watched && return 0
+        _woke=ended
+        return 1
+    fi
+    take_ended
+    [ -n "$_ended_args" ] && report_part
+    [ -n "$_watch" ] && return 0
+    _woke=ended
+    return 1
+}
+
+# report_part: the report of the jobs in _ended_args (one ARG a line), as a
+# part: part_begin, protocol, now, boot_id, the jobs, part_end. Their sizes
+# are read after their ends were seen, so they are final.
+report_part() {
+    field part_begin ""
+    field protocol "$PROTOCOL"
+    field now "$(now)"
+    boot_id_v
+    field boot_id "$_boot"
+    _spaces=
+    _sizes_final=1
+    set -f
+    IFS=$NL
+    # shellcheck disable=SC2086 # one ARG a line: splitting is the point
+    set -- $_ended_args
+    unset IFS
+    set +f
+    stream_sizes "$@" | part_jobs "$@"
+    _sizes_final=0
+    _reported=$_reported$_ended_args
+    _ended_args=
+    field part_end ""
+}
+
+part_jobs() {
+    next_wc
+    for _job do
+        status_one "$_job"
+    done
+    while read -r _wn _wname; do :; done
+}
+
+# take_ended: move every watched job that has ended (see wait_news) from
+# _watch to _ended_args.
+take_ended() {
+    _still=
+    set -f
+    IFS=$NL
+    for _l in $_watch; do
+        _sp=${_l%% *}
+        _sa=${_l#* }
+        expand_home_v "${_sa#+}"
+        if [ ! -d "$_path" ] || [ -e "$_path/result.json" ] || { [ "$_sp" != 0 ] && ! kill -0 "$_sp" 2>/dev/null; }; then
+            _ended_args=$_ended_args$NL$_sa
+        else
+            _still=$_still$NL$_l
+        fi
+    done
+    unset IFS
+    set +f
+    _watch=$_still
 }
 
 # scan_watched: 1 when a watched job has ended (see wait_news), else 0.
@@ -278,8 +365,9 @@ scan_watched() {
     IFS=$NL
     for _l in $_watch; do
         _sp=${_l%% *}
-        _sd=${_l#* }
-        if [ ! -d "$_sd" ] || [ -e "$_sd/result.json" ] || { [ "$_sp" != 0 ] && ! kill -0 "$_sp" 2>/dev/null; }; then
+        _sa=${_l#* }
+        expand_home_v "${_sa#+}"
+        if [ ! -d "$_path" ] || [ -e "$_path/result.json" ] || { [ "$_sp" != 0 ] && ! kill -0 "$_sp" 2>/dev/null; }; then
             _ended=1
             break
         fi
@@ -319,7 +407,11 @@ inotify_step() {
         IFS=$NL
         for _b in $_bases; do printf '%s\n' "$_b"; done
         if [ "$1" -eq 1 ]; then
-            for _l in $_watch; do printf '%s\n' "${_l#* }"; done
+            for _l in $_watch; do
+                _sa=${_l#* }
+                expand_home_v "${_sa#+}"
+                printf '%s\n' "$_path"
+            done
         fi
         unset IFS
     } | inotifywait -qq -t "$2" -e "$_ev" -e moved_to --fromfile - 2>/dev/null
@@ -397,13 +489,28 @@ report() {
 
 main() {
     _woke=
-    if [ "${1-}" = --wait ]; then
+    _parts=0
+    _sizes_final=0
+    _reported=
+    if [ "${1-}" = --wait ] || [ "${1-}" = --wait-parts ]; then
         [ $# -ge 4 ] || err "$E_USAGE" "usage: status --wait MAX GROW_AFTER KNOWN JOB_DIR..."
+        [ "$1" = --wait-parts ] && _parts=1
         _wmax=$2
         _wgrow=$3
         _wknown=$4
         shift 4
         wait_news "$_wmax" "$_wgrow" "$_wknown" "$@"
+        if [ -n "$_reported" ]; then
+            # The report covers the jobs that no part reported.
+            _rest=
+            set -f
+            IFS=$NL
+            for _l in $_watch; do _rest=$_rest$NL${_l#* }; done
+            # shellcheck disable=SC2086 # one ARG a line: splitting is the point
+            set -- $_rest
+            unset IFS
+            set +f
+        fi
     fi
     field protocol "$PROTOCOL"
     [ -n "$_woke" ] && field woke "$_woke"
