@@ -320,6 +320,45 @@ def unseal(token: str) -> list[str]:
     return values
 
 
+def seal_for(owner: str, secrets: Sequence[str]) -> str | None:
+    """SECRETS and the task instance they belong to (OWNER, an ``origin``), encrypted as one
+    token with Airflow's Fernet key; None without a usable key (never sealed in clear).
+
+    For the task_state_store, which editors of the task instance may write: a
+    token copied there from another task is refused by :func:`unseal_for`.
+    """
+    fernet = _fernet()
+    if fernet is None:
+        return None
+    return str(fernet.encrypt(json.dumps({"for": owner, "secrets": list(secrets)}).encode()).decode())
+
+
+def unseal_for(owner: str, token: object) -> list[str]:
+    """The secrets of a :func:`seal_for` token made for OWNER.
+
+    :raises ValueError: not such a token (not encrypted with this process's
+        Fernet key, or written there by hand), or sealed for another task.
+    """
+    fernet = _fernet()
+    if fernet is None or not isinstance(token, str):
+        raise ValueError("no [core] fernet_key here, or not a token")
+    try:
+        found = json.loads(fernet.decrypt(token.encode()))
+    except Exception as exc:
+        raise ValueError(f"cannot decrypt ({type(exc).__name__})") from None
+    values = found.get("secrets") if isinstance(found, dict) else None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValueError("not a token of secrets")
+    if found.get("for") != owner:
+        raise ValueError("sealed for another task instance")
+    return values
+
+
+def can_seal() -> bool:
+    """Whether this process has a usable ``[core] fernet_key``."""
+    return _fernet() is not None
+
+
 class MaskedLog:
     """A logger whose every line passes through a :class:`Masker` (messages are formatted first)."""
 

@@ -30,7 +30,7 @@ from airflow_ssh_async.job import (
     job_event,
 )
 from airflow_ssh_async.limits import deferral_timeout
-from airflow_ssh_async.masking import SECRETS_KEY, Masker, airflow_min_length, seal, task_secrets, unseal
+from airflow_ssh_async.masking import SECRETS_KEY, Masker, airflow_min_length, seal_for, task_secrets, unseal_for
 from airflow_ssh_async.operator_checks import check_arguments, check_become, check_output_limit
 from airflow_ssh_async.operator_launch import LaunchingOperator
 from airflow_ssh_async.outcome import exit_codes, settle
@@ -168,8 +168,9 @@ class SSHAsyncJobOperator(LaunchingOperator):
         self._try_start = None
 
     def _keep_secrets(self, context: Context) -> None:
-        """This task's secrets, sealed with Airflow's Fernet key, in its task_state_store
-        (``ssh_async_secrets``), before the job starts.
+        """This task's secrets, sealed with Airflow's Fernet key together with the task
+        instance they belong to, in its task_state_store (``ssh_async_secrets``), before
+        the job starts.
 
         The Remote jobs view masks the job's output with them (ui/sources.py)
         for as long as Airflow keeps the run, also once the task has ended
@@ -182,15 +183,16 @@ class SSHAsyncJobOperator(LaunchingOperator):
         store = context.get("task_state_store")
         if store is None or not self._secrets:
             return
+        owner = self._origin(context)
         old = store.get(SECRETS_KEY)
         try:
-            kept = set(unseal(old)) if isinstance(old, str) else set()
-        except ValueError:  # sealed under a Fernet key since rotated away: this try's secrets replace it
+            kept = set(unseal_for(owner, old)) if old else set()
+        except ValueError:  # sealed under a Fernet key since rotated away, or not ours: replaced
             kept = set()
         if old and kept >= set(self._secrets):
             return
-        token, encrypted = seal(sorted(kept | set(self._secrets)))
-        if not encrypted:
+        token = seal_for(owner, sorted(kept | set(self._secrets)))
+        if token is None:
             self.log.info(
                 "no [core] fernet_key: the secrets of task %s are not kept for the Remote jobs view, which "
                 "masks its job's output only while the task waits in the triggerer",

@@ -209,6 +209,24 @@ def test_the_remote_jobs_view_masks_the_secrets_while_the_job_runs_and_after_it_
             db.dispose()
         assert {r[0] for r in rows} == set(UI_JOBS), rows
         assert not [r for r in rows if leaks(str(r[1]), secrets)], "a task_state_store row holds a secret in clear"
+
+        # An editor of task instances may write the store: a token copied from another task
+        # (here "deferred"'s over "launched"'s) must not unmask anything. The view fails closed.
+        store = f"/dags/{UI_DAG}/dagRuns/{run_id}/taskInstances/%s/state-store/ssh_async_secrets"
+        copied = af.request("GET", store % "deferred")["value"]
+        af.request("PUT", store % "launched", json_body={"value": copied, "expires_at": None}, ok=(204,))
+        time.sleep(VIEW_SECRETS_TTL)
+        bg = job_id + UI_JOBS["launched"]
+        import httpx
+
+        with httpx.Client(base_url=af.base_url + "/ssh-async", timeout=60) as c:
+            c.headers["Authorization"] = f"Bearer {token}"
+            q = {"conn_id": CONN, "async_dir": UI_DIR, "job_id": bg}
+            out = c.get("/api/output", params={**q, "offset": 0})
+            detail = c.get("/api/job", params=q)
+        assert out.status_code == 403 and "withheld" in out.text and not leaks(out.text, secrets), out.text
+        job = detail.json()["job"]
+        assert job["output_withheld"] and job["progress"] == "" and not leaks(detail.text, secrets), job
     finally:
         for folder in job_dirs.values():
             shutil.rmtree(folder, ignore_errors=True)

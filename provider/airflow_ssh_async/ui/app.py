@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -21,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from airflow_ssh_async.become import validate_become
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JOB_ID_RE
-from airflow_ssh_async.masking import MASK, Masker, airflow_min_length
+from airflow_ssh_async.masking import MASK, Masker, airflow_min_length, can_seal
 from airflow_ssh_async.ui import hosts, sources
 from airflow_ssh_async.ui.access import Access, CurrentUser, check_forgery, csrf_token, user_name
 from airflow_ssh_async.ui.records import DAMAGED, JobRow, lead_cut, select, state_counts, whole_utf8
@@ -223,13 +224,17 @@ async def job_list(
     }
 
 
-def _shown(row: JobRow, snap: hosts.Snapshot, try_number: int | None, masker: Masker | None) -> dict[str, Any]:
+def _shown(row: JobRow, snap: hosts.Snapshot, try_number: int | None, masking: Masking | None) -> dict[str, Any]:
     """ROW as the browser gets it: what the job wrote (its progress line) and what the host
-    holds from the launch (its working directory) masked with the launching task's secrets."""
+    holds from the launch (its working directory) masked with the launching task's secrets;
+    no progress line where the output is withheld."""
     shown = row.to_dict(snap.now, snap.progress.get(row.job_id, ""), try_number)
-    if masker:
-        shown["progress"] = masker.mask(shown["progress"])
-        shown["facts"] = masker.redact(shown["facts"])
+    shown["output_withheld"] = masking.withheld if masking else ""
+    if masking and masking.withheld:
+        shown["progress"] = ""
+    elif masking and masking.masker:
+        shown["progress"] = masking.masker.mask(shown["progress"])
+        shown["facts"] = masking.masker.redact(shown["facts"])
     return shown
 
 
@@ -285,11 +290,11 @@ async def job_detail(
     if row.origin is not None:
         o = row.origin
         command = await run_in_threadpool(sources.rendered_command, o.dag_id, o.run_id, o.task_id, o.map_index)
-    masker = await _masker(row)
+    masking = await _masker(row)
     return {
         **_snapshot_head(snap),
-        "job": _shown(row, snap, _try(await _tries([row]), row), masker),
-        "command": masker.mask(command) if command else command,
+        "job": _shown(row, snap, _try(await _tries([row]), row), masking),
+        "command": masking.masker.mask(command) if command else command,
         "can_kill": can_kill,
         "can_read_output": can_read,
     }
@@ -320,6 +325,9 @@ async def job_output(
         raise HTTPException(status.HTTP_403_FORBIDDEN, "you may not read this job's output (its DAG's task logs)")
     if row.state == DAMAGED:
         return {"stream": stream, "offset": 0, "next_offset": 0, "size": 0, "text": "", "missing": True}
+    masking = await _masker(row)
+    if masking.withheld:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, masking.withheld)
     size = dict(row.sizes).get(stream, 0)
     start = max(0, size - max_bytes) if offset < 0 else offset
     if start >= size:  # nothing new since the snapshot: no SSH call
@@ -338,7 +346,7 @@ async def job_output(
         start, data = start + cut, data[cut:]
     whole = whole_utf8(data)
     text = data[:whole].decode("utf-8", "replace")
-    masker = await _masker(row)
+    masker = masking.masker
     if masker:
         # The chunk's end is a cut unless it is the end of a finished job's stream.
         end = "mask" if before else "hold" if not row.finished or start + len(data) < size else "end"
@@ -354,12 +362,35 @@ async def job_output(
     }
 
 
-_SECRETS: dict[tuple[str, str, str, int], tuple[float, Masker]] = {}
+@dataclass(frozen=True)
+class Masking:
+    """How a job's output is shown: masked with its launching task's secrets, or withheld."""
+
+    masker: Masker
+    withheld: str = ""  # why the output is not shown at all ("" : it is shown, masked)
+
+
+WITHHELD = (
+    "the output is withheld: the task that launched this job has left no secrets with Airflow to mask it "
+    "with (no trigger waits, and its task_state_store entry ssh_async_secrets is missing or not sealed "
+    "for it), so it could show them in clear"
+)
+_SECRETS: dict[tuple[str, str, str, int], tuple[float, Masking]] = {}
 SECRETS_TTL = 10.0
 
 
-async def _maskers(rows: list[JobRow]) -> dict[tuple[str, str, str, int], Masker]:
-    """The masker of each task that launched one of ROWS, from the secrets it left with
+def _masking_of(found: sources.TaskSecrets | None, min_length: int, sealing: bool) -> Masking:
+    """Fail closed: a task of this provider's operator that is not deferred has kept its
+    secrets sealed in its task_state_store whenever this deployment has a Fernet key
+    (SEALING; every task has some: Airflow masks its own config's). Without that entry
+    (deleted, or replaced by an editor of the task instance) the output is withheld."""
+    found = found or sources.TaskSecrets()
+    withheld = WITHHELD if sealing and found.launcher and not found.kept and not found.from_trigger else ""
+    return Masking(Masker(found.values, min_length=min_length), withheld)
+
+
+async def _maskers(rows: list[JobRow]) -> dict[tuple[str, str, str, int], Masking]:
+    """The masking of each task that launched one of ROWS, from the secrets it left with
     Airflow (sources.task_secrets; cached briefly, one lookup for all that are not)."""
     now = time.monotonic()
     for k in [k for k, (at, _) in _SECRETS.items() if now - at > SECRETS_TTL]:
@@ -368,16 +399,16 @@ async def _maskers(rows: list[JobRow]) -> dict[tuple[str, str, str, int], Masker
     todo = [k for k in keys if k not in _SECRETS]
     if todo:
         found = await run_in_threadpool(sources.task_secrets, todo)
-        length = airflow_min_length()
+        length, sealing = airflow_min_length(), can_seal()
         for k in todo:
-            _SECRETS[k] = (now, Masker(found.get(k, []), min_length=length))
+            _SECRETS[k] = (now, _masking_of(found.get(k), length, sealing))
     return {k: _SECRETS[k][1] for k in keys}
 
 
-async def _masker(row: JobRow) -> Masker:
-    """The masker of the task that launched ROW (none for a job no task launched)."""
+async def _masker(row: JobRow) -> Masking:
+    """The masking of the task that launched ROW (none for a job no task launched)."""
     if row.origin is None:
-        return Masker()
+        return Masking(Masker())
     return (await _maskers([row]))[row.origin.key]
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from airflow_ssh_async.become import validate_become
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, JOB_ID_RE, derive_job_id
-from airflow_ssh_async.masking import SECRETS_KEY, unseal
+from airflow_ssh_async.masking import SECRETS_KEY, unseal, unseal_for
 from airflow_ssh_async.ui.records import Origin
 
 TRIGGER_CLASSPATH = "airflow_ssh_async.triggers.SSHAsyncJobTrigger"
@@ -226,15 +226,26 @@ def _unsealed(token: object) -> set[str]:
         return set()
 
 
-def task_secrets(keys: list[tuple[str, str, str, int]]) -> dict[tuple[str, str, str, int], list[str]]:
+@dataclass(frozen=True)
+class TaskSecrets:
+    """What Airflow holds of a task instance's secrets, for masking its job's output."""
+
+    values: tuple[str, ...] = ()
+    from_trigger: bool = False  # its trigger (the task is deferred) carries them
+    kept: bool = False  # the operator's sealed entry in its task_state_store is there and is its own
+    launcher: bool = False  # the task instance exists and is an SSHAsyncJobOperator
+
+
+def task_secrets(keys: list[tuple[str, str, str, int]]) -> dict[tuple[str, str, str, int], TaskSecrets]:
     """The secrets of each task instance (dag_id, run_id, task_id, map_index) of KEYS.
 
     Both places the worker left them, sealed with Airflow's Fernet key:
     the trigger's kwargs while the task is deferred (masking.seal), and the
-    operator's ``task_state_store`` entry :data:`SECRETS_KEY`, written at
-    launch and kept as long as Airflow keeps the run. Two queries for any
-    number of task instances. A task that left neither (a job no operator
-    of this version launched, a run Airflow has deleted) has none.
+    operator's ``task_state_store`` entry :data:`SECRETS_KEY` (masking.seal_for),
+    written at launch and kept as long as Airflow keeps the run; an entry
+    not sealed for this very task instance (copied from another, or written
+    by hand: editors of task instances may write the store) counts for
+    nothing. Three queries for any number of task instances.
     """
     from airflow.models.task_state_store import TaskStateStoreModel as TSS
     from airflow.models.taskinstance import TaskInstance as TI
@@ -246,29 +257,44 @@ def task_secrets(keys: list[tuple[str, str, str, int]]) -> dict[tuple[str, str, 
     if not wanted:
         return {}
     dags, runs = {k[0] for k in wanted}, {k[1] for k in wanted}
-    found: dict[tuple[str, str, str, int], set[str]] = {k: set() for k in wanted}
+    values: dict[tuple[str, str, str, int], set[str]] = {k: set() for k in wanted}
+    from_trigger: set[tuple[str, str, str, int]] = set()
+    kept: set[tuple[str, str, str, int]] = set()
     with create_session() as session:
+        launchers = {
+            (d, r, t, m)
+            for d, r, t, m in session.execute(
+                select(TI.dag_id, TI.run_id, TI.task_id, TI.map_index).where(
+                    TI.dag_id.in_(dags), TI.run_id.in_(runs), TI.operator == "SSHAsyncJobOperator"
+                )
+            ).all()
+        }
         triggers = session.execute(
             select(Trigger, TI.dag_id, TI.run_id, TI.task_id, TI.map_index)
             .join(TI, TI.trigger_id == Trigger.id)
             .where(Trigger.classpath == TRIGGER_CLASSPATH, TI.dag_id.in_(dags), TI.run_id.in_(runs))
         ).all()
-        for trigger, *key in triggers:
-            if tuple(key) in wanted:
-                found[tuple(key)] |= _unsealed(_safe_kwargs(trigger).get("secrets"))  # type: ignore[index]
-        kept = session.execute(
+        for trigger, d, r, t, m in triggers:
+            key = (d, r, t, m)
+            if key in wanted:
+                found = _unsealed(_safe_kwargs(trigger).get("secrets"))
+                values[key] |= found
+                from_trigger.add(key)
+        rows = session.execute(
             select(TSS.dag_id, TSS.run_id, TSS.task_id, TSS.map_index, TSS.value).where(
                 TSS.key == SECRETS_KEY, TSS.dag_id.in_(dags), TSS.run_id.in_(runs)
             )
         ).all()
-        for *key, value in kept:
-            if tuple(key) in wanted:
-                try:
-                    token = json.loads(value)
-                except ValueError:
-                    continue
-                found[tuple(key)] |= _unsealed(token)  # type: ignore[index]
-    return {k: sorted(v) for k, v in found.items()}
+        for d, r, t, m, value in rows:
+            key = (d, r, t, m)
+            if key not in wanted:
+                continue
+            try:
+                values[key] |= set(unseal_for(f"{d}/{t}/{r}/{m}", json.loads(value)))
+            except ValueError:  # not sealed for this task instance, or not with this server's key
+                continue
+            kept.add(key)
+    return {k: TaskSecrets(tuple(sorted(values[k])), k in from_trigger, k in kept, k in launchers) for k in wanted}
 
 
 # A try starts (start_date) a little before it launches its job (start_time on the host).

@@ -118,8 +118,9 @@ async function poll() {
   notice("");
   state = data.job.state;
   renderFacts(data);
-  cannotRead = !data.can_read_output;
-  if (cannotRead) notice("You may see this job but not its output (it needs read access to the DAG's task logs).", true);
+  cannotRead = !data.can_read_output || Boolean(data.job.output_withheld);
+  if (!data.can_read_output) notice("You may see this job but not its output (it needs read access to the DAG's task logs).", true);
+  else if (data.job.output_withheld) notice(`Output not shown: ${data.job.output_withheld}.`, true);
   await Promise.all(["stdout", "stderr"].map(readStream));
   const running = state === "running" || state === "starting";
   if (running || fast > 0) {
