@@ -256,7 +256,10 @@ wait_news() {
             _sized=1
         fi
         [ "$_now_w" -lt "$_until" ] || return 0
-        if [ "$_inotify" -eq 1 ]; then
+        ended_marks
+        if [ "$_marks" != "$_seen" ]; then
+            : # an end came while this loop was busy (a part, its nap): no wait
+        elif [ "$_inotify" -eq 1 ]; then
             # A second at a time: an event that falls between two
             # inotifywait runs is then seen by the marks check below, a
             # second late at most.
