@@ -1,64 +1,64 @@
-"""The SSH session: connect, run a remote script with stdin, map errors.
+"""The SSH session: run a remote script with stdin on a shared connection, map its errors.
 
-Which host keys are trusted, and what asyncssh.connect is given, is
-host_keys.py's. Connections are shared: within one event loop, every user of the same host
-and credentials (:attr:`SSHOptions.pool_key`) borrows one asyncssh connection,
-opened on first use, re-opened after a drop and closed when the last user
-leaves. That is what lets one triggerer watch many jobs on one host over a
-single SSH session.
+Opening a connection is connect.py's, which host keys are trusted
+host_keys.py's, what a script's command line and exit codes are
+remote_scripts.py's (all re-exported here). Connections are shared: within
+one event loop, every user of the same host and credentials
+(:attr:`SSHOptions.pool_key`) borrows one asyncssh connection, opened on
+first use, re-opened after a drop and closed when the last user leaves.
+That is what lets one triggerer watch many jobs on one host over a single
+SSH session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import shlex
 from collections.abc import AsyncIterator, Callable, Sequence
-from functools import cache
-from importlib import resources
 
 import asyncssh
 
-from airflow_ssh_async.become import become_error, elevate
-from airflow_ssh_async.connection import SSHOptions, jump_options
-from airflow_ssh_async.errors import (
-    AsyncDirError,
-    CwdError,
-    JobExistsError,
-    JobNotFoundError,
-    JobRunningError,
-    MissingToolError,
-    RemoteCommandError,
-    RemoteShellError,
-    RemoteWriteError,
-    SSHAsyncJobError,
-    SSHAuthError,
-    SSHConnectError,
+from airflow_ssh_async.become import become_error
+from airflow_ssh_async.connect import (
+    HOST_KEY_CHANGE_WARNING,
+    NO_HOST_KEY_CHECK_WARNING,
+    open_connection,
+    presented_host_key,
 )
-from airflow_ssh_async.handshakes import admitted
-from airflow_ssh_async.host_keys import (
-    HostKeyWitness,
-    PresentedKey,
-    aload_trust,
-    connect_kwargs,
-    host_key_error,
-    host_key_source,
-    presented_key,
-)
+from airflow_ssh_async.connection import SSHOptions
+from airflow_ssh_async.errors import SSHAsyncJobError, SSHConnectError
+from airflow_ssh_async.host_keys import connect_kwargs
 from airflow_ssh_async.per_loop import SharedPerLoop
-
-# asyncssh logs every connect and channel at INFO; in a task log that is noise.
-logging.getLogger("asyncssh").setLevel(logging.WARNING)
-log = logging.getLogger(__name__)
-
-# SSHHook's own warnings (apache-airflow-providers-ssh, SSHHook.get_conn),
-# word for word and at its level, logged on every connection that skips a
-# host key check.
-HOST_KEY_CHANGE_WARNING = (
-    "Remote Identification Change is not verified. This won't protect against Man-In-The-Middle attacks"
+from airflow_ssh_async.remote_scripts import (
+    ARG_SEPARATOR,
+    exit_error,
+    program,
+    remote_command,
+    script,
+    stdin_args,
+    supervisor_program,
 )
-NO_HOST_KEY_CHECK_WARNING = "No Host Key Verification. This won't protect against Man-In-The-Middle attacks"
+
+__all__ = [
+    "ARG_SEPARATOR",
+    "CHANNEL_RETRY_DELAYS",
+    "DEFAULT_COMMAND_TIMEOUT",
+    "HOST_KEY_CHANGE_WARNING",
+    "MAX_CHANNELS",
+    "NO_HOST_KEY_CHECK_WARNING",
+    "RemoteHost",
+    "connect_kwargs",
+    "open_connection",
+    "open_connections",
+    "presented_host_key",
+    "program",
+    "remote_command",
+    "remote_host",
+    "script",
+    "stdin_args",
+    "supervisor_program",
+]
+
 
 # sshd's default MaxSessions is 10 channels a connection; stay under it.
 MAX_CHANNELS = 8
@@ -67,179 +67,6 @@ DEFAULT_COMMAND_TIMEOUT = 300.0
 STREAM_READ = 65536
 # Waits between tries of a channel open that sshd refused (see _run_channel).
 CHANNEL_RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-# Exit codes of scripts/lib.sh (E_USAGE 64 to E_NEED 71).
-_OUR_CODES = range(64, 72)
-_EXIT_ERRORS: dict[int, type[RemoteCommandError]] = {
-    65: JobExistsError,
-    66: JobNotFoundError,
-    67: CwdError,
-    68: AsyncDirError,
-    69: RemoteWriteError,
-    70: JobRunningError,
-    71: MissingToolError,
-}
-
-
-@cache
-def script(name: str) -> bytes:
-    """A remote script as shipped in the package."""
-    return resources.files("airflow_ssh_async").joinpath("scripts", f"{name}.sh").read_bytes()
-
-
-@cache
-def program(name: str) -> str:
-    """lib.sh followed by one action script: what `sh -c` runs on the host."""
-    return (script("lib") + b"\n" + script(name)).decode()
-
-
-@cache
-def supervisor_program() -> bytes:
-    """What a launch ships as the supervisor: lib.sh and supervise.sh."""
-    return script("lib") + b"\n" + script("supervise")
-
-
-def remote_command(name: str, args: Sequence[str], options: SSHOptions | None = None) -> str:
-    """One quoting layer: the login shell splits this back into sh's argv.
-
-    The one place that elevates: with a ``become_user`` in OPTIONS the script
-    runs as that user (become.py), whichever script it is.
-    """
-    argv = ["sh", "-c", program(name), f"airflow-ssh-async-{name}", *args]
-    if options is not None and options.become_user:
-        argv = elevate(options.become_method, options.become_user, argv)
-    return shlex.join(argv)
-
-
-# Ends each argument sent on stdin (lib.sh's --stdin-args).
-ARG_SEPARATOR = "\x1f"
-
-
-def stdin_args(args: Sequence[str]) -> bytes:
-    """ARGS as lib.sh's --stdin-args reads them: no count or length of
-    arguments can then reach the kernel's limit on a command line.
-
-    :raises ValueError: an argument holds the separator (0x1f).
-    """
-    for arg in args:
-        if ARG_SEPARATOR in arg:
-            raise ValueError(f"an argument holds the ASCII unit separator (0x1f): {arg!r}")
-    return "".join(f"{a}{ARG_SEPARATOR}" for a in args).encode("utf-8", "surrogateescape")
-
-
-async def open_connection(options: SSHOptions) -> asyncssh.SSHClientConnection:
-    """Open one SSH connection, through the connection's jump host if it has one.
-
-    :raises SSHAuthError: the host refused the credentials.
-    :raises HostKeyError: the host key is unknown or changed.
-    :raises SSHConnectError: the host could not be reached (may pass).
-    """
-    jump = jump_options(options)
-    if jump is None:
-        return await _connect(options, options.label)
-    source = (
-        f"the jump_host_host_key extra of connection {options.conn_id!r}"
-        if options.jump_host_host_key
-        else host_key_source(jump)
-    )
-    tunnel = await _connect(jump, f"jump host {jump.address} of connection {options.conn_id!r}", source)
-    try:
-        conn = await _connect(options, f"{options.label} via jump host {jump.address}", tunnel=tunnel)
-    except BaseException:
-        tunnel.close()
-        raise
-    conn.set_tunnel(tunnel)  # closing the connection closes the tunnel, as asyncssh does for its own
-    return conn
-
-
-async def _connect(
-    options: SSHOptions, label: str, key_source: str = "", **extra: object
-) -> asyncssh.SSHClientConnection:
-    """One asyncssh.connect, its errors mapped to ours; LABEL names the host in them."""
-    witness = HostKeyWitness()
-    if options.allow_host_key_change:
-        log.warning("%s (%s)", HOST_KEY_CHANGE_WARNING, label)
-    if options.no_host_key_check:
-        log.warning("%s (%s)", NO_HOST_KEY_CHECK_WARNING, label)
-    try:
-        kwargs = connect_kwargs(options, await aload_trust(options))
-        return await admitted(asyncssh.connect(**kwargs, client_factory=lambda: witness, **extra))
-    except asyncssh.PermissionDenied as exc:
-        raise SSHAuthError(
-            f"authentication failed ({exc.reason})",
-            host=label,
-            hint="Check the login, key file or password of the connection, and that the key is in "
-            "the user's authorized_keys on the host.",
-        ) from None
-    except asyncssh.HostKeyNotVerifiable as exc:
-        # It reads the known_hosts file again: not on the loop either.
-        error = await asyncio.to_thread(host_key_error, options, label, key_source, exc.reason, witness.presented)
-        raise error from None
-    except asyncssh.KeyImportError as exc:
-        raise SSHAuthError(
-            f"cannot read the private key {options.key_file or 'in the private_key extra'} ({exc})",
-            host=label,
-            hint="Check the key file or private_key extra and its private_key_passphrase.",
-        ) from None
-    except OSError as exc:
-        if options.key_file and exc.filename == options.key_file:
-            raise _key_file_error(options, label, exc) from None
-        raise _connect_error(label, exc) from None
-    except (asyncio.TimeoutError, asyncssh.Error) as exc:
-        raise _connect_error(label, exc) from None
-
-
-def _key_file_error(options: SSHOptions, label: str, exc: OSError) -> SSHAuthError:
-    """A key file that is not there or not readable: no retry will fix it."""
-    return SSHAuthError(
-        f"cannot read the private key {options.key_file} ({exc.strerror or exc})",
-        host=label,
-        hint="The key_file extra must name a private key file that the Airflow user (on every worker "
-        "and triggerer) can read.",
-    )
-
-
-def _connect_error(label: str, exc: BaseException) -> SSHConnectError:
-    return SSHConnectError(
-        f"cannot connect ({type(exc).__name__}: {exc})",
-        host=label,
-        hint="Check that the host is up and sshd listens on that port.",
-    )
-
-
-async def presented_host_key(options: SSHOptions) -> PresentedKey:
-    """Fetch the key the host presents, trusting nothing.
-
-    The key exchange runs and the connection is closed before any
-    authentication: no credential is sent to the host and nothing is
-    written. A jump host is connected to as usual (its own key is checked).
-
-    :raises SSHConnectError: the host (or jump host) could not be reached.
-    :raises HostKeyError: the jump host's key is not trusted.
-    """
-    jump = jump_options(options)
-    tunnel = None
-    if jump is not None:
-        tunnel = await _connect(jump, f"jump host {jump.address} of connection {options.conn_id!r}")
-    try:
-        key = await asyncio.wait_for(
-            asyncssh.get_server_host_key(
-                options.host,
-                options.port,
-                tunnel=tunnel if tunnel is not None else (),
-                proxy_command=options.proxy_command or (),
-                config=None,
-            ),
-            options.conn_timeout or 30,
-        )
-    except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
-        raise _connect_error(options.label, exc) from None
-    finally:
-        if tunnel is not None:
-            tunnel.close()
-    if key is None:
-        raise SSHConnectError("the host presented no host key", host=options.label)
-    return presented_key(options, key)
 
 
 class _Shared:
@@ -353,9 +180,7 @@ class RemoteHost:
                 host=self.options.label,
                 job_id=job_id,
             )
-        # A code of ours names the error; any other is the shell or the host
-        # itself ("Cannot fork", a command not found): worth another poll.
-        error = _EXIT_ERRORS.get(status, RemoteCommandError if status in _OUR_CODES else RemoteShellError)
+        error = exit_error(status)
         message = stderr.removeprefix("airflow-ssh-async: error: ") or f"remote {name} exited {status}"
         raise error(message, code=status, stderr=stderr, host=self.options.label, job_id=job_id)
 

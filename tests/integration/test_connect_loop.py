@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ssh_async import client
+from airflow_ssh_async import connect
 from airflow_ssh_async.client import HOST_KEY_CHANGE_WARNING, NO_HOST_KEY_CHECK_WARNING, open_connection
 from airflow_ssh_async.hooks import SSHAsyncJobHook
 
@@ -85,7 +85,7 @@ def test_an_unverified_host_key_is_warned_about_as_sshhook_does(sshd, caplog, ex
     conn_id = f"unverified_{uuid.uuid4().hex[:6]}"
     sshd.set_connection(conn_id, USER, host_key=None, **extra)
     hook = SSHAsyncJobHook(conn_id)
-    with caplog.at_level(logging.WARNING, logger=client.__name__):
+    with caplog.at_level(logging.WARNING, logger=connect.__name__):
         assert hook.status([hook.job_dir("no-such-job")])
     [record] = [r for r in caplog.records if r.getMessage().startswith(warning)]
     assert record.levelno == logging.WARNING and conn_id in record.getMessage()
