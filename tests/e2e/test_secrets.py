@@ -90,7 +90,7 @@ def test_secrets_never_reach_the_task_log_the_result_or_the_trigger_table(
 
 UI_DAG, UI_DIR, CONN = "e2e_ui_secrets", "~/.airflow_async_ui_secrets", "test_asyncdash"
 UI_JOBS = {"deferred": "", "launched": "-bg"}  # task id -> job id suffix (dags/ssh_async_e2e.py)
-VIEW_SECRETS_TTL = 11  # past the view's cache of a task's secrets (ui/app.py SECRETS_TTL)
+VIEW_SECRETS_TTL = 11  # past the view's cache of a task's secrets (ui/masks.py SECRETS_TTL)
 
 
 def leaks(text: str, secrets: list[str]) -> list[str]:

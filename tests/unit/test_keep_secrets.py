@@ -90,7 +90,7 @@ def test_a_token_counts_only_for_the_task_instance_it_was_sealed_for(fernet_key:
 
 
 def test_the_view_withholds_the_output_of_a_task_that_kept_no_secrets() -> None:
-    from airflow_ssh_async.ui.app import _masking_of
+    from airflow_ssh_async.ui.masks import masking_of as _masking_of
     from airflow_ssh_async.ui.sources import TaskSecrets
 
     ended = TaskSecrets(("s3cret-one",), from_trigger=False, kept=False, launcher=True)

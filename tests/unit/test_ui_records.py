@@ -98,7 +98,7 @@ def test_last_progress_line() -> None:
 
 def test_output_is_masked_with_the_tasks_secrets_across_chunk_ends() -> None:
     from airflow_ssh_async.masking import Masker
-    from airflow_ssh_async.ui.app import _masked
+    from airflow_ssh_async.ui.masks import masked as _masked
 
     masker = Masker(["s3cret-value"])
     text = "a s3cret-value b s3cr"
