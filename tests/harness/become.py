@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.harness.sshd import USERS, HarnessError
+from tests.harness.sshd import USERS, HarnessError, accounts_lock, ensure_account
 
 # Jobs run as TARGET; OTHER is a user TARGET may itself sudo to (a job that
 # calls sudo); the rest exist for the failure cases.
@@ -37,14 +37,9 @@ def ensure_target_users() -> None:
     for tool in ("sudo", "visudo"):
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
             raise HarnessError(f"{tool} is missing: run dev/setup.sh (it installs sudo)")
-    for user in TARGET_USERS:
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            subprocess.run(
-                ["useradd", "--create-home", "--shell", "/bin/sh", user], check=True, capture_output=True, timeout=60
-            )
-        subprocess.run(["usermod", "--password", "*", user], check=True, capture_output=True, timeout=60)
+    with accounts_lock():
+        for user in TARGET_USERS:
+            ensure_account(user, "/bin/sh")
     with contextlib.suppress(KeyError):
         pwd.getpwnam(MISSING)
         raise HarnessError(f"user {MISSING} exists, but the tests need it not to")

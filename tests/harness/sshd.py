@@ -8,6 +8,7 @@ a multi-user server); it fails loudly otherwise, never skips.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -17,12 +18,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
 ASH = "/usr/local/bin/ash"  # busybox picks the applet from argv[0]: this link runs ash
 USERS = {"asyncdash": "/bin/dash", "asyncbash": "/bin/bash", "asyncash": ASH}
+ACCOUNTS_LOCK = "/tmp/.airflow-ssh-async-test-accounts.lock"
 
 
 class HarnessError(RuntimeError):
@@ -39,6 +42,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def accounts_lock() -> Iterator[None]:
+    """One test harness at a time adds or changes accounts.
+
+    dev/test.sh starts three sessions at once, and engineers run more beside
+    them: two concurrent useradd/usermod runs once lost two users' lines of
+    /etc/passwd, which a later session then added again under new uids, with
+    their homes still owned by the old ones ("cannot create or write
+    async_dir"). A lock file of our own serializes them, whichever tool runs.
+    """
+    fd = os.open(ACCOUNTS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _shadow_password(user: str) -> str | None:
+    for line in Path("/etc/shadow").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name == user:
+            return rest.split(":", 1)[0]
+    return None
+
+
+def ensure_account(user: str, shell: str) -> None:
+    """USER exists with SHELL, password '*' (no password, yet not locked: sshd
+    without PAM refuses locked accounts), owning its home. Call it under
+    :func:`accounts_lock`; it changes nothing that is already so."""
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        _run("useradd", "--create-home", "--shell", shell, user)
+    entry = pwd.getpwnam(user)
+    if entry.pw_shell != shell or _shadow_password(user) != "*":
+        _run("usermod", "--shell", shell, "--password", "*", user)
+    # A user added again after its line was lost gets a new uid; its old home does not follow.
+    if os.stat(entry.pw_dir).st_uid != entry.pw_uid:
+        _run("chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}", entry.pw_dir)
+
+
 def ensure_users() -> None:
     """Create the test users (as root) with their login shells."""
     if os.geteuid() != 0:
@@ -47,16 +92,13 @@ def ensure_users() -> None:
         raise HarnessError(f"{SSHD} is missing: install openssh-server (the README's commands do)")
     busybox = shutil.which("busybox")
     if busybox and not os.path.exists(ASH):
-        os.symlink(busybox, ASH)
-    for user, shell in USERS.items():
-        if not os.path.exists(shell):
-            raise HarnessError(f"login shell {shell} for {user} is missing: install dash and busybox")
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            _run("useradd", "--create-home", "--shell", shell, user)
-        # '*': no password, yet not locked (sshd without PAM refuses locked accounts).
-        _run("usermod", "--shell", shell, "--password", "*", user)
+        with contextlib.suppress(FileExistsError):  # another session made it this instant
+            os.symlink(busybox, ASH)
+    with accounts_lock():
+        for user, shell in USERS.items():
+            if not os.path.exists(shell):
+                raise HarnessError(f"login shell {shell} for {user} is missing: install dash and busybox")
+            ensure_account(user, shell)
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
 
 
