@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from airflow_ssh_async.client import RemoteHost
@@ -107,7 +107,8 @@ class HostStatus:
     """
 
     def __init__(
-        self, fetch: Callable[[list[str], StatusWait | None, OnPart], Awaitable[tuple[Mapping[str, Any], str]]]
+        self,
+        fetch: Callable[[list[str], StatusWait | None, OnPart], Coroutine[Any, Any, tuple[Mapping[str, Any], str]]],
     ) -> None:
         self._fetch = fetch
         self._waiting: dict[str, list[asyncio.Future[StatusValue]]] = {}
