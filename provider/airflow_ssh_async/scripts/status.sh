@@ -316,6 +316,7 @@ report_part() {
     field protocol "$PROTOCOL"
     field now "$(now)"
     boot_id_v
+    # shellcheck disable=SC2154 # _boot is set by lib.sh's boot_id_v above
     field boot_id "$_boot"
     _spaces=
     _sizes_final=1
@@ -340,17 +341,23 @@ part_jobs() {
     while read -r _wn _wname; do :; done
 }
 
-# take_ended: move every watched job that has ended (see wait_news) from
-# _watch to _ended_args.
+# watched_ended LINE: true when the job of a _watch LINE ("SUPERVISOR_PID
+# JOB_ARG") has ended (see wait_news): its folder or supervisor is gone, or
+# its result is there. Sets _sa to its JOB_ARG.
+watched_ended() {
+    _sp=${1%% *}
+    _sa=${1#* }
+    expand_home_v "${_sa#+}"
+    [ ! -d "$_path" ] || [ -e "$_path/result.json" ] || { [ "$_sp" != 0 ] && ! kill -0 "$_sp" 2>/dev/null; }
+}
+
+# take_ended: move every watched job that has ended from _watch to _ended_args.
 take_ended() {
     _still=
     set -f
     IFS=$NL
     for _l in $_watch; do
-        _sp=${_l%% *}
-        _sa=${_l#* }
-        expand_home_v "${_sa#+}"
-        if [ ! -d "$_path" ] || [ -e "$_path/result.json" ] || { [ "$_sp" != 0 ] && ! kill -0 "$_sp" 2>/dev/null; }; then
+        if watched_ended "$_l"; then
             _ended_args=$_ended_args$NL$_sa
         else
             _still=$_still$NL$_l
@@ -367,10 +374,7 @@ scan_watched() {
     set -f
     IFS=$NL
     for _l in $_watch; do
-        _sp=${_l%% *}
-        _sa=${_l#* }
-        expand_home_v "${_sa#+}"
-        if [ ! -d "$_path" ] || [ -e "$_path/result.json" ] || { [ "$_sp" != 0 ] && ! kill -0 "$_sp" 2>/dev/null; }; then
+        if watched_ended "$_l"; then
             _ended=1
             break
         fi
