@@ -46,8 +46,9 @@ def derived_id(i: int) -> str:
 
 def chatty(lines: int, go: str = "") -> str:
     """A job that prints a line a moment to stdout, stderr and progress
-    (once the file GO exists, if given)."""
-    wait = f"while [ ! -e {go} ]; do sleep 0.1; done; " if go else ""
+    (once the file GO exists, if given; at most 5 minutes later, so that a
+    test that failed before making GO leaves no job waiting for ever)."""
+    wait = f"n=0; while [ ! -e {go} ] && [ $n -lt 3000 ]; do n=$((n+1)); sleep 0.1; done; " if go else ""
     return wait + (
         f'i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo "out $i"; echo "err $i" >&2; '
         f'echo "step $i" >>"$AIRFLOW_ASYNC_PROGRESS"; sleep 0.2; done'
