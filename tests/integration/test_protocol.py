@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -117,9 +118,16 @@ def test_secret_never_in_argv_nor_in_a_file_others_can_read(make_hook, job_id: s
     job_dir = Path(launched.job_dir)
     assert not (job_dir / "env").exists(), "the env file must be gone once the job started"
     assert oct(job_dir.stat().st_mode & 0o777) == "0o700"
-    for path in job_dir.parent.rglob("*"):
-        if path.is_file() and path.stat().st_mode & 0o077:
-            assert secret.encode() not in path.read_bytes(), f"{path} is readable by others and holds the secret"
+    # The whole async_dir, where other test sessions add and remove job folders meanwhile.
+    for root, _dirs, files in os.walk(job_dir.parent):
+        for name in files:
+            path = Path(root, name)
+            try:
+                mode = path.stat().st_mode
+                if stat.S_ISREG(mode) and mode & 0o077:
+                    assert secret.encode() not in path.read_bytes(), f"{path} is readable by others, with the secret"
+            except FileNotFoundError:
+                continue
 
 
 def test_every_terminal_state_for_real(make_hook) -> None:
