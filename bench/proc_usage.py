@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tests.harness.procs import descendants_in
+
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -58,17 +60,8 @@ def table() -> dict[int, Row]:
 
 def members(rows: dict[int, Row], sessions: set[int], roots: set[int]) -> set[int]:
     """PIDs in SESSIONS, the ROOTS themselves, and every descendant of either."""
-    children: dict[int, list[int]] = {}
-    for r in rows.values():
-        children.setdefault(r.ppid, []).append(r.pid)
     found = {r.pid for r in rows.values() if r.sid in sessions} | (roots & rows.keys())
-    todo = list(found)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
+    return found | descendants_in(found, rows.values())
 
 
 @dataclass

@@ -70,6 +70,7 @@ from typing import IO, Any, TypeVar
 
 import httpx
 
+from tests.harness.procs import descendants_in
 from tests.harness.services import Postgres, Redis
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))  # the venv running the tests
@@ -223,20 +224,6 @@ def _read_proc(pid: int) -> ProcStat | None:
 def _process_table() -> list[ProcStat]:
     """Live, non-zombie processes."""
     return [p for pid in _all_pids() if (p := _read_proc(pid)) is not None]
-
-
-def _descendants(roots: set[int], table: list[ProcStat]) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for p in table:
-        children.setdefault(p.ppid, []).append(p.pid)
-    found: set[int] = set()
-    todo = list(roots)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def _proc_title(pid: int) -> str:
@@ -462,7 +449,7 @@ class AirflowStack:
         alive = {c.pid for c in self.components.values() if c.alive()}
         table = _process_table()
         ours = {p.pid for p in table if p.sid in sessions or self._marker in p.environ}
-        ours |= _descendants(alive | ours, table)
+        ours |= descendants_in(alive | ours, table)
         return sorted((ours | alive) & {p.pid for p in table})
 
     def _kill_marked_processes(self, timeout: float = 10) -> list[int]:
@@ -824,7 +811,7 @@ class AirflowStack:
         """Live processes of one component: its session, and what descends from it."""
         table = _process_table()
         ours = {p.pid for p in table if p.sid == comp.pid}
-        return sorted(ours | _descendants(ours | {comp.pid}, table))
+        return sorted(ours | descendants_in(ours | {comp.pid}, table))
 
     def ssh_connections(self, address: str, port: int) -> dict[str, int]:
         """Established TCP connections to ``address:port`` per component name (only those with one)."""

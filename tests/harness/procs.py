@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 
 def _stat_fields(pid_dir: Path) -> list[str] | None:
@@ -54,4 +56,24 @@ def descendants(pid: int) -> list[int]:
         for child in children.get(todo.pop(), []):
             found.append(child)
             todo.append(child)
+    return found
+
+
+class Process(Protocol):
+    pid: int
+    ppid: int
+
+
+def descendants_in(roots: set[int], table: Iterable[Process]) -> set[int]:
+    """Every process of TABLE below one of ROOTS (not ROOTS themselves)."""
+    children: dict[int, list[int]] = {}
+    for p in table:
+        children.setdefault(p.ppid, []).append(p.pid)
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
     return found
