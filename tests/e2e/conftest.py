@@ -96,6 +96,17 @@ def secret_values() -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="session")
+def ui_secrets_dir() -> Iterator[str]:
+    """The async_dir of the e2e_ui_secrets DAG, new each session: the Remote jobs view shows
+    in clear a job whose task this Airflow does not know (docs/ui.md), so the list of one
+    session must never meet the jobs of another (the other stack's session, or a run that was
+    killed before its cleanup)."""
+    path = f"~/.airflow_async_ui_secrets-{os.urandom(4).hex()}"
+    yield path
+    shutil.rmtree(home(USER) / path[2:], ignore_errors=True)
+
+
 def _secret_env(values: dict[str, str]) -> dict[str, str]:
     import json
 
@@ -191,6 +202,7 @@ def airflow_stack(
     second_host: SSHServer,
     bad_connections: dict[str, str],
     secret_values: dict[str, str],
+    ui_secrets_dir: str,
     silent_host: str,
 ) -> Iterator[AirflowStack]:
     """The suite's stack of one kind (``request.param``). ``sshd`` first: its connections must be set."""
@@ -199,6 +211,7 @@ def airflow_stack(
     env = {
         **bad_connections,
         **_secret_env(secret_values),
+        "E2E_UI_SECRETS_DIR": ui_secrets_dir,
         "AIRFLOW_CONN_TEST_ASYNCDASH_B": second_host.conn_uri_json(USER),
         "AIRFLOW_CONN_E2E_UI_SILENT": silent_host,  # the Remote jobs view's hung host (test_ui.py)
         # The view's per-host time bound, short enough for a test to wait it out.

@@ -88,7 +88,7 @@ def test_secrets_never_reach_the_task_log_the_result_or_the_trigger_table(
 
 # --- the Remote jobs view (issue 21: "the UI view shows output as the task log does") ---------
 
-UI_DAG, UI_DIR, CONN = "e2e_ui_secrets", "~/.airflow_async_ui_secrets", "test_asyncdash"
+UI_DAG, CONN = "e2e_ui_secrets", "test_asyncdash"  # its async_dir: the ui_secrets_dir fixture
 UI_JOBS = {"deferred": "", "launched": "-bg"}  # task id -> job id suffix (dags/ssh_async_e2e.py)
 VIEW_SECRETS_TTL = 11  # past the view's cache of a task's secrets (ui/masks.py SECRETS_TTL)
 
@@ -98,13 +98,13 @@ def leaks(text: str, secrets: list[str]) -> list[str]:
     return sorted({s[i : i + 8] for s in secrets for i in range(len(s) - 7) if s[i : i + 8] in text})
 
 
-def view_answers(af: AirflowStack, token: str, run_id: str, job_dirs: dict[str, Path]) -> dict[str, str]:
+def view_answers(af: AirflowStack, token: str, run_id: str, ui_dir: str, job_dirs: dict[str, Path]) -> dict[str, str]:
     """Every answer of the Remote jobs view about these jobs, as the browser gets it (JSON text):
     the list, each job's page data, and its output from the start, from the tail, from inside
     the first secret, and cut inside it (followed, and paged back)."""
     import httpx
 
-    where = {"conn_id": CONN, "async_dir": UI_DIR}
+    where = {"conn_id": CONN, "async_dir": ui_dir}
     out: dict[str, str] = {}
     with httpx.Client(base_url=af.base_url + "/ssh-async", timeout=60) as c:
         c.headers["Authorization"] = f"Bearer {token}"
@@ -134,12 +134,12 @@ def view_answers(af: AirflowStack, token: str, run_id: str, job_dirs: dict[str, 
     return out
 
 
-def view_state(af: AirflowStack, token: str, job_id: str) -> str:
+def view_state(af: AirflowStack, token: str, ui_dir: str, job_id: str) -> str:
     import httpx
 
     resp = httpx.get(
         f"{af.base_url}/ssh-async/api/job",
-        params={"conn_id": CONN, "async_dir": UI_DIR, "job_id": job_id},
+        params={"conn_id": CONN, "async_dir": ui_dir, "job_id": job_id},
         headers={"Authorization": f"Bearer {token}"},
         timeout=60,
     )
@@ -148,9 +148,16 @@ def view_state(af: AirflowStack, token: str, job_id: str) -> str:
 
 
 def check_view(
-    af: AirflowStack, token: str, run_id: str, job_dirs: dict[str, Path], secrets: list[str], *, ended: bool
+    af: AirflowStack,
+    token: str,
+    run_id: str,
+    ui_dir: str,
+    job_dirs: dict[str, Path],
+    secrets: list[str],
+    *,
+    ended: bool,
 ) -> None:
-    answers = view_answers(af, token, run_id, job_dirs)
+    answers = view_answers(af, token, run_id, ui_dir, job_dirs)
     leaked = {name: leaks(text, secrets) for name, text in answers.items() if leaks(text, secrets)}
     where = {name: answers[name][max(0, answers[name].find(p[0]) - 200) :][:400] for name, p in leaked.items()}
     assert not leaked, f"the Remote jobs view shows secrets ({'after' if ended else 'while'} the job ran): {where}"
@@ -166,13 +173,17 @@ def check_view(
 @pytest.mark.timeout(420)
 @rerun_on_stale_defer_exit
 def test_the_remote_jobs_view_masks_the_secrets_while_the_job_runs_and_after_it_ended(
-    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, secret_values: dict[str, str], metrics: dict
+    airflow_stack: AirflowStack,
+    remote_jobs: RemoteJobs,
+    secret_values: dict[str, str],
+    ui_secrets_dir: str,
+    metrics: dict,
 ) -> None:
     from tests.e2e.test_scenarios import defer_and_hold, release
 
     af = airflow_stack
     job_id = remote_jobs.new("uisecrets")
-    base = remote_jobs.home / UI_DIR[2:]
+    base = remote_jobs.home / ui_secrets_dir[2:]
     job_dirs = {job_id + suffix: base / (job_id + suffix) for suffix in UI_JOBS.values()}
     secrets = list(secret_values.values())
     try:
@@ -188,14 +199,18 @@ def test_the_remote_jobs_view_masks_the_secrets_while_the_job_runs_and_after_it_
                 f"{folder.name}'s output",
             )
         token = af.token()
-        check_view(af, token, run_id, job_dirs, secrets, ended=False)
+        check_view(af, token, run_id, ui_secrets_dir, job_dirs, secrets, ended=False)
 
         release(remote_jobs, job_id)
         finish(af, UI_DAG, run_id, "success", timeout=90)
         for job in job_dirs:  # the view serves its last snapshot while it reads the host again
-            wait_until(lambda j=job: view_state(af, token, j) == "succeeded", 30, f"the view to show {job} ended")
+            wait_until(
+                lambda j=job: view_state(af, token, ui_secrets_dir, j) == "succeeded",
+                30,
+                f"the view to show {job} ended",
+            )
         time.sleep(VIEW_SECRETS_TTL)  # no trigger holds the secrets now; the view's cache is past
-        check_view(af, token, run_id, job_dirs, secrets, ended=True)
+        check_view(af, token, run_id, ui_secrets_dir, job_dirs, secrets, ended=True)
 
         # Where the view found them: the sealed copy each task keeps, never in clear.
         db = sqlalchemy.create_engine(af.db_url, poolclass=sqlalchemy.pool.NullPool)
@@ -221,7 +236,7 @@ def test_the_remote_jobs_view_masks_the_secrets_while_the_job_runs_and_after_it_
 
         with httpx.Client(base_url=af.base_url + "/ssh-async", timeout=60) as c:
             c.headers["Authorization"] = f"Bearer {token}"
-            q = {"conn_id": CONN, "async_dir": UI_DIR, "job_id": bg}
+            q = {"conn_id": CONN, "async_dir": ui_secrets_dir, "job_id": bg}
             out = c.get("/api/output", params={**q, "offset": 0})
             detail = c.get("/api/job", params=q)
         assert out.status_code == 403 and "withheld" in out.text and not leaks(out.text, secrets), out.text

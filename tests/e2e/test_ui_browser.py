@@ -182,7 +182,11 @@ def test_browser_logs_in_follows_a_job_kills_it_and_opens_the_task_tab(
 
 
 def test_the_pages_never_show_the_secrets_a_job_prints(
-    airflow_stack: AirflowStack, remote_jobs: RemoteJobs, browser: object, secret_values: dict[str, str]
+    airflow_stack: AirflowStack,
+    remote_jobs: RemoteJobs,
+    browser: object,
+    secret_values: dict[str, str],
+    ui_secrets_dir: str,
 ) -> None:
     """Issue 21 in the browser: the job page and the list, while the job runs and after it ended."""
     import time
@@ -191,15 +195,15 @@ def test_the_pages_never_show_the_secrets_a_job_prints(
     from selenium.webdriver.common.by import By
 
     from tests.e2e.test_scenarios import release
-    from tests.e2e.test_secrets import UI_DAG, UI_DIR, VIEW_SECRETS_TTL, leaks
+    from tests.e2e.test_secrets import UI_DAG, VIEW_SECRETS_TTL, leaks
 
     af, d = airflow_stack, browser
     secrets = list(secret_values.values())
     job_id = remote_jobs.new("pagesecrets")
-    folders = [home(USER) / UI_DIR[2:] / (job_id + s) for s in ("", "-bg")]
+    folders = [home(USER) / ui_secrets_dir[2:] / (job_id + s) for s in ("", "-bg")]
 
     def page(job: str, *shown: str) -> str:
-        query = urlencode({"conn_id": "test_asyncdash", "async_dir": UI_DIR, "job_id": job})
+        query = urlencode({"conn_id": "test_asyncdash", "async_dir": ui_secrets_dir, "job_id": job})
         d.get(f"{af.base_url}/ssh-async/job?{query}")  # type: ignore[attr-defined]
         for text in shown:
             wait_until(lambda t=text: t in d.find_element(By.TAG_NAME, "body").text, 60, f"{text!r} on {job}'s page")  # type: ignore[attr-defined]

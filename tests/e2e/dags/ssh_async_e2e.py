@@ -145,7 +145,8 @@ with dag("e2e_secrets", user_defined_macros={"issued_context": issued_context}):
 # after it finished (issue 21): one job watched by the trigger, one no task waits for
 # (wait_for_completion=False: no trigger ever holds its secrets). Both print the secrets,
 # wait for a release file, then print them again.
-UI_SECRETS_DIR = "~/.airflow_async_ui_secrets"
+# Its async_dir is new each test session (tests/e2e/conftest.py ui_secrets_dir).
+UI_SECRETS_DIR = os.environ.get("E2E_UI_SECRETS_DIR", "~/.airflow_async_ui_secrets")
 UI_SECRET_SCRIPT = """\
 echo "dsn=postgres://app:$DB_PASSWORD@db/app"
 echo "api=$API_VALUE ctx=$RUN_CONTEXT tok=$SERVICE_TOKEN"
