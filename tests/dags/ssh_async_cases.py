@@ -63,6 +63,18 @@ with dag("ssh_async_output_limit"):
         execution_timeout=timedelta(minutes=10),
     )
 
+# A second try re-attaches: it moves the job's deadline file (execution_timeout), the test's
+# sign that the try is on, so the first try's job runs exactly until then.
+with dag("ssh_async_reattach"):
+    SSHAsyncJobOperator(
+        task_id="job",
+        ssh_conn_id="test_asyncdash",
+        job_id=CONF_JOB,
+        command=CONF_COMMAND,
+        poll_interval=0.5,
+        execution_timeout=timedelta(minutes=10),
+    )
+
 with dag("ssh_async_in_worker"):
     SSHAsyncJobOperator(
         task_id="job",

@@ -18,6 +18,7 @@ from airflow_ssh_async.job import JobRef, JobState
 from airflow_ssh_async.watch import watch_job
 from tests.harness.logs import ListLog
 from tests.harness.procs import live_group_members
+from tests.harness.release import released_when, wait_for_release
 from tests.harness.sshd import home
 
 pytestmark = pytest.mark.timeout(180)
@@ -136,12 +137,15 @@ def test_waiting_in_the_worker_when_not_deferrable(sshd, dag_bag, job_id, capfd)
 
 
 def test_second_try_reattaches_to_the_running_job(sshd, dag_bag, job_id, marker, capfd) -> None:
-    command = f"echo started >> {marker}; sleep 3; echo finished"
-    SSHAsyncJobHook(f"test_{USER}").launch(job_id, command)  # the first try, which "died"
-    dag_run = run_dag(dag_bag, "ssh_async_generic", job_id=job_id, command=command)
+    release = home(USER) / f"release-{job_id}"
+    command = f"echo started >> {marker}; {wait_for_release(release)}; echo finished"
+    first = SSHAsyncJobHook(f"test_{USER}").launch(job_id, command)  # the first try, which "died"
+    # Its job runs until the second try re-attached (a fixed sleep ended first on a loaded machine).
+    with released_when(Path(first.job_dir) / "deadline", release):
+        dag_run = run_dag(dag_bag, "ssh_async_reattach", job_id=job_id, command=command)
     assert ti_of(dag_run).state == "success"
     assert "re-attaching instead of starting it again" in capfd.readouterr().out
-    assert launches(marker) == 1
+    assert launches(marker) == 1 and xcom(dag_run)["pid"] == first.pid
     assert xcom(dag_run)["stdout_tail"] == "finished\n"
 
 
