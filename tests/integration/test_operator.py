@@ -151,14 +151,19 @@ def test_second_try_reattaches_to_the_running_job(sshd, dag_bag, job_id, marker,
 
 def test_rerun_refuses_a_running_job_and_restarts_a_finished_one(sshd, dag_bag, job_id, marker, capfd) -> None:
     hook = SSHAsyncJobHook(f"test_{USER}")
-    command = f"echo started >> {marker}; sleep 2"
+    release = home(USER) / f"release-{job_id}"
+    command = f"echo started >> {marker}; {wait_for_release(release)}"
     launched = hook.launch(job_id, command)
-    dag_run = run_dag(dag_bag, "ssh_async_rerun", job_id=job_id, command=command)
+    try:  # the job runs until the first run_dag has met it running (a fixed sleep could end first)
+        dag_run = run_dag(dag_bag, "ssh_async_rerun", job_id=job_id, command=command)
+    finally:
+        release.touch()
     assert ti_of(dag_run).state == "failed"
     assert "on_existing='rerun' refuses to start it again while it runs" in capfd.readouterr().out
     while hook.status([launched.job_dir])[launched.job_dir][0].state is JobState.RUNNING:
         time.sleep(0.2)
     dag_run = run_dag(dag_bag, "ssh_async_rerun", job_id=job_id, command=command)
+    release.unlink()
     assert ti_of(dag_run).state == "success" and launches(marker) == 2
     archived = home(USER) / ".airflow_async" / ".archive" / job_id / "1"
     assert (archived / "result.json").exists(), "the first attempt's files are kept"
@@ -244,33 +249,39 @@ def logging_sensor(job_id: str) -> tuple[Any, LevelLog]:
 
 def test_a_poking_sensor_logs_as_the_trigger_does_stderr_as_warnings(sshd, job_id) -> None:
     hook = SSHAsyncJobHook(f"test_{USER}")
-    folder = hook.launch(job_id, "echo before; sleep 3; echo out; echo err >&2").job_dir
-    deadline = time.monotonic() + 20
-    while hook.status([folder])[folder][0].sizes.get("stdout", 0) == 0:
-        assert time.monotonic() < deadline, "the job never wrote its first line"
-        time.sleep(0.2)
-    sensor, log = logging_sensor(job_id)
-    # One sensor poking in its worker: each poke is one check of the same watch.
-    pokes = [sensor.poke({})]
-    while not pokes[-1].is_done:
-        assert time.monotonic() < deadline + 20, log.records
-        time.sleep(0.5)
-        pokes.append(sensor.poke({}))
-    assert len(pokes) >= 2 and ("info", f"job {job_id} on {pokes[-1].xcom_value['host']} is running") in log.records
-    # Like tail -f: lines from the first poke on; what came before is in the result's tail.
-    assert ("info", "out") in log.records and ("warning", "err") in log.records
-    assert ("info", "before") not in log.records
-    result = pokes[-1].xcom_value
-    assert (result["stdout_tail"], result["stderr_tail"]) == ("before\nout\n", "err\n")
-    # A sensor whose first poke finds the job ended logs the tails, stderr as warnings.
-    again, log = logging_sensor(job_id)
-    done = again.poke({})
-    assert done.is_done and done.xcom_value == result
-    assert [r for r in log.records if r[1] in ("before", "out", "err")] == [
-        ("info", "before"),
-        ("info", "out"),
-        ("warning", "err"),
-    ]
+    release = home(USER) / f"release-{job_id}"
+    try:
+        folder = hook.launch(job_id, f"echo before; {wait_for_release(release)}; echo out; echo err >&2").job_dir
+        deadline = time.monotonic() + 20
+        while hook.status([folder])[folder][0].sizes.get("stdout", 0) == 0:
+            assert time.monotonic() < deadline, "the job never wrote its first line"
+            time.sleep(0.2)
+        sensor, log = logging_sensor(job_id)
+        # One sensor poking in its worker: each poke is one check of the same watch.
+        pokes = [sensor.poke({})]
+        release.touch()  # the job ends once a poke has seen it running
+        while not pokes[-1].is_done:
+            assert time.monotonic() < deadline + 20, log.records
+            time.sleep(0.5)
+            pokes.append(sensor.poke({}))
+        assert len(pokes) >= 2 and ("info", f"job {job_id} on {pokes[-1].xcom_value['host']} is running") in log.records
+        # Like tail -f: lines from the first poke on; what came before is in the result's tail.
+        assert ("info", "out") in log.records and ("warning", "err") in log.records
+        assert ("info", "before") not in log.records
+        result = pokes[-1].xcom_value
+        assert (result["stdout_tail"], result["stderr_tail"]) == ("before\nout\n", "err\n")
+        # A sensor whose first poke finds the job ended logs the tails, stderr as warnings.
+        again, log = logging_sensor(job_id)
+        done = again.poke({})
+        assert done.is_done and done.xcom_value == result
+        assert [r for r in log.records if r[1] in ("before", "out", "err")] == [
+            ("info", "before"),
+            ("info", "out"),
+            ("warning", "err"),
+        ]
+    finally:
+        release.touch()  # a test that failed early leaves no job waiting
+    release.unlink()
 
 
 # --- the trigger on its own: kill, cleanup, serialization, big output ------------------
