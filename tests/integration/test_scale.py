@@ -19,7 +19,8 @@ from airflow_ssh_async import SSHAsyncJobTrigger, client
 from airflow_ssh_async.client import remote_host
 from airflow_ssh_async.hooks import SSHAsyncJobHook
 from airflow_ssh_async.job import StatusParts
-from tests.harness.sshd import SSHServer, start_server
+from tests.harness.release import wait_for_release
+from tests.harness.sshd import SSHServer, home, start_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -156,8 +157,10 @@ def test_a_dead_host_does_not_delay_the_others(sshd, second_sshd, job_id, monkey
     """Host B's sshd stops while its jobs run: A's triggers deliver on time;
     B's keep retrying until B is back, then deliver too."""
     a, b = f"test_{USER}", "scale_b"
+    # B's jobs end only once B is back, however long their launch and the outage took.
+    release = home(USER) / f"release-{job_id}"
     jobs_a = asyncio.run(launch_many(a, {f"{job_id}-a{i}": "sleep 4; echo a" for i in range(5)}))
-    jobs_b = asyncio.run(launch_many(b, {f"{job_id}-b{i}": "sleep 4; echo b" for i in range(5)}))
+    jobs_b = asyncio.run(launch_many(b, {f"{job_id}-b{i}": f"{wait_for_release(release)}; echo b" for i in range(5)}))
     calls = Calls(monkeypatch)
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], float]:
@@ -170,10 +173,15 @@ def test_a_dead_host_does_not_delay_the_others(sshd, second_sshd, job_id, monkey
         await asyncio.sleep(2)
         assert not any(t.done() for t in tasks_b.values()), "B's jobs cannot be seen while B is down"
         second_sshd.start()
+        release.touch()
         events_b = {j: await asyncio.wait_for(t, 90) for j, t in tasks_b.items()}
         return events_a, events_b, down
 
-    events_a, events_b, _ = asyncio.run(scenario())
+    try:
+        events_a, events_b, _ = asyncio.run(scenario())
+    finally:
+        release.touch()  # no job of B's is left waiting, whatever failed
+    release.unlink()
     for event, took in events_a.values():
         assert event["status"] == "finished" and event["result"]["state"] == "succeeded", event
         assert took < 7.5, f"A's event came {took:.1f}s after the start: B's outage delayed it"
