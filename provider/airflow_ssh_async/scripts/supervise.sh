@@ -75,6 +75,10 @@ write_job_json() {
     {
         printf '{\n'
         printf '  "protocol": %s,\n' "$PROTOCOL"
+        # The two pids first: status.sh reads them with the `read` builtin,
+        # a byte at a time under dash, and stops once it has both.
+        printf '  "pid": %s,\n' "$_pid"
+        printf '  "supervisor_pid": %s,\n' "$$"
         json_str_v "$_id"
         # shellcheck disable=SC2154 # _js is set by lib.sh's helper above
         printf '  "id": %s,\n' "$_js"
@@ -88,10 +92,8 @@ write_job_json() {
         printf '  "cwd": %s,\n' "$_js"
         json_str_v "$_origin"
         printf '  "origin": %s,\n' "$_js"
-        printf '  "pid": %s,\n' "$_pid"
         printf '  "pgid": %s,\n' "$_pid"
         printf '  "pid_start": "%s",\n' "$_pid_start"
-        printf '  "supervisor_pid": %s,\n' "$$"
         printf '  "supervisor_start": "%s",\n' "$_pstart"
         # shellcheck disable=SC2154 # _boot is set by lib.sh's helper above
         printf '  "boot_id": "%s",\n' "$_boot"
