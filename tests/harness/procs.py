@@ -77,3 +77,20 @@ def descendants_in(roots: set[int], table: Iterable[Process]) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def with_env(item: str) -> list[int]:
+    """Live processes whose environment holds ITEM (``NAME=VALUE``): what a
+    script left running, found by a value the test gave it alone."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = _stat_fields(entry)
+        if fields and fields[0] != "Z" and item.encode() in environ:
+            found.append(int(entry.name))
+    return found

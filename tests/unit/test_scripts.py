@@ -19,7 +19,7 @@ import pytest
 
 from airflow_ssh_async.client import program, script, stdin_args
 from airflow_ssh_async.job import JobState, StatusParts, classify, launch_payload, parse_frames, parse_status
-from tests.harness.procs import live_group_members
+from tests.harness.procs import live_group_members, with_env
 
 SHELLS = {
     "dash": ["dash"],
@@ -615,7 +615,8 @@ def test_limit_moves_a_running_jobs_deadline_later_and_earlier(shell: list[str],
         assert dict(parse_frames(out.stdout)) == {"outcome": b"moved"}, out.stderr
     moved = time.monotonic()
     took, result = _result_after(earlier["job_dir"].decode(), moved)
-    assert result["limit"] == "execution_timeout" and took < 4.0, f"the earlier deadline hit after {took:.1f}s"
+    # Far under the old 600 s: the supervisor read the new deadline at once.
+    assert result["limit"] == "execution_timeout" and took < 8.0, f"the earlier deadline hit after {took:.1f}s"
     assert not Path(later["job_dir"].decode(), "result.json").exists(), "the old deadline of 2 s still ended it"
     took, result = _result_after(later["job_dir"].decode(), moved)
     assert result["limit"] == "execution_timeout" and 3.0 < took < 9.0, f"the later deadline hit after {took:.1f}s"
@@ -789,3 +790,67 @@ def test_a_waiting_status_with_parts_reports_each_end_at_once_and_waits_on(
             os.killpg(int(slow["pid"]), signal.SIGKILL)
         proc.kill()
         proc.wait(timeout=10)
+
+
+def watcher_leftovers(tmp: Path, limit: float = 5) -> tuple[list[int], list[str]]:
+    """What a waiting call left behind in TMP once LIMIT s passed: its
+    processes (watcher, inotifywait, sleep) and its FIFO's folder."""
+    deadline = time.monotonic() + limit
+    while True:
+        procs, dirs = with_env(f"TMPDIR={tmp}"), sorted(os.listdir(tmp))
+        if (not procs and not dirs) or time.monotonic() > deadline:
+            return procs, dirs
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("end", ["time", "caller closed", "caller killed"])
+def test_a_waiting_status_leaves_no_watcher_and_no_fifo_behind(shell: list[str], tmp_path: Path, end: str) -> None:
+    # With inotifywait the wait reads a FIFO fed by a watcher of its own
+    # (inotifywait -m and a tick a second). Whether the call ends on time or
+    # its caller goes (the channel closed: SIGPIPE; or the script killed
+    # outright, no EXIT trap), the watcher, its inotifywait and the FIFO's
+    # folder go too: the watcher ends once the FIFO has no reader.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    job_dir = launch(shell, tmp_path, "w", "sleep 60")["job_dir"].decode()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TMPDIR": str(tmp)}
+    try:
+        wait_state(shell, tmp_path, job_dir, JobState.RUNNING)
+        if end == "time":
+            head, took = waiting_status(shell, tmp_path, job_dir, "2", "-1", "-", env={"TMPDIR": str(tmp)})
+            assert head["woke"] == b"time" and 1 <= took < 6, (head, took)
+        else:
+            proc = subprocess.Popen(
+                [*shell, "-c", program("status"), "status", "--stdin-args"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(stdin_args(["--wait", "30", "-1", "-", job_dir]))
+            proc.stdin.close()
+            assert proc.stdout.read(7) == b"wait 0\n", "no wait record"
+            # The watcher runs now (it started before the first record).
+            assert with_env(f"TMPDIR={tmp}"), "no watcher beside the wait"
+            if end == "caller closed":
+                proc.stdout.close()
+            else:
+                proc.kill()
+            proc.wait(timeout=10)
+        assert watcher_leftovers(tmp) == ([], []), "the wait left its watcher or its FIFO"
+    finally:
+        run(shell, "signal", job_dir, "1", home=tmp_path)
+
+
+def test_an_inotifywait_that_cannot_watch_leaves_the_wait_to_its_naps(shell: list[str], tmp_path: Path) -> None:
+    # inotifywait is there but fails (too many watches, a file system
+    # without inotify): the wait naps instead and still sees the end soon.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "inotifywait").write_text("#!/bin/sh\necho 'Failed to watch: No space left on device' >&2\nexit 1\n")
+    (fake / "inotifywait").chmod(0o755)
+    job_dir = launch(shell, tmp_path, "w", "sleep 3; echo done")["job_dir"].decode()
+    head, took = waiting_status(shell, tmp_path, job_dir, "20", "-1", "-", env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    assert head["woke"] == b"ended", head
+    assert time.time() - os.stat(Path(job_dir, "result.json")).st_mtime < 2.5, "the end was seen late"
+    assert took < 10

@@ -178,10 +178,14 @@ status_one() {
 # - its output grew: the streams' total size is not KNOWN (what the caller's
 #   last report said; `-`: what it is now), once GROW_AFTER seconds have
 #   passed (-1: never), so the caller bounds how often output ends a wait.
-# The supervisor rewrites ASYNC_DIR/.ended as a job ends (supervise.sh):
-# with inotifywait the wait sleeps in it on each async_dir (and on the job
-# folders once growth counts), without it it naps NAP seconds between reads
-# of .ended. Whichever: every SCAN_EVERY seconds it looks at every job
+# The supervisor rewrites ASYNC_DIR/.ended as a job ends (supervise.sh).
+# With inotifywait one watcher runs beside the loop for the whole call (see
+# watcher): `inotifywait -m` on each async_dir (and on the job folders once
+# growth counts) and a tick a second, both into one FIFO that the loop
+# reads, so the loop sleeps in `read` and forks nothing while nothing
+# happens (it counts the ticks instead of asking `date`). Without
+# inotifywait, or when it cannot watch, the loop naps NAP seconds between
+# reads of .ended. Whichever: every SCAN_EVERY seconds it looks at every job
 # itself, for a supervisor that died (killed with SIGKILL: it writes no
 # .ended) and for supervisors older than .ended. Every second
 # it also writes an empty `wait` record: a caller that gave up (closed the
@@ -231,7 +235,7 @@ wait_news() {
     [ "$_grow" -ge 0 ] && _grow=$((_start_w + _grow))
     if [ "$_known" = - ] && [ "$_grow" -ge 0 ]; then _known=$(total_size "$@"); fi
     _inotify=0
-    command -v inotifywait >/dev/null 2>&1 && _inotify=1
+    command -v inotifywait >/dev/null 2>&1 && watcher_start 0 && _inotify=1
     ended_marks
     _seen=$_marks
     _now_w=$_start_w
@@ -244,11 +248,12 @@ wait_news() {
             _next_scan=$((_now_w + SCAN_EVERY))
             ended_news || return 0
         fi
-        _growing=0
         if [ "$_grow" -ge 0 ] && [ "$_now_w" -ge "$_grow" ]; then
-            _growing=1
+            # Growth counts from now on: the watcher also watches the job
+            # folders (a stream written), once.
+            [ "$_inotify" -eq 1 ] && [ "$_wgrowing" -eq 0 ] && { watcher_start 1 || watcher_lost; }
             # Sizes are read when something may have changed them: at the
-            # first look, then after an inotify event (none: no write).
+            # first look, then after an event (none: no write).
             if [ "$_sized" -eq 0 ] && [ "$(total_size "$@")" != "$_known" ]; then
                 _woke=grew
                 return 0
@@ -260,14 +265,13 @@ wait_news() {
         if [ "$_marks" != "$_seen" ]; then
             : # an end came while this loop was busy (a part, its nap): no wait
         elif [ "$_inotify" -eq 1 ]; then
-            # A second at a time: an event that falls between two
-            # inotifywait runs is then seen by the marks check below, a
-            # second late at most.
-            inotify_step "$_growing" 1
-            case $? in
-                0) _sized=0 ;;
-                2) ;;
-                *) _inotify=0 ;; # no inotify here (too many watches, a file system without it): naps
+            # An event that came before its watch was set up is seen by the
+            # marks check below at the next tick, a second late at most.
+            watcher_next
+            case $_wnext in
+                t) _now_w=$((_now_w + 1)) ;;
+                e) _sized=0 ;;
+                *) watcher_lost ;; # no inotify here (too many watches, a file system without it): naps
             esac
         else
             _i=0
@@ -288,7 +292,7 @@ wait_news() {
             # that a storm of ends costs a few looks a second, not one each.
             [ "$_parts" -eq 0 ] || sleep "$NAP" 2>/dev/null || :
         fi
-        _now_w=$(now)
+        [ "$_inotify" -eq 1 ] || _now_w=$(now)
     done
 }
 
@@ -296,14 +300,14 @@ wait_news() {
 # parts, or the last watched job in a part), else 0 (with parts, the ended
 # jobs were reported and are no longer watched).
 ended_news() {
-    if [ "$_parts" -eq 0 ]; then
-        scan_watched && return 0
-        _woke=ended
-        return 1
+    scan_watched && return 0
+    if [ "$_parts" -eq 1 ]; then
+        # Only now the watch list is rebuilt: take_ended copies it line by
+        # line, which at 1,000 jobs costs more than the look itself.
+        take_ended
+        [ -n "$_ended_args" ] && report_part
+        [ -n "$_watch" ] && return 0
     fi
-    take_ended
-    [ -n "$_ended_args" ] && report_part
-    [ -n "$_watch" ] && return 0
     _woke=ended
     return 1
 }
@@ -403,10 +407,25 @@ ended_marks() {
     set +f
 }
 
-# inotify_step GROWING SECONDS: inotifywait for up to SECONDS on the async_dirs
-# (a supervisor writing .ended) and, with GROWING=1, on the job folders (a
-# stream written). Its status: 0 an event, 2 none, 1 it could not watch.
-inotify_step() {
+# watcher_start GROWING: (re)start the watcher of wait_news, with GROWING=1
+# on the job folders too. The first start makes a private folder for its
+# FIFO and opens the FIFO's reading end on fd 3; a restart starts the new
+# watcher before it stops the old one, so the FIFO never lacks a writer
+# (a reader would see its end). Status 1: no FIFO could be made.
+_wpid=
+_wtmp=
+_wgrowing=0
+watcher_start() {
+    if [ -z "$_wtmp" ]; then
+        _wtmp=${TMPDIR:-/tmp}/airflow-ssh-async-wait.$$
+        if ! { mkdir -m 700 "$_wtmp" && mkfifo "$_wtmp/fifo"; } 2>/dev/null; then
+            rm -rf "$_wtmp" 2>/dev/null
+            _wtmp=
+            return 1
+        fi
+        trap watcher_stop EXIT
+    fi
+    _wgrowing=$1
     _ev=close_write
     [ "$1" -eq 1 ] && _ev=close_write,modify
     {
@@ -421,7 +440,66 @@ inotify_step() {
             done
         fi
         unset IFS
-    } | inotifywait -qq -t "$2" -e "$_ev" -e moved_to --fromfile - 2>/dev/null
+        set +f
+    } >"$_wtmp/paths$1"
+    _wold=$_wpid
+    # Its stdio is never the channel's (sshd would hold the call open until
+    # the watcher ends), and it holds no reading end of the FIFO (it would
+    # never see that this script has gone).
+    watcher "$_ev" "$_wtmp" "$1" >"$_wtmp/fifo" 2>/dev/null </dev/null 3<&- &
+    _wpid=$!
+    if [ -z "$_wold" ]; then
+        exec 3<"$_wtmp/fifo"
+    else
+        kill "$_wold" 2>/dev/null
+    fi
+    return 0
+}
+
+# watcher EVENTS TMP GROWING (in the background, stdout the FIFO): a `t`
+# line a second, and a line per event of `inotifywait -m` on the paths of
+# TMP/pathsGROWING; `x` each second once inotifywait has gone (it could not
+# watch). It ends with its inotifywait on TERM (wait_news is done) and once
+# the FIFO has no reader: this script ended, even by SIGKILL or SIGPIPE
+# without its EXIT trap, so the watcher then also removes TMP.
+watcher() {
+    trap '' PIPE
+    inotifywait -m -q -e "$1" -e moved_to --fromfile "$2/paths$3" &
+    _ip=$!
+    trap 'kill "$_ip" 2>/dev/null; exit 0' TERM
+    # A tick after each second, not at the start: a restarted watcher must
+    # not add a second to the loop's clock.
+    while sleep 1 && printf 't\n'; do
+        kill -0 "$_ip" 2>/dev/null || printf 'x\n'
+    done
+    kill "$_ip" 2>/dev/null
+    rm -rf "$2"
+}
+
+# watcher_next: the watcher's next line into _wnext: `t` a tick, `e` an
+# event, `x` no watcher (inotifywait gone, or the FIFO ended).
+watcher_next() {
+    _wnext=
+    if ! IFS= read -r _wnext <&3; then
+        _wnext=x
+        return 0
+    fi
+    case $_wnext in t | x) ;; *) _wnext=e ;; esac
+}
+
+# watcher_lost: inotify cannot serve this call: stop the watcher, nap instead.
+watcher_lost() {
+    _inotify=0
+    watcher_stop
+    _now_w=$(now)
+}
+
+# watcher_stop: the watcher and its inotifywait end, its folder goes.
+watcher_stop() {
+    [ -n "$_wpid" ] && kill "$_wpid" 2>/dev/null
+    _wpid=
+    [ -n "$_wtmp" ] && { exec 3<&- ; rm -rf "$_wtmp"; } 2>/dev/null
+    _wtmp=
 }
 
 # spaces JOB...: one `df -Pk` for the folders the jobs are in (their
