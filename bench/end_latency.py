@@ -223,8 +223,9 @@ def cpu_seconds(root: int) -> float:
     return total / TICKS
 
 
-def run_cpu(server: SSHServer, conn_id: str, n: int, seconds: float) -> dict[str, Any]:
+def run_cpu(server: SSHServer, conn_id: str, n: int, seconds: float, execs: Execs) -> dict[str, Any]:
     jobs = asyncio.run(launch_many(conn_id, [seconds + 600] * n))
+    window: list[float] = []
     assert server.process is not None
 
     async def scenario() -> tuple[float, float]:
@@ -233,6 +234,7 @@ def run_cpu(server: SSHServer, conn_id: str, n: int, seconds: float) -> dict[str
         c0, t0 = cpu_seconds(server.process.pid), time.monotonic()
         await asyncio.sleep(seconds)
         c1, t1 = cpu_seconds(server.process.pid), time.monotonic()
+        window[:] = [t0, t1]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -240,7 +242,15 @@ def run_cpu(server: SSHServer, conn_id: str, n: int, seconds: float) -> dict[str
 
     cpu, wall = asyncio.run(scenario())
     remove_jobs([d for _, d in jobs])
-    return {"jobs": n, "window_s": round(wall, 1), "cpu_s": round(cpu, 2), "core_percent": round(100 * cpu / wall, 2)}
+    # What the host ran in the window: each call costs a report of every job.
+    calls = {name: sum(1 for t, m in execs.runs if m == name and window[0] <= t <= window[1]) for _, name in execs.runs}
+    return {
+        "jobs": n,
+        "window_s": round(wall, 1),
+        "cpu_s": round(cpu, 2),
+        "core_percent": round(100 * cpu / wall, 2),
+        "calls_in_window": calls,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(row), file=sys.stderr)
         if args.cpu_jobs:
             print(f"cpu: {args.cpu_jobs} jobs waited on for {args.cpu_seconds} s", file=sys.stderr)
-            result["cpu"] = run_cpu(server, "bench_wait", args.cpu_jobs, args.cpu_seconds)
+            result["cpu"] = run_cpu(server, "bench_wait", args.cpu_jobs, args.cpu_seconds, execs)
             print(json.dumps(result["cpu"]), file=sys.stderr)
     finally:
         server.stop()
