@@ -408,7 +408,10 @@ async def _cost_run(
     refs = await launch(hook, ids, chatty(-(-length // every), str(go), every))
     launch_s = time.monotonic() - t_launch
     go.touch()
+    t_go = time.monotonic()
+    print(f"{key}: launched in {launch_s:.1f} s", file=sys.stderr, flush=True)
     first = len(CALLS.started)
+    seen = [0]
 
     def status_starts() -> list[tuple[str, float, float]]:
         return [c for c in CALLS.started[first:] if c[0] == "status"]
@@ -416,13 +419,18 @@ async def _cost_run(
     def logged() -> int:
         return sum(n for log in logs.values() for n in log.lines.values())
 
+    async def until(calls: int) -> None:
+        while len(status_starts()) < calls:
+            await asyncio.sleep(0.1)
+            if len(status_starts()) > seen[0]:  # progress, for a slow host
+                seen[0] = len(status_starts())
+                print(f"{key}: status call {seen[0]} at {status_starts()[-1][1] - t_go:.1f} s", file=sys.stderr)
+
     async def measure() -> dict[str, Any]:
         # Lines logged in the window (to 0.1 s): the same work per job at every count?
-        while len(status_starts()) < 3:
-            await asyncio.sleep(0.1)
+        await until(3)
         lines0 = logged()
-        while len(status_starts()) < 2 + ticks + 1:
-            await asyncio.sleep(0.1)
+        await until(2 + ticks + 1)
         lines1 = logged()
         starts = status_starts()
         (_, t0, cpu0), (_, t1, cpu1) = starts[2], starts[2 + ticks]
@@ -444,6 +452,15 @@ async def _cost_run(
     watchers = asyncio.ensure_future(watch_all(hook, refs, logs, poll, key))
     try:
         return await asyncio.wait_for(measure(), length)
+    except asyncio.TimeoutError:
+        # No figure, but say how far the polls got: when each status call started.
+        return {
+            "jobs": len(ids),
+            "launch_s": round(launch_s, 1),
+            "timed_out_s": length,
+            "status_call_starts_s": [round(c[1] - t_go, 1) for c in status_starts()],
+            "triggerer_cpu_ms_per_job_per_poll": None,
+        }
     finally:
         watchers.cancel()
         with contextlib.suppress(BaseException):
