@@ -17,7 +17,9 @@ Sections:
             (a triggerer restart): bytes read again, lines logged twice
   cost      triggerer CPU per job per poll at 100 and at --many jobs, polled
             without the host wait (`wait_on_host: false`: one status call a
-            poll), --ticks polls after two to warm up
+            poll), --ticks polls after two to warm up; --cost-poll and
+            --cost-every (seconds between a job's lines) let 2,000 chatty
+            jobs' polls fit in their tick on a small host
   progress  30 MB of carriage-return progress output: peak RSS growth,
             longest log record, longest event-loop stall
   upstream  the same N chatty jobs started by SSHRemoteJobOperator's wrapper
@@ -72,16 +74,19 @@ def derived_id(tag: str, i: int) -> str:
     return f"warehouse_nightly_rebuild-nightly_partition_rebuild_{i:04d}-scheduled__2026-12-01T02_00-{tag}{i:08x}"
 
 
-def gate(go: str) -> str:
+def gate(go: str, every: int = 1) -> str:
     """Wait for the file GO (made once every job of the section is launched): all
-    jobs then chat, and end, together, and no job ends before it is watched."""
-    return f"while [ ! -e {shlex.quote(go)} ]; do sleep 1; done; "
+    jobs then chat, and end, together, and no job ends before it is watched.
+    It looks every EVERY seconds (one `sleep` process a look)."""
+    return f"while [ ! -e {shlex.quote(go)} ]; do sleep {every}; done; "
 
 
-def chatty(lines: int, go: str = "") -> str:
-    return (gate(go) if go else "") + (
+def chatty(lines: int, go: str = "", every: int = 1) -> str:
+    """LINES lines on stdout, stderr and progress, one of each every EVERY seconds
+    (each wait forks one `sleep` on the host: N jobs cost it N/EVERY a second)."""
+    return (gate(go, every) if go else "") + (
         f'i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo "out $i"; echo "err $i" >&2; '
-        f'echo "step $i" >>"$AIRFLOW_ASYNC_PROGRESS"; sleep 1; done'
+        f'echo "step $i" >>"$AIRFLOW_ASYNC_PROGRESS"; sleep {every}; done'
     )
 
 
@@ -366,7 +371,7 @@ def section_restart(hook: SSHAsyncJobHook, jobs: int, lines: int, poll: float, r
     return asyncio.run(go())
 
 
-def section_cost(hook: SSHAsyncJobHook, counts: list[int], poll: float, ticks: int) -> dict[str, Any]:
+def section_cost(hook: SSHAsyncJobHook, counts: list[int], poll: float, ticks: int, every: int) -> dict[str, Any]:
     """Triggerer CPU per job per poll at each of COUNTS chatty jobs on one host.
 
     HOOK's connection should say ``wait_on_host: false``: then every status
@@ -375,12 +380,13 @@ def section_cost(hook: SSHAsyncJobHook, counts: list[int], poll: float, ticks: i
     exactly TICKS polls' work (the status report, the output reads of every
     grown stream, their log lines, the confirmations), whatever the host's
     speed. The first two polls (the watchers' start, their first backlog)
-    are left out.
+    are left out. Every count runs the same jobs: a line on each stream every
+    EVERY seconds, for the same time.
     """
     out: dict[str, Any] = {}
     for n in counts:
         ids = [derived_id(f"k{n}-", i) for i in range(n)]
-        out[str(n)] = asyncio.run(_cost_run(hook, ids, poll, ticks, f"cost{n}"))
+        out[str(n)] = asyncio.run(_cost_run(hook, ids, poll, ticks, every, f"cost{n}"))
         print(f"cost {n}: {json.dumps(out[str(n)])}", file=sys.stderr, flush=True)
         asyncio.run(cancel_all(hook, ids))
     a, b = (out[str(c)]["triggerer_cpu_ms_per_job_per_poll"] for c in (counts[0], counts[-1]))
@@ -388,8 +394,10 @@ def section_cost(hook: SSHAsyncJobHook, counts: list[int], poll: float, ticks: i
     return out
 
 
-async def _cost_run(hook: SSHAsyncJobHook, ids: list[str], poll: float, ticks: int, key: str) -> dict[str, Any]:
-    """TICKS polls of the chatty jobs IDS, after two to warm up."""
+async def _cost_run(
+    hook: SSHAsyncJobHook, ids: list[str], poll: float, ticks: int, every: int, key: str
+) -> dict[str, Any]:
+    """TICKS polls of the chatty jobs IDS (a line a stream every EVERY s), after two to warm up."""
     assert CALLS is not None
     logs = {j: CountingLog() for j in ids}
     go = go_file(key)
@@ -397,17 +405,33 @@ async def _cost_run(hook: SSHAsyncJobHook, ids: list[str], poll: float, ticks: i
     # Long enough to chat through the warm-up, the window and a slow host's
     # polls (2,000 chatty jobs on 2 cores: a poll can take longer than a tick).
     length = int(max(poll * (2 * ticks + 6), 600))
-    refs = await launch(hook, ids, chatty(length, str(go)))
+    refs = await launch(hook, ids, chatty(-(-length // every), str(go), every))
     launch_s = time.monotonic() - t_launch
     go.touch()
+    t_go = time.monotonic()
+    print(f"{key}: launched in {launch_s:.1f} s", file=sys.stderr, flush=True)
     first = len(CALLS.started)
+    seen = [0]
 
     def status_starts() -> list[tuple[str, float, float]]:
         return [c for c in CALLS.started[first:] if c[0] == "status"]
 
-    async def measure() -> dict[str, Any]:
-        while len(status_starts()) < 2 + ticks + 1:
+    def logged() -> int:
+        return sum(n for log in logs.values() for n in log.lines.values())
+
+    async def until(calls: int) -> None:
+        while len(status_starts()) < calls:
             await asyncio.sleep(0.1)
+            if len(status_starts()) > seen[0]:  # progress, for a slow host
+                seen[0] = len(status_starts())
+                print(f"{key}: status call {seen[0]} at {status_starts()[-1][1] - t_go:.1f} s", file=sys.stderr)
+
+    async def measure() -> dict[str, Any]:
+        # Lines logged in the window (to 0.1 s): the same work per job at every count?
+        await until(3)
+        lines0 = logged()
+        await until(2 + ticks + 1)
+        lines1 = logged()
         starts = status_starts()
         (_, t0, cpu0), (_, t1, cpu1) = starts[2], starts[2 + ticks]
         calls = collections.Counter(c[0] for c in CALLS.started[first:] if t0 <= c[1] < t1)
@@ -416,15 +440,27 @@ async def _cost_run(hook: SSHAsyncJobHook, ids: list[str], poll: float, ticks: i
             "id_length": len(ids[0]),
             "launch_s": round(launch_s, 1),
             "polls": ticks,
+            "poll_s": poll,
+            "line_every_s": every,
             "window_s": round(t1 - t0, 1),
             "triggerer_cpu_ms_per_job_per_poll": round(1000 * (cpu1 - cpu0) / (len(ids) * ticks), 4),
             "calls_in_window": dict(calls),
+            "lines_per_job_per_poll": round((lines1 - lines0) / (len(ids) * ticks), 1),
             "rss_mb": round(rss_now_mb(), 1),
         }
 
     watchers = asyncio.ensure_future(watch_all(hook, refs, logs, poll, key))
     try:
         return await asyncio.wait_for(measure(), length)
+    except asyncio.TimeoutError:
+        # No figure, but say how far the polls got: when each status call started.
+        return {
+            "jobs": len(ids),
+            "launch_s": round(launch_s, 1),
+            "timed_out_s": length,
+            "status_call_starts_s": [round(c[1] - t_go, 1) for c in status_starts()],
+            "triggerer_cpu_ms_per_job_per_poll": None,
+        }
     finally:
         watchers.cancel()
         with contextlib.suppress(BaseException):
@@ -688,6 +724,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--megabytes", type=int, default=30)
     p.add_argument("--upstream-steps", default="100,250,500", help="smaller upstream job counts tried first")
     p.add_argument("--ticks", type=int, default=3, help="polls measured by the cost section")
+    p.add_argument("--cost-poll", type=float, help="poll interval of the cost section (default: --poll)")
+    p.add_argument("--cost-every", type=int, default=1, help="seconds between a cost job's lines")
     p.add_argument("--only", choices=["chatty", "restart", "cost", "progress", "upstream"], action="append")
     args = p.parse_args(argv)
     server = start_server()
@@ -714,7 +752,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"restart: {json.dumps(out['restart'])}", file=sys.stderr, flush=True)
         if "cost" in sections:
             no_wait = SSHAsyncJobHook(CONN_NO_WAIT, async_dir=async_dir)
-            out["cost"] = section_cost(no_wait, [100, args.many], args.poll, args.ticks)
+            out["cost"] = section_cost(
+                no_wait, [100, args.many], args.cost_poll or args.poll, args.ticks, args.cost_every
+            )
             print(f"cost: {json.dumps(out['cost'])}", file=sys.stderr, flush=True)
         if "progress" in sections:
             out["progress"] = section_progress(hook, args.megabytes)
