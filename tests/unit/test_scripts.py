@@ -809,7 +809,10 @@ def test_a_waiting_status_leaves_no_watcher_and_no_fifo_behind(shell: list[str],
     # (inotifywait -m and a tick a second). Whether the call ends on time or
     # its caller goes (the channel closed: SIGPIPE; or the script killed
     # outright, no EXIT trap), the watcher, its inotifywait and the FIFO's
-    # folder go too: the watcher ends once the FIFO has no reader.
+    # folder go too: the watcher ends once the FIFO has no reader. Output
+    # may end these waits at once (GROW_AFTER 0): the watcher is restarted
+    # on the job folders, and the new one must hold no copy of the FIFO's
+    # reading end (a shell keeps one across a redirected function call).
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     job_dir = launch(shell, tmp_path, "w", "sleep 60")["job_dir"].decode()
@@ -817,7 +820,7 @@ def test_a_waiting_status_leaves_no_watcher_and_no_fifo_behind(shell: list[str],
     try:
         wait_state(shell, tmp_path, job_dir, JobState.RUNNING)
         if end == "time":
-            head, took = waiting_status(shell, tmp_path, job_dir, "2", "-1", "-", env={"TMPDIR": str(tmp)})
+            head, took = waiting_status(shell, tmp_path, job_dir, "2", "0", "-", env={"TMPDIR": str(tmp)})
             assert head["woke"] == b"time" and 1 <= took < 6, (head, took)
         else:
             proc = subprocess.Popen(
@@ -827,7 +830,7 @@ def test_a_waiting_status_leaves_no_watcher_and_no_fifo_behind(shell: list[str],
                 env=env,
             )
             assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(stdin_args(["--wait", "30", "-1", "-", job_dir]))
+            proc.stdin.write(stdin_args(["--wait", "30", "0", "-", job_dir]))
             proc.stdin.close()
             assert proc.stdout.read(7) == b"wait 0\n", "no wait record"
             # The watcher runs now (it started before the first record).

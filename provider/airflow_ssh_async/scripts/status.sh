@@ -445,8 +445,14 @@ watcher_start() {
     _wold=$_wpid
     # Its stdio is never the channel's (sshd would hold the call open until
     # the watcher ends), and it holds no reading end of the FIFO (it would
-    # never see that this script has gone).
-    watcher "$_ev" "$_wtmp" "$1" >"$_wtmp/fifo" 2>/dev/null </dev/null 3<&- &
+    # never see that this script has gone, and block once the FIFO is full).
+    # `exec` in a subshell, not redirections on the call: for a function
+    # call the shell keeps copies of the fds it replaces (dash: fd 10 and
+    # up), the channel's and fd 3 among them.
+    (
+        exec 3<&- </dev/null 2>/dev/null >"$_wtmp/fifo"
+        watcher "$_ev" "$_wtmp" "$1"
+    ) &
     _wpid=$!
     if [ -z "$_wold" ]; then
         exec 3<"$_wtmp/fifo"
