@@ -18,8 +18,9 @@ clock); event = the trigger's "Trigger fired event" log entry (the triggerer's
 clock, this machine); queued = the TI's ``queued_when`` after the event (the
 scheduler queued the resumed try); success = the TI's ``end_date`` (the worker
 ran ``execute_complete``). Prints median/p95/max of end -> success and its
-parts: end -> event (ours: the status call's report and the trigger's 0.2 s
-``LOG_SETTLE_S``, plus the triggerer handing the event on), event -> queued
+parts: end -> event (ours: the status call's report and the trigger's pause
+before its event, 0.2 s for these short outputs (log_settle.py), plus the
+triggerer handing the event on), event -> queued
 (Airflow's scheduler: it sees the event, sets the TI scheduled and queues it),
 queued -> success (Airflow's executor and worker: a task process starts and
 runs ``execute_complete``).

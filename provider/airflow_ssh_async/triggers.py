@@ -12,6 +12,7 @@ from airflow_ssh_async.ansible import DEFAULT_ANSIBLE_ASYNC_DIR, SOURCE_AIRFLOW,
 from airflow_ssh_async.errors import SSHAsyncJobError
 from airflow_ssh_async.hooks import DEFAULT_GRACE, SSHAsyncJobHook, cancel_bound
 from airflow_ssh_async.job import DEFAULT_ASYNC_DIR, TAIL_BYTES, JobRef, job_dir_in, log_key
+from airflow_ssh_async.log_settle import LoggedBytes
 from airflow_ssh_async.masking import Masker, airflow_min_length, seal, unseal
 from airflow_ssh_async.watch import watch_job
 
@@ -23,7 +24,6 @@ USER_ENDED_STATES = frozenset({"failed", "success", "skipped"})
 # How long on_kill waits for the task instance's state before treating it
 # as unknown (and so honouring kill_on_cancel).
 STATE_READ_TIMEOUT = 20.0
-LOG_SETTLE_S = 0.2  # before the event: see run()
 # Cancels started by on_kill, kept referenced until done (see on_kill).
 _ON_KILL_WORK: set[asyncio.Task[None]] = set()
 
@@ -179,10 +179,11 @@ class SSHAsyncJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         masker, readable = self._masker()
+        log = LoggedBytes(self.log)
         event = await watch_job(
             self._hook(),
             JobRef(self.ssh_conn_id, self.job_id, self.job_dir),  # an empty job_dir: the source's default place
-            log=self.log,
+            log=log,
             poll_interval=self.poll_interval,
             log_key=self._log_key(),
             stream_output=self.stream_output and readable,
@@ -195,12 +196,9 @@ class SSHAsyncJobTrigger(BaseTrigger):
         if not readable and event.get("result"):
             event["result"]["progress"] = ""
         self._fired = True
-        # Airflow 3.3's triggerer carries a trigger's log lines and its "finished"
-        # on two sockets, and closes the try's log file when "finished" arrives:
-        # lines still in flight then go to the triggerer's own log, not the task's
-        # (seen: a job's last lines missing from its task log, the event fired at
-        # once by the host's wait). A pause lets the last lines land first.
-        await asyncio.sleep(LOG_SETTLE_S)
+        # The last lines must reach the try's log before "finished" closes it
+        # (log_settle.py): the more was logged lately, the longer the pause.
+        await asyncio.sleep(log.settle_seconds())
         yield TriggerEvent(event)
 
     async def _task_state(self) -> tuple[bool, str | None]:
