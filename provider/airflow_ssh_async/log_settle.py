@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from airflow_ssh_async.line_log import LineLog
+
 SETTLE_BASE_S = 0.2  # any event: the last small lines
 SETTLE_PER_CHUNK_S = 0.1  # per 4 KiB logged lately: one turn of the supervisor's loop, on a busy triggerer
 SETTLE_MAX_S = 5.0
@@ -24,33 +26,21 @@ RECENT_S = 5.0  # lines older than this have landed
 CHUNK = 4096
 
 
-class LoggedBytes:
+class LoggedBytes(LineLog):
     """A logger that passes every line on and keeps how many bytes it logged lately."""
 
     def __init__(self, log: Any, clock: Callable[[], float] = time.monotonic) -> None:
-        self._log = log
+        super().__init__(log)
         self._clock = clock
         self._recent: deque[tuple[float, int]] = deque()
 
     def _line(self, msg: object, args: tuple[Any, ...]) -> str:
-        text = str(msg) % args if args else str(msg)
+        text = super()._line(msg, args)
         now = self._clock()
         self._recent.append((now, len(text.encode("utf-8", "surrogateescape")) + 1))
         while self._recent and self._recent[0][0] < now - RECENT_S:
             self._recent.popleft()
         return text
-
-    def debug(self, msg: object, *args: Any) -> None:
-        self._log.debug("%s", self._line(msg, args))
-
-    def info(self, msg: object, *args: Any) -> None:
-        self._log.info("%s", self._line(msg, args))
-
-    def warning(self, msg: object, *args: Any) -> None:
-        self._log.warning("%s", self._line(msg, args))
-
-    def error(self, msg: object, *args: Any) -> None:
-        self._log.error("%s", self._line(msg, args))
 
     def settle_seconds(self) -> float:
         """The pause before the event: SETTLE_BASE_S (which pays for the first

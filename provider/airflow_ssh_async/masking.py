@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from airflow_ssh_async.line_log import LineLog
+
 MASK = "***"
 # The task_state_store key where the operator keeps its task's secrets, sealed
 # (operators.py), for the Remote jobs view to mask with (ui/sources.py).
@@ -359,28 +361,15 @@ def can_seal() -> bool:
     return _fernet() is not None
 
 
-class MaskedLog:
+class MaskedLog(LineLog):
     """A logger whose every line passes through a :class:`Masker` (messages are formatted first)."""
 
     def __init__(self, log: Any, masker: Masker) -> None:
-        self._log = log
+        super().__init__(log)
         self._masker = masker
 
     def _line(self, msg: object, args: tuple[Any, ...]) -> str:
-        text = str(msg) % args if args else str(msg)
-        return self._masker.mask(text)
-
-    def debug(self, msg: object, *args: Any) -> None:
-        self._log.debug("%s", self._line(msg, args))
-
-    def info(self, msg: object, *args: Any) -> None:
-        self._log.info("%s", self._line(msg, args))
-
-    def warning(self, msg: object, *args: Any) -> None:
-        self._log.warning("%s", self._line(msg, args))
-
-    def error(self, msg: object, *args: Any) -> None:
-        self._log.error("%s", self._line(msg, args))
+        return self._masker.mask(super()._line(msg, args))
 
 
 def masked_log(log: Any, masker: Masker) -> Any:
