@@ -215,7 +215,9 @@ def test_killed_wrapper_reads_lost_not_running_forever(sshd, ansible) -> None:
     for pid in pids:
         os.killpg(os.getpgid(pid), signal.SIGKILL)
     time.sleep(0.5)
-    assert json.loads(result_file(jid).read_text())["finished"] is False  # the file still says running
+    # The file still says running: not finished (seen once under load: a
+    # file with no "finished" key yet, which says the same).
+    assert not json.loads(result_file(jid).read_text()).get("finished")
     result = watch(jid)["result"]
     assert result["state"] == "lost" and "no async_wrapper process" in result["reason"]
     assert "cannot be told" in result["reason"]

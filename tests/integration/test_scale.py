@@ -115,7 +115,11 @@ def test_fifty_triggers_share_one_connection_and_one_status_call_per_tick(
 
     async def scenario() -> dict[str, tuple[dict[str, Any], float]]:
         tasks = await watch(conn, jobs, poll=1.0)
-        await asyncio.sleep(0.5)
+        # The connection opens with the first call: within 10 s on a loaded
+        # machine (0.5 s was once not enough), and never a second one.
+        deadline = time.monotonic() + 10
+        while client.open_connections() == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         assert client.open_connections() == 1
         events = {j: await t for j, t in tasks.items()}
         assert client.open_connections() == 0, "the last watcher to leave closes the connection"
