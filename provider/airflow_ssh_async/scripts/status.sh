@@ -469,10 +469,15 @@ watcher_start() {
 # the FIFO has no reader: this script ended, even by SIGKILL or SIGPIPE
 # without its EXIT trap, so the watcher then also removes TMP.
 watcher() {
-    trap '' PIPE
+    # The TERM trap before inotifywait starts (a restart may stop this
+    # watcher at once: without the trap it died and left inotifywait
+    # running), and SIGPIPE ignored only after, so that an inotifywait left
+    # anyway dies at its next event into a FIFO that has no reader.
+    _ip=
+    trap '[ -n "$_ip" ] && kill "$_ip" 2>/dev/null; exit 0' TERM
     inotifywait -m -q -e "$1" -e moved_to --fromfile "$2/paths$3" &
     _ip=$!
-    trap 'kill "$_ip" 2>/dev/null; exit 0' TERM
+    trap '' PIPE
     # A tick after each second, not at the start: a restarted watcher must
     # not add a second to the loop's clock.
     while sleep 1 && printf 't\n'; do
