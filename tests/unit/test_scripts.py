@@ -857,3 +857,20 @@ def test_an_inotifywait_that_cannot_watch_leaves_the_wait_to_its_naps(shell: lis
     assert head["woke"] == b"ended", head
     assert time.time() - os.stat(Path(job_dir, "result.json")).st_mtime < 2.5, "the end was seen late"
     assert took < 10
+
+
+@pytest.mark.parametrize("tmpdir", ["missing", "a file"])
+def test_a_tmpdir_that_cannot_hold_the_fifo_leaves_the_wait_to_its_naps(
+    shell: list[str], tmp_path: Path, tmpdir: str
+) -> None:
+    # The FIFO goes under $TMPDIR: a host whose TMPDIR names no folder (or a
+    # file) still gets its end seen soon, by the naps, and nothing is made there.
+    tmp = tmp_path / "tmp"
+    if tmpdir == "a file":
+        tmp.write_text("not a folder\n")
+    job_dir = launch(shell, tmp_path, "w", "sleep 3; echo done")["job_dir"].decode()
+    head, took = waiting_status(shell, tmp_path, job_dir, "20", "-1", "-", env={"TMPDIR": str(tmp)})
+    assert head["woke"] == b"ended", head
+    assert time.time() - os.stat(Path(job_dir, "result.json")).st_mtime < 2.5, "the end was seen late"
+    assert took < 10
+    assert tmp.exists() == (tmpdir == "a file") and not with_env(f"TMPDIR={tmp}"), "a watcher or folder was left"
